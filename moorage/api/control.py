@@ -1,0 +1,104 @@
+"""The control-plane adapter: `POST /` with `X-Amz-Target: SageMaker.<Op>` (awsJson1_1).
+
+Operations are dispatched through one explicit table built at start-up; a modelled operation that is not
+in the table answers an error naming it, never a canned success."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from moorage.api.asgi import Receive, Scope, Send, header, read_body, request_id, respond, respond_error
+from moorage.api.errors import AwsError, InternalFailure, SerializationException, UnknownOperationException
+from moorage.api.json_protocol import operation_for_target, parse_json_request, serialize_json_response
+from moorage.api.spec import load_service
+from moorage.control import endpoint_configs, models
+from moorage.control.context import Caller
+from moorage.control.endpoints import Endpoints
+from moorage.control.reconciler import Reconciler
+from moorage.store import Store
+
+Operation = Callable[[Caller, dict[str, Any]], dict[str, Any]]
+
+MAX_CONTROL_BODY = 16 * 1024 * 1024
+_CONTENT_TYPE = "application/x-amz-json-1.1"
+_CREDENTIAL = re.compile(rb"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
+log = logging.getLogger("moorage.api")
+
+
+def operations(store: Store, reconciler: Reconciler) -> dict[str, Operation]:
+    endpoints = Endpoints(store, reconciler)
+    return {
+        "CreateModel": partial(models.create_model, store),
+        "DescribeModel": partial(models.describe_model, store),
+        "ListModels": partial(models.list_models, store),
+        "DeleteModel": partial(models.delete_model, store),
+        "CreateEndpointConfig": partial(endpoint_configs.create_endpoint_config, store),
+        "DescribeEndpointConfig": partial(endpoint_configs.describe_endpoint_config, store),
+        "ListEndpointConfigs": partial(endpoint_configs.list_endpoint_configs, store),
+        "DeleteEndpointConfig": partial(endpoint_configs.delete_endpoint_config, store),
+        "CreateEndpoint": endpoints.create,
+        "DescribeEndpoint": endpoints.describe,
+        "ListEndpoints": endpoints.list,
+        "UpdateEndpoint": endpoints.update,
+        "DeleteEndpoint": endpoints.delete,
+    }
+
+
+def region_of(scope: Scope, default: str) -> str:
+    """The region is whatever the client signed for (any region is accepted)."""
+    authorization = header(scope, b"authorization")
+    if authorization and (match := _CREDENTIAL.search(authorization)):
+        return match.group(1).decode()
+    return default
+
+
+class ControlApi:
+    def __init__(self, table: dict[str, Operation], account: str, default_region: str) -> None:
+        self.service = load_service("sagemaker")
+        self.table = table
+        self.account = account
+        self.default_region = default_region
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = request_id()
+        try:
+            result, operation = await self._handle(scope, receive)
+            body = serialize_json_response(operation, result)
+        except AwsError as err:
+            await respond_error(send, err, rid, _CONTENT_TYPE)
+            return
+        except Exception:
+            log.exception("control-plane operation failed")
+            await respond_error(
+                send, InternalFailure("The server hit an internal error; see its log."), rid, _CONTENT_TYPE
+            )
+            return
+        headers = [
+            (b"content-type", _CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-amzn-requestid", rid.encode()),
+        ]
+        await respond(send, 200, headers, body)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Any]:
+        target = header(scope, b"x-amz-target")
+        if target is None:
+            raise UnknownOperationException(
+                "Missing X-Amz-Target header; this port expects AWS SDK requests."
+            )
+        operation = operation_for_target(self.service, target.decode("latin-1"))
+        body = await read_body(receive, MAX_CONTROL_BODY)
+        if body is None:
+            raise SerializationException(f"Request body is larger than {MAX_CONTROL_BODY} bytes.")
+        params = parse_json_request(operation, body)
+        handler = self.table.get(operation.name)
+        if handler is None:
+            raise UnknownOperationException(
+                f"{operation.name} is a SageMaker operation this server does not implement yet."
+            )
+        caller = Caller(region=region_of(scope, self.default_region), account=self.account)
+        return handler(caller, params), operation

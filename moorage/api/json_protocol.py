@@ -1,0 +1,100 @@
+"""awsJson1_1, the protocol of the SageMaker and Application Auto Scaling control planes.
+
+Every call is ``POST /`` with ``X-Amz-Target: <targetPrefix>.<Operation>`` and a JSON object of the input
+shape; the answer is a JSON object of the output shape. Parsing validates (see ``validate``); serializing
+writes only modelled members, so records may carry more than the wire shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from botocore.model import OperationModel, OperationNotFoundError, ServiceModel
+
+from moorage.api.errors import SerializationException, UnknownOperationException
+from moorage.api.validate import validate_input
+
+_PLAIN = frozenset({"string", "integer", "long", "float", "double", "boolean"})
+
+
+def operation_for_target(service: ServiceModel, target: str) -> OperationModel:
+    """The operation named by an ``X-Amz-Target`` header such as ``SageMaker.CreateEndpoint``."""
+    prefix, _, name = target.partition(".")
+    if prefix == service.metadata.get("targetPrefix") and name:
+        try:
+            return service.operation_model(name)
+        except OperationNotFoundError:
+            pass
+    raise UnknownOperationException(f"Unknown operation {target!r} for service {service.service_name}.")
+
+
+def parse_json_request(operation: OperationModel, body: bytes) -> dict[str, Any]:
+    """The validated input of ``operation``. An empty body is ``{}``. Members the model does not know are
+    dropped rather than refused, so newer SDKs that send newer members keep working."""
+    data: Any = {}
+    if body.strip():
+        try:
+            data = json.loads(body, parse_constant=_reject_constant)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            raise SerializationException(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SerializationException("The request body must be a JSON object.")
+    shape = operation.input_shape
+    if shape is None:
+        return {}
+    return validate_input(shape, data)
+
+
+def serialize_json_response(operation: OperationModel, result: Mapping[str, Any]) -> bytes:
+    """``result`` as the JSON body of ``operation``'s output: modelled members only, ``None`` left out,
+    timestamps as epoch seconds with milliseconds, blobs as base64."""
+    shape = operation.output_shape
+    if shape is None:
+        return b"{}"
+    return json.dumps(_out(shape, result), separators=(",", ":")).encode()
+
+
+def _out(shape: Any, value: Any) -> Any:
+    kind = shape.type_name
+    if kind in _PLAIN:
+        return value
+    if kind == "structure":
+        if shape.metadata.get("document"):
+            return value
+        members = shape.members
+        return {
+            name: _out(members[name], item)
+            for name, item in value.items()
+            if item is not None and name in members
+        }
+    if kind == "list":
+        member = shape.member
+        if member.type_name in _PLAIN:
+            return list(value)
+        return [_out(member, item) for item in value]
+    if kind == "map":
+        member = shape.value
+        if member.type_name in _PLAIN:
+            return dict(value)
+        return {key: _out(member, item) for key, item in value.items()}
+    if kind == "timestamp":
+        return _epoch(value)
+    if kind == "blob":
+        raw = value.encode() if isinstance(value, str) else bytes(value)
+        return base64.b64encode(raw).decode("ascii")
+    return value
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        return round(aware.timestamp(), 3)
+    return round(float(value), 3)  # already epoch seconds
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")

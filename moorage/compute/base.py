@@ -1,0 +1,51 @@
+"""The provider contract: `start()` returns only once the instance is warm and answers /ping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    instance_id: str
+    endpoint_name: str
+    variant_name: str
+    model_dir: Path
+    python: str
+    environment: Mapping[str, str]
+    log_path: Path
+    startup_timeout: float
+
+
+@dataclass(frozen=True)
+class WorkerAddress:
+    index: int
+    socket: str
+
+
+class InstanceStartError(Exception):
+    """The instance never became healthy; str() is a FailureReason a user can act on."""
+
+
+class Instance(Protocol):
+    instance_id: str
+    workers: list[WorkerAddress]
+
+    async def wait(self) -> int:
+        """Wait until the instance exits; returns its exit status."""
+        ...
+
+    def kill_worker(self, index: int) -> None:
+        """Kill one (hung) worker; the instance replaces it on the same address."""
+        ...
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+        ...
+
+
+class InstanceProvider(Protocol):
+    async def start(self, spec: InstanceSpec) -> Instance: ...

@@ -1,0 +1,147 @@
+"""The local provider: each instance is an OS process group on this machine (`python -m moorage.serving`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
+from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
+
+_PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
+_POLL_SECONDS = 0.01
+
+
+class LocalInstance:
+    """A running instance process; its worker sockets live in `socket_dir`."""
+
+    def __init__(self, instance_id: str, process: asyncio.subprocess.Process, socket_dir: Path) -> None:
+        self.instance_id = instance_id
+        self.process = process
+        self.socket_dir = socket_dir
+        self.workers: list[WorkerAddress] = []
+
+    def _worker_pids(self) -> dict[int, int]:
+        try:
+            info = json.loads((self.socket_dir / "instance.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {int(w["index"]): int(w["pid"]) for w in info.get("workers", [])}
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    def kill_worker(self, index: int) -> None:
+        pid = self._worker_pids().get(index)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    async def stop(self, grace: float) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                pass
+        self._signal_group(signal.SIGKILL)  # workers left behind by a main that died abruptly
+        if self.process.returncode is None:
+            await self.process.wait()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class LocalProvider:
+    """Spawns instances as child processes; `run_dir` must be short (Unix socket paths are ≤ 107 bytes)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    async def start(self, spec: InstanceSpec) -> LocalInstance:
+        socket_dir = self.run_dir / spec.instance_id
+        socket_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.environment, "MOORAGE_INSTANCE_ID": spec.instance_id}
+        with open(spec.log_path, "ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                spec.python,
+                "-m",
+                "moorage.serving",
+                "--model-dir",
+                str(spec.model_dir),
+                "--socket-dir",
+                str(socket_dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=str(spec.model_dir),
+                start_new_session=True,
+            )
+        instance = LocalInstance(spec.instance_id, process, socket_dir)
+        try:
+            instance.workers = await self._until_ready(instance, spec.startup_timeout)
+        except BaseException:
+            await instance.stop(grace=2)
+            raise
+        return instance
+
+    async def _until_ready(self, instance: LocalInstance, timeout: float) -> list[WorkerAddress]:
+        deadline = time.monotonic() + timeout
+        ready_file = instance.socket_dir / "instance.json"
+        failure_file = instance.socket_dir / "failure.json"
+        while True:
+            if failure_file.exists():
+                await instance.process.wait()
+                raise InstanceStartError(_failure_reason(failure_file))
+            if instance.process.returncode is not None:
+                raise InstanceStartError(
+                    f"The instance process exited with status {instance.process.returncode} before it "
+                    "became healthy. See the endpoint log for its output."
+                )
+            if ready_file.exists():
+                break
+            if time.monotonic() > deadline:
+                raise InstanceStartError(
+                    f"The instance did not become healthy within {timeout:.0f} s (model_fn still running?). "
+                    "Raise ContainerStartupHealthCheckTimeoutInSeconds or make model loading faster."
+                )
+            await asyncio.sleep(_POLL_SECONDS)
+        info = json.loads(ready_file.read_text())
+        workers = [WorkerAddress(int(w["index"]), str(w["socket"])) for w in info["workers"]]
+        await asyncio.gather(*(_ping_until_healthy(w.socket, deadline) for w in workers))
+        return workers
+
+
+async def _ping_until_healthy(socket: str, deadline: float) -> None:
+    client = WorkerClient(socket, max_idle=1)
+    try:
+        while True:
+            try:
+                response = await client.request(_PING, timeout=2.0)
+                if response.status == 200:
+                    return
+            except (WorkerUnavailable, WorkerLost, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise InstanceStartError(f"The instance worker at {socket} never answered GET /ping with 200.")
+            await asyncio.sleep(_POLL_SECONDS)
+    finally:
+        client.close()
+
+
+def _failure_reason(path: Path) -> str:
+    try:
+        reason = str(json.loads(path.read_text())["reason"])
+    except (OSError, ValueError, KeyError):
+        reason = "The instance failed while loading the model. See the endpoint log for the traceback."
+    return reason[:1000]

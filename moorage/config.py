@@ -1,0 +1,32 @@
+"""Server settings, resolved once at start-up (nothing is read from the environment at import time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path(".moorage")
+    host: str = "127.0.0.1"
+    port: int = 7070
+    account_id: str = "123456789012"
+    default_region: str = "us-east-1"
+    database_url: str | None = None
+    max_unpacked_bytes: int = field(default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3))
+    stop_grace_seconds: float = 30.0
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"

@@ -1,0 +1,240 @@
+"""Endpoint resources and their status machine.
+
+Creating → InService | Failed; InService → Updating → InService (FailureReason set when an update is
+rolled back); any → Deleting → gone. The operations here only validate and record the transition; the
+reconciler does the work."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from moorage.api.errors import ValidationException, already_exists, not_found
+from moorage.control.context import Caller
+from moorage.control.endpoint_configs import load_config
+from moorage.control.listing import list_page
+from moorage.control.models import model_specs
+from moorage.control.reconciler import Reconciler
+from moorage.store import Store
+from moorage.store.tables import EndpointRow
+
+Params = dict[str, Any]
+
+_RETAINED = ("DesiredInstanceCount", "DesiredWeight")
+
+
+class Endpoints:
+    def __init__(self, store: Store, reconciler: Reconciler) -> None:
+        self.store = store
+        self.reconciler = reconciler
+
+    def _row(self, caller: Caller, name: str) -> EndpointRow:
+        with self.store.session() as session:
+            row = session.get(EndpointRow, name)
+        if row is None:
+            raise ValidationException(not_found("endpoint", caller.arn("endpoint", name)))
+        return row
+
+    def _snapshot(self, caller: Caller, config_name: str) -> dict[str, Any]:
+        """The config and its models as they are now, so later deletes cannot break the endpoint."""
+        config = load_config(self.store, caller, config_name)
+        spec = {**config.spec, "EndpointConfigArn": config.arn}
+        wanted = {v["ModelName"] for v in spec["ProductionVariants"]}
+        models = model_specs(self.store, wanted)
+        missing = sorted(wanted - set(models))
+        if missing:
+            raise ValidationException(
+                f"{not_found('model', caller.arn('model', missing[0]))} It is used by endpoint configuration "
+                f"{config_name}; create the model again or use another endpoint configuration."
+            )
+        return {"config": spec, "models": models}
+
+    def create(self, caller: Caller, params: Params) -> Params:
+        name = params["EndpointName"]
+        arn = caller.arn("endpoint", name)
+        snapshot = self._snapshot(caller, params["EndpointConfigName"])
+        now = time.time()
+        with self.store.session() as session:
+            if session.scalars(select(EndpointRow).where(EndpointRow.name_key == name.lower())).first():
+                raise ValidationException(already_exists("endpoint", arn))
+            session.add(
+                EndpointRow(
+                    name=name,
+                    name_key=name.lower(),
+                    arn=arn,
+                    config_name=params["EndpointConfigName"],
+                    status="Creating",
+                    creation_time=now,
+                    last_modified_time=now,
+                    pending=snapshot,
+                    pending_start_time=now,
+                    deployment_config=params.get("DeploymentConfig"),
+                    tags=params.get("Tags", []),
+                    generation=0,
+                )
+            )
+        self.reconciler.create(name)
+        return {"EndpointArn": arn}
+
+    def update(self, caller: Caller, params: Params) -> Params:
+        name = params["EndpointName"]
+        row = self._row(caller, name)
+        if row.status != "InService":
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{row.arn}". Its status is {row.status}; wait until it '
+                "is InService (a Failed endpoint can only be deleted)."
+            )
+        snapshot = self._snapshot(caller, params["EndpointConfigName"])
+        if params.get("RetainAllVariantProperties") and row.deployed:
+            _retain_variant_properties(snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", []))
+        now = time.time()
+        with self.store.session() as session:
+            current = session.get(EndpointRow, name)
+            assert current is not None
+            current.status = "Updating"
+            current.pending = snapshot
+            current.pending_start_time = now
+            current.last_modified_time = now
+            current.failure_reason = None
+            current.generation += 1
+            if not params.get("RetainDeploymentConfig"):
+                current.deployment_config = params.get("DeploymentConfig")
+        self.reconciler.update(name)
+        return {"EndpointArn": row.arn}
+
+    def delete(self, caller: Caller, params: Params) -> Params:
+        name = params["EndpointName"]
+        with self.store.session() as session:
+            row = session.get(EndpointRow, name)
+            if row is None:
+                raise ValidationException(not_found("endpoint", caller.arn("endpoint", name)))
+            row.status = "Deleting"
+            row.last_modified_time = time.time()
+        self.reconciler.delete(name)
+        return {}
+
+    def describe(self, caller: Caller, params: Params) -> Params:
+        row = self._row(caller, params["EndpointName"])
+        result: Params = {
+            "EndpointName": row.name,
+            "EndpointArn": row.arn,
+            "EndpointConfigName": row.config_name,
+            "EndpointStatus": row.status,
+            "FailureReason": row.failure_reason,
+            "CreationTime": row.creation_time,
+            "LastModifiedTime": row.last_modified_time,
+            "LastDeploymentConfig": row.deployment_config,
+        }
+        if row.deployed:
+            counts = self.reconciler.current_instance_counts(row.name)
+            config = row.deployed["config"]
+            result["ProductionVariants"] = [
+                _variant_summary(v, row.deployed["models"], counts.get(v["VariantName"], 0), row.last_modified_time)
+                for v in config["ProductionVariants"]
+            ]
+            for member in ("AsyncInferenceConfig", "ExplainerConfig", "ShadowProductionVariants", "MetricsConfig"):
+                if member in config:
+                    result[member] = config[member]
+            if "DataCaptureConfig" in config:
+                result["DataCaptureConfig"] = _capture_summary(config["DataCaptureConfig"])
+        if row.pending:
+            result["PendingDeploymentSummary"] = _pending_summary(row.pending, row.pending_start_time or time.time())
+        return result
+
+    def list(self, caller: Caller, params: Params) -> Params:
+        with self.store.session() as session:
+            rows = session.scalars(select(EndpointRow)).all()
+        summaries = [
+            {
+                "EndpointName": r.name,
+                "EndpointArn": r.arn,
+                "CreationTime": r.creation_time,
+                "LastModifiedTime": r.last_modified_time,
+                "EndpointStatus": r.status,
+            }
+            for r in rows
+        ]
+        page, token = list_page(
+            summaries,
+            params,
+            name_key="EndpointName",
+            sort_keys={
+                "Name": lambda s: s["EndpointName"],
+                "CreationTime": lambda s: s["CreationTime"],
+                "Status": lambda s: s["EndpointStatus"],
+            },
+            status_key="EndpointStatus",
+        )
+        return {"Endpoints": page, "NextToken": token}
+
+
+def _images(model: Params, when: float) -> list[Params]:
+    containers = [model["PrimaryContainer"]] if "PrimaryContainer" in model else model.get("Containers", [])
+    return [
+        {"SpecifiedImage": c["Image"], "ResolvedImage": c["Image"], "ResolutionTime": when}
+        for c in containers
+        if c.get("Image")
+    ]
+
+
+def _variant_summary(variant: Params, models: Params, current: int, when: float) -> Params:
+    summary: Params = {
+        "VariantName": variant["VariantName"],
+        "DeployedImages": _images(models.get(variant["ModelName"], {}), when),
+        "CurrentWeight": variant.get("InitialVariantWeight", 1.0),
+        "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
+        "CurrentInstanceCount": current,
+        "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
+    }
+    if "ServerlessConfig" in variant:
+        summary["CurrentServerlessConfig"] = variant["ServerlessConfig"]
+        summary["DesiredServerlessConfig"] = variant["ServerlessConfig"]
+    if "RoutingConfig" in variant:
+        summary["RoutingConfig"] = variant["RoutingConfig"]
+    return summary
+
+
+def _pending_summary(snapshot: Params, started: float) -> Params:
+    config = snapshot["config"]
+    return {
+        "EndpointConfigName": config["EndpointConfigName"],
+        "StartTime": started,
+        "ProductionVariants": [
+            {
+                "VariantName": v["VariantName"],
+                "DeployedImages": _images(snapshot["models"].get(v["ModelName"], {}), started),
+                "DesiredWeight": v.get("InitialVariantWeight", 1.0),
+                "DesiredInstanceCount": v.get("InitialInstanceCount", 1),
+                "InstanceType": v.get("InstanceType"),
+                "VariantStatus": [{"Status": "Creating", "StartTime": started}],
+            }
+            for v in config["ProductionVariants"]
+        ],
+    }
+
+
+def _capture_summary(capture: Params) -> Params:
+    enabled = capture.get("EnableCapture", True)
+    return {
+        "EnableCapture": enabled,
+        "CaptureStatus": "Started" if enabled else "Stopped",
+        "CurrentSamplingPercentage": capture.get("InitialSamplingPercentage", 0),
+        "DestinationS3Uri": capture.get("DestinationS3Uri", ""),
+        "KmsKeyId": capture.get("KmsKeyId", ""),
+    }
+
+
+def _retain_variant_properties(snapshot: Params, deployed: Params, excluded: list[Params]) -> None:
+    """RetainAllVariantProperties keeps the running instance counts and weights of same-named variants."""
+    skip = {e.get("VariantPropertyType") for e in excluded}
+    old = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
+    for variant in snapshot["config"]["ProductionVariants"]:
+        previous = old.get(variant["VariantName"])
+        if previous is None:
+            continue
+        if "DesiredInstanceCount" not in skip and "InitialInstanceCount" in previous:
+            variant["InitialInstanceCount"] = previous["InitialInstanceCount"]
+        if "DesiredWeight" not in skip and "InitialVariantWeight" in previous:
+            variant["InitialVariantWeight"] = previous["InitialVariantWeight"]

@@ -1,0 +1,79 @@
+"""Model resources: CreateModel / DescribeModel / ListModels / DeleteModel."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from moorage.api.errors import ValidationException, already_exists, not_found
+from moorage.control.context import Caller
+from moorage.control.listing import list_page
+from moorage.store import Store
+from moorage.store.tables import ModelRow
+
+Params = dict[str, Any]
+
+
+def _load(store: Store, caller: Caller, name: str) -> ModelRow:
+    with store.session() as session:
+        row = session.get(ModelRow, name)
+    if row is None:
+        raise ValidationException(not_found("model", caller.arn("model", name)))
+    return row
+
+
+def create_model(store: Store, caller: Caller, params: Params) -> Params:
+    name = params["ModelName"]
+    if "PrimaryContainer" not in params and not params.get("Containers"):
+        raise ValidationException(
+            "Either PrimaryContainer or Containers must be specified. Add a PrimaryContainer with "
+            "ModelDataUrl pointing at your model.tar.gz."
+        )
+    if "PrimaryContainer" in params and params.get("Containers"):
+        raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
+    arn = caller.arn("model", name)
+    spec = {k: v for k, v in params.items() if k != "Tags"}
+    with store.session() as session:
+        if session.get(ModelRow, name) is not None:
+            raise ValidationException(already_exists("model", arn))
+        session.add(
+            ModelRow(name=name, arn=arn, creation_time=time.time(), spec=spec, tags=params.get("Tags", []))
+        )
+    return {"ModelArn": arn}
+
+
+def describe_model(store: Store, caller: Caller, params: Params) -> Params:
+    row = _load(store, caller, params["ModelName"])
+    return {**row.spec, "ModelArn": row.arn, "CreationTime": row.creation_time}
+
+
+def delete_model(store: Store, caller: Caller, params: Params) -> Params:
+    name = params["ModelName"]
+    with store.session() as session:
+        row = session.get(ModelRow, name)
+        if row is None:
+            raise ValidationException(not_found("model", caller.arn("model", name)))
+        session.delete(row)
+    return {}
+
+
+def list_models(store: Store, caller: Caller, params: Params) -> Params:
+    with store.session() as session:
+        rows = session.scalars(select(ModelRow)).all()
+    summaries = [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.creation_time} for r in rows]
+    page, token = list_page(
+        summaries,
+        params,
+        name_key="ModelName",
+        sort_keys={"Name": lambda s: s["ModelName"], "CreationTime": lambda s: s["CreationTime"]},
+    )
+    return {"Models": page, "NextToken": token}
+
+
+def model_specs(store: Store, names: set[str]) -> dict[str, Params]:
+    """The stored CreateModel members of each named model (missing names are left out)."""
+    with store.session() as session:
+        rows = session.scalars(select(ModelRow).where(ModelRow.name.in_(names))).all()
+    return {r.name: {**r.spec, "ModelArn": r.arn} for r in rows}

@@ -1,0 +1,124 @@
+"""The invocation path: pick a variant and a worker, forward the bytes, map failures to SageMaker errors.
+
+Shared by every runtime entry point so limits, timeouts and error wording live in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moorage.api.errors import ModelError, ServiceUnavailable, ValidationError
+from moorage.dataplane.connection import WorkerLost, WorkerResponse, WorkerUnavailable
+from moorage.dataplane.policy import choose_variant, choose_worker
+from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
+
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+TIMEOUT_MESSAGE = (
+    "Your invocation timed out while waiting for a response from container primary. Review the latency "
+    "metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
+)
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One InvokeEndpoint request, headers kept as the raw bytes the client sent."""
+
+    endpoint: str
+    body: bytes
+    content_type: bytes | None = None
+    accept: bytes | None = None
+    custom_attributes: bytes | None = None
+    inference_id: bytes | None = None
+    target_model: bytes | None = None
+    target_variant: str | None = None
+
+
+@dataclass(slots=True)
+class InvocationResult:
+    variant: str
+    response: WorkerResponse
+
+
+def _encode(inv: Invocation) -> bytes:
+    parts = [b"POST /invocations HTTP/1.1\r\nhost: instance\r\ncontent-length: ", str(len(inv.body)).encode()]
+    if inv.content_type is not None:
+        parts += (b"\r\ncontent-type: ", inv.content_type)
+    if inv.accept is not None:
+        parts += (b"\r\naccept: ", inv.accept)
+    if inv.custom_attributes is not None:
+        parts += (b"\r\nx-amzn-sagemaker-custom-attributes: ", inv.custom_attributes)
+    if inv.inference_id is not None:
+        parts += (b"\r\nx-amzn-sagemaker-inference-id: ", inv.inference_id)
+    if inv.target_model is not None:
+        parts += (b"\r\nx-amzn-sagemaker-target-model: ", inv.target_model)
+    parts += (b"\r\n\r\n", inv.body)
+    return b"".join(parts)
+
+
+def not_found(endpoint: str, account: str) -> ValidationError:
+    return ValidationError(f"Endpoint {endpoint} of account {account} not found.")
+
+
+def _model_error(route: EndpointRoute, status: int, original: str, detail: str | None = None) -> ModelError:
+    kind = "client" if 400 <= status < 500 else "server"
+    text = detail if detail is not None else f'with message "{original}"'
+    return ModelError(
+        f"Received {kind} error ({status}) from primary {text}. "
+        f'See the endpoint log ("moorage logs {route.name}") for more information.',
+        original_status_code=status,
+        original_message=original,
+        log_stream_arn=route.log_stream_arn,
+    )
+
+
+async def _forward(
+    route: EndpointRoute, variant: VariantRoute, raw: bytes
+) -> tuple[WorkerRoute, WorkerResponse]:
+    tried: WorkerRoute | None = None
+    for _ in range(max(1, len(variant.workers))):
+        worker = choose_worker(variant.workers, exclude=tried)
+        if worker is None:
+            break
+        client = worker.client
+        client.outstanding += 1
+        try:
+            return worker, await client.request(raw, variant.timeout)
+        except WorkerUnavailable:
+            tried = worker  # nothing was sent: another worker may take it
+        except TimeoutError:
+            worker.kill()  # a hung handler would hold this worker forever; its instance re-forks it
+            raise _model_error(route, 0, TIMEOUT_MESSAGE) from None
+        except WorkerLost:
+            raise _model_error(
+                route,
+                0,
+                "The instance stopped before it answered (it exited or was killed); it is being replaced.",
+            ) from None
+        finally:
+            client.outstanding -= 1
+    starting = f" ({variant.starting} starting)" if variant.starting else ""
+    raise ServiceUnavailable(
+        f"No instance of variant {variant.name} of endpoint {route.name} is ready to serve{starting}. "
+        "Failed instances are replaced automatically; retry shortly."
+    )
+
+
+async def invoke(table: RoutingTable, inv: Invocation, account: str) -> InvocationResult:
+    route = table.get(inv.endpoint)
+    if route is None:
+        raise not_found(inv.endpoint, account)
+    variant = choose_variant(route, inv.target_variant)
+    if variant is None:
+        if inv.target_variant is not None:
+            raise ValidationError(
+                f"The variant {inv.target_variant} does not exist in endpoint {route.name}. "
+                f"Valid variants: {', '.join(route.by_name)}."
+            )
+        raise ValidationError(f"Endpoint {route.name} has no variant with a weight above zero.")
+    _, response = await _forward(route, variant, _encode(inv))
+    if not 200 <= response.status < 300:
+        raise _model_error(route, response.status, response.body.decode("utf-8", "replace")[:4096])
+    if len(response.body) > MAX_PAYLOAD_BYTES:
+        raise _model_error(
+            route, response.status, "", detail="and could not load the entire response body"
+        )
+    return InvocationResult(variant.name, response)

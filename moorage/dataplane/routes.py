@@ -1,0 +1,69 @@
+"""The routing table: what the invocation path may use, pushed by the control plane.
+
+Lists are replaced, never mutated in place, so a request always sees a consistent snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from moorage.dataplane.connection import WorkerClient
+
+
+@dataclass(eq=False, slots=True)
+class WorkerRoute:
+    """One worker process of one instance, reachable on its own socket."""
+
+    client: WorkerClient
+    instance_id: str
+    index: int
+    kill: Callable[[], None]
+
+
+@dataclass(eq=False)
+class VariantRoute:
+    name: str
+    weight: float
+    timeout: float
+    workers: list[WorkerRoute] = field(default_factory=list)
+    starting: int = 0
+
+    def add_workers(self, workers: list[WorkerRoute]) -> None:
+        self.workers = [*self.workers, *workers]
+
+    def remove_instance(self, instance_id: str) -> list[WorkerRoute]:
+        gone = [w for w in self.workers if w.instance_id == instance_id]
+        self.workers = [w for w in self.workers if w.instance_id != instance_id]
+        return gone
+
+    def instance_count(self) -> int:
+        return len({w.instance_id for w in self.workers})
+
+
+@dataclass(eq=False)
+class EndpointRoute:
+    name: str
+    variants: list[VariantRoute]
+    log_stream_arn: str
+    by_name: dict[str, VariantRoute] = field(init=False)
+    total_weight: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {v.name: v for v in self.variants}
+        self.total_weight = sum(v.weight for v in self.variants)
+
+
+class RoutingTable:
+    """Endpoint name (exact case, as InvokeEndpoint requires) to its current route."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, EndpointRoute] = {}
+
+    def get(self, name: str) -> EndpointRoute | None:
+        return self._routes.get(name)
+
+    def install(self, route: EndpointRoute) -> None:
+        self._routes[route.name] = route
+
+    def remove(self, name: str) -> None:
+        self._routes.pop(name, None)

@@ -1,0 +1,18 @@
+"""`python -m moorage.serving --model-dir DIR --socket-dir SOCKDIR [--workers N]`: one endpoint instance."""
+
+import os
+import sys
+
+
+def run() -> int:
+    # Thread limits must be in the environment before numpy or user code is first imported.
+    from moorage.serving.settings import limit_threads
+
+    limit_threads(os.environ)
+    from moorage.serving.instance import main
+
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,247 @@
+"""A small HTTP/1.1 keep-alive server on asyncio and httptools, for one worker's Unix socket.
+
+Why not uvicorn: the handlers run inline, one request at a time, so the ASGI machinery (scope dicts,
+receive/send coroutines, a task per request) is pure overhead on every invocation. Here a request is
+parsed, routed and answered within `data_received`; only `async def` handlers get a task, and while
+one runs the connection stops reading, so pipelined requests are still answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import cast
+
+import httptools
+
+from moorage.serving.app import App
+from moorage.serving.responses import Response, render_head, text_response
+
+logger = logging.getLogger("moorage.serving")
+
+MAX_HEAD_BYTES = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SMALL = 64 * 1024  # below this, head and body go out in one write
+_Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool]
+
+
+class _Abort(Exception):
+    """Stops the parser after the connection has been answered and closed."""
+
+
+class HttpServer:
+    """The protocol factory; it also owns the open connections so SIGTERM can drain them."""
+
+    def __init__(self, app: App, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.connections: set[HttpProtocol] = set()
+        self.draining = False
+
+    def __call__(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    async def drain(self, timeout: float) -> None:
+        """Closes idle connections now, busy ones after their response, and the rest after `timeout`."""
+        self.draining = True
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for connection in list(self.connections):
+            connection.abort()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    __slots__ = (
+        "_active",
+        "_app",
+        "_body",
+        "_body_size",
+        "_head_size",
+        "_headers",
+        "_keep_alive",
+        "_max_body",
+        "_parser",
+        "_pending",
+        "_server",
+        "_task",
+        "_transport",
+        "_url",
+        "_write_paused",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._app = server.app
+        self._max_body = server.max_body_bytes
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_size = 0
+        self._active = False  # between the first byte of a request and its response
+        self._task: asyncio.Future[Response] | None = None
+        self._pending: deque[_Request] = deque()
+        self._write_paused = False
+        self._keep_alive = True
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio subclasses
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._keep_alive:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Answered as plain HTTP; nothing after an upgrade request can be parsed.
+            self._keep_alive = False
+            self.close_if_idle()
+        except httptools.HttpParserError as exc:
+            if not self._closing():
+                self._active = False
+                self._send(text_response(f"Bad Request: {exc}", 400), keep_alive=False)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._active = True
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.lower()] = value
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_BYTES:
+            self._reject(431, f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            self._reject(413, f"the request body is larger than {self._max_body} bytes")
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport is not None:
+            self._transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._max_body:
+            self._reject(413, f"the request body is larger than {self._max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        request = (
+            self._parser.get_method(),
+            self._url,
+            self._headers,
+            b"".join(self._body),
+            self._parser.should_keep_alive(),
+        )
+        if self._task is not None:
+            self._pending.append(request)
+        else:
+            self._handle(request)
+
+    # requests and responses
+
+    def _handle(self, request: _Request) -> None:
+        method, url, headers, body, keep_alive = request
+        try:
+            result = self._app(method, url, headers, body)
+        except Exception as exc:  # a bug here, not in user code: the invoker catches that
+            logger.exception("internal error")
+            result = text_response(f"internal error: {exc}", 500)
+        if type(result) is Response:
+            self._send(result, keep_alive)
+        else:
+            self._start(result, keep_alive)  # type: ignore[arg-type]
+
+    def _start(self, awaitable: Awaitable[Response], keep_alive: bool) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._task = task
+        self._update_reading()
+        task.add_done_callback(lambda done: self._finish(done, keep_alive))
+
+    def _finish(self, task: asyncio.Future[Response], keep_alive: bool) -> None:
+        self._task = None
+        try:
+            response = task.result()
+        except BaseException as exc:
+            logger.error("internal error", exc_info=exc)
+            response = text_response("internal error", 500)
+        self._send(response, keep_alive)
+        while self._pending and self._task is None and not self._closing():
+            self._handle(self._pending.popleft())
+        self._update_reading()
+
+    def _send(self, response: Response, keep_alive: bool) -> None:
+        self._active = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        close = not (keep_alive and self._keep_alive) or self._server.draining
+        head = render_head(response, close)
+        body = response.body
+        if len(body) < _SMALL:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        if close:
+            transport.close()
+
+    def _reject(self, status: int, message: str) -> None:
+        self._active = False
+        self._pending.clear()
+        self._send(text_response(message, status), keep_alive=False)
+        raise _Abort
+
+    # connection state
+
+    def close_if_idle(self) -> None:
+        if not self._active and self._task is None and not self._pending:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._task is not None or self._write_paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()

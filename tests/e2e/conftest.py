@@ -1,0 +1,79 @@
+"""End-to-end fixtures: a real server process driven by unchanged boto3 clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.models import build_model_tar
+from tests.support.moorage_server import RunningServer, moorage_server
+
+FAST_WAIT = {"Delay": 0.2, "MaxAttempts": 600}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with moorage_server(tmp_path_factory.mktemp("state")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def sm(server: RunningServer) -> Any:
+    return server.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def smr(server: RunningServer) -> Any:
+    return server.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="module")
+def echo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_model_tar(tmp_path_factory.mktemp("models") / "echo" / "model.tar.gz").as_uri()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def deploy(
+    sm: Any,
+    model_data_url: str,
+    *,
+    name: str | None = None,
+    instances: int = 1,
+    environment: dict[str, str] | None = None,
+    wait: bool = True,
+    variant: str = "AllTraffic",
+) -> str:
+    """Model -> EndpointConfig -> Endpoint exactly as a SageMaker user writes it; returns the endpoint name."""
+    name = name or unique("ep")
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})}
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": model_data_url, "Environment": env},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": variant,
+                "ModelName": name,
+                "InitialInstanceCount": instances,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if wait:
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+    return name
+
+
+def model_dir_tar(root: Path, name: str, **kwargs: Any) -> str:
+    return build_model_tar(root / name / "model.tar.gz", **kwargs).as_uri()

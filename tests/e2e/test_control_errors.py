@@ -1,0 +1,79 @@
+"""Bad control-plane input answers ValidationException with AWS's wording, and the server keeps going."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.e2e.conftest import deploy, unique
+
+
+def _error(call: Any, **kwargs: Any) -> dict[str, str]:
+    with pytest.raises(ClientError) as raised:
+        call(**kwargs)
+    return dict(raised.value.response["Error"])
+
+
+def test_duplicate_names(sm: Any, echo_model: str) -> None:
+    name = unique("dup")
+    sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
+    error = _error(sm.create_model, ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
+    assert error["Code"] == "ValidationException"
+    assert error["Message"] == f'Cannot create already existing model "arn:aws:sagemaker:us-west-2:123456789012:model/{name}".'
+    variants = [{"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants)
+    error = _error(sm.create_endpoint_config, EndpointConfigName=name, ProductionVariants=variants)
+    assert error["Message"].startswith("Cannot create already existing endpoint configuration")
+
+
+def test_constraints_botocore_does_not_check(sm: Any, echo_model: str) -> None:
+    error = _error(sm.create_model, ModelName="x" * 64, PrimaryContainer={"ModelDataUrl": echo_model})
+    assert error["Code"] == "ValidationException"
+    assert "modelName" in error["Message"] and "length less than or equal to 63" in error["Message"]
+    error = _error(sm.create_model, ModelName="bad_name!", PrimaryContainer={"ModelDataUrl": echo_model})
+    assert "regular expression pattern" in error["Message"]
+    name = unique("enum")
+    sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
+    error = _error(
+        sm.create_endpoint_config,
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.nope"}],
+    )
+    assert "enum value set" in error["Message"]
+    assert "productionVariants.1.member.instanceType" in error["Message"]
+
+
+def test_missing_resources(sm: Any) -> None:
+    name = unique("missing")
+    error = _error(sm.describe_model, ModelName=name)
+    assert error == {
+        "Code": "ValidationException",
+        "Message": f'Could not find model "arn:aws:sagemaker:us-west-2:123456789012:model/{name}".',
+    } or error["Message"].startswith("Could not find model")
+    error = _error(
+        sm.create_endpoint_config,
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+    )
+    assert error["Message"].startswith("Could not find model")
+    error = _error(sm.create_endpoint, EndpointName=name, EndpointConfigName=name)
+    assert error["Message"].startswith("Could not find endpoint configuration")
+    error = _error(sm.delete_endpoint, EndpointName=name)
+    assert error["Code"] == "ValidationException"
+
+
+def test_update_requires_in_service(sm: Any, echo_model: str) -> None:
+    name = deploy(sm, echo_model, wait=False, environment={"SLOW_START": "1"})
+    status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
+    if status == "Creating":
+        error = _error(sm.update_endpoint, EndpointName=name, EndpointConfigName=name)
+        assert error["Code"] == "ValidationException"
+        assert "Cannot update in-progress endpoint" in error["Message"]
+    sm.delete_endpoint(EndpointName=name)
+
+
+def test_unknown_operation_is_named(sm: Any) -> None:
+    error = _error(sm.list_training_jobs)
+    assert "ListTrainingJobs" in error["Message"]

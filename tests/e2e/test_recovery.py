@@ -1,0 +1,98 @@
+"""Processes are cattle: restarts and killed instances come back without the user doing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import FAST_WAIT, deploy
+from tests.support.models import build_model_tar
+from tests.support.moorage_server import moorage_server
+
+
+def _pid(smr: Any, name: str) -> int:
+    response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
+    return int(json.loads(response["Body"].read())["pid"])
+
+
+def _parent(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1])
+
+
+def test_restart_brings_endpoints_back(tmp_path: Path) -> None:
+    model = build_model_tar(tmp_path / "m" / "model.tar.gz").as_uri()
+    state = tmp_path / "state"
+    with moorage_server(state) as server:
+        sm, smr = server.client(), server.client("sagemaker-runtime")
+        name = deploy(sm, model)
+        before = _pid(smr, name)
+        created = sm.describe_endpoint(EndpointName=name)["CreationTime"]
+    assert not _alive(before)
+    with moorage_server(state) as server:
+        sm, smr = server.client(), server.client("sagemaker-runtime")
+        described = sm.describe_endpoint(EndpointName=name)
+        assert described["EndpointStatus"] == "InService"
+        assert described["CreationTime"] == created
+        assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+        after = _pid(smr, name)
+        assert after != before
+        assert [m["ModelName"] for m in sm.list_models(NameContains=name)["Models"]] == [name]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_killed_instance_is_replaced_while_others_serve(sm: Any, smr: Any, echo_model: str) -> None:
+    name = deploy(sm, echo_model, instances=2)
+    pids = {_pid(smr, name) for _ in range(20)}
+    assert len(pids) == 2, "least-outstanding routing should reach both instances"
+    victim = _parent(next(iter(pids)))
+    os.kill(victim, signal.SIGKILL)
+    ok = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            _pid(smr, name)
+            ok += 1
+        except Exception:  # noqa: BLE001 - a request in flight on the victim may fail, never hang
+            pass
+        counts = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["CurrentInstanceCount"]
+        if ok >= 5 and counts == 2 and len({_pid(smr, name) for _ in range(20)} - pids) >= 1:
+            break
+        time.sleep(0.1)
+    described = sm.describe_endpoint(EndpointName=name)
+    assert described["EndpointStatus"] == "InService"
+    assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+    assert ok >= 5
+    assert not _alive(victim)
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+
+
+def test_process_exit_inside_handler_is_contained(sm: Any, smr: Any, echo_model: str) -> None:
+    name = deploy(sm, echo_model)
+    try:
+        smr.invoke_endpoint(EndpointName=name, Body=json.dumps({"exit": 1}), ContentType="application/json")
+        raise AssertionError("the request on a dying worker must fail")
+    except smr.exceptions.ModelError as error:
+        assert error.response["OriginalStatusCode"] == 0
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _pid(smr, name)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    sm.delete_endpoint(EndpointName=name)

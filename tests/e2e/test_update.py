@@ -1,0 +1,100 @@
+"""UpdateEndpoint is blue/green: the old fleet serves until the new one is warm; no request fails."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar, unique
+
+SLOW_LOAD = '''
+import json, time
+
+def model_fn(model_dir):
+    time.sleep(1.0)
+    return open(model_dir + "/weights.txt").read()
+
+def input_fn(body, content_type):
+    return body
+
+def predict_fn(data, model):
+    return model
+
+def output_fn(prediction, accept):
+    return json.dumps({"version": prediction})
+'''
+
+
+def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Path) -> None:
+    name = deploy(sm, model_dir_tar(tmp_path, "v1", inference=SLOW_LOAD, files={"weights.txt": "v1"}), instances=2)
+    v2 = unique("v2")
+    sm.create_model(
+        ModelName=v2,
+        PrimaryContainer={
+            "ModelDataUrl": model_dir_tar(tmp_path, "v2", inference=SLOW_LOAD, files={"weights.txt": "v2"}),
+            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"},
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=v2,
+        ProductionVariants=[{"VariantName": "blue", "ModelName": v2, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+    )
+    seen: list[str] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def keep_invoking() -> None:
+        while not stop.is_set():
+            try:
+                response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
+                seen.append(json.loads(response["Body"].read())["version"])
+            except BaseException as exc:  # noqa: BLE001 - any failure fails the test
+                failures.append(exc)
+
+    threads = [threading.Thread(target=keep_invoking) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=v2)
+        described = sm.describe_endpoint(EndpointName=name)
+        assert described["EndpointStatus"] == "Updating"
+        assert described["PendingDeploymentSummary"]["EndpointConfigName"] == v2
+        assert described["EndpointConfigName"] == name
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+        after = [json.loads(smr.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())["version"] for _ in range(5)]
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert "v1" in seen
+    assert after == ["v2"] * 5
+    described = sm.describe_endpoint(EndpointName=name)
+    assert described["EndpointConfigName"] == v2
+    assert [v["VariantName"] for v in described["ProductionVariants"]] == ["blue"]
+    assert "PendingDeploymentSummary" not in described
+    sm.delete_endpoint(EndpointName=name)
+
+
+def test_failed_update_rolls_back(sm: Any, smr: Any, tmp_path: Path, echo_model: str) -> None:
+    name = deploy(sm, echo_model)
+    broken = unique("broken")
+    sm.create_model(
+        ModelName=broken,
+        PrimaryContainer={"ModelDataUrl": model_dir_tar(tmp_path, "broken", inference="def model_fn(d):\n    raise ValueError('nope')\n")},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=broken,
+        ProductionVariants=[{"VariantName": "v", "ModelName": broken, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+    )
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=broken)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+    described = sm.describe_endpoint(EndpointName=name)
+    assert described["EndpointStatus"] == "InService"
+    assert described["EndpointConfigName"] == name
+    assert "nope" in described["FailureReason"]
+    response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
+    assert json.loads(response["Body"].read())["greeting"] == "hello"
+    sm.delete_endpoint(EndpointName=name)

@@ -1,0 +1,59 @@
+"""The instance main keeps its workers alive and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from .conftest import StartInstance
+from .support import model_dir
+
+MODEL = "def model_fn(model_dir):\n    return len\n"
+
+
+def test_killed_worker_is_replaced(tmp_path: Path, start_instance: StartInstance) -> None:
+    instance = start_instance(model_dir(tmp_path, MODEL), workers=2)
+    info = instance.wait_ready()
+    old = info["workers"][1]["pid"]
+    assert instance.invoke(b"[1, 2]", worker=1, content_type="application/json").json() == 2
+    os.kill(old, signal.SIGKILL)
+    new_info = instance.wait_info(lambda info: info["workers"][1]["pid"] != old)
+    assert new_info["workers"][0] == info["workers"][0]
+    assert new_info["pid"] == info["pid"]
+    instance.drop_connection(1)  # the old connection died with the old worker
+    assert instance.invoke(b"[1, 2, 3]", worker=1, content_type="application/json").json() == 3
+    assert instance.invoke(b"[1]", worker=0, content_type="application/json").json() == 1
+    assert "was killed by SIGKILL" in instance.output()
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path, start_instance: StartInstance) -> None:
+    instance = start_instance(model_dir(tmp_path, MODEL), workers=2)
+    info = instance.wait_ready()
+    assert instance.request("GET", "/ping").status == 200  # an idle keep-alive connection stays open
+    instance.process.send_signal(signal.SIGTERM)
+    assert instance.wait_exit() == 0
+    assert list(instance.socket_dir.iterdir()) == []
+    for worker in info["workers"]:
+        assert not _alive(worker["pid"])
+
+
+def test_workers_die_with_the_main(tmp_path: Path, start_instance: StartInstance) -> None:
+    instance = start_instance(model_dir(tmp_path, MODEL), workers=2)
+    info = instance.wait_ready()
+    instance.process.kill()
+    instance.wait_exit()
+    deadline = time.monotonic() + 10
+    while any(_alive(w["pid"]) for w in info["workers"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(_alive(w["pid"]) for w in info["workers"])
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (workers are reparented once the main dies)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
