@@ -73,7 +73,9 @@ class MoorageApp:
         self.reconciler = Reconciler(
             self.store, LocalProvider(self._run_dir), self.table, logs, settings, settings.default_region
         )
-        self.control = ControlApi(operations(self.store, self.reconciler), settings.account_id, settings.default_region)
+        self.control = ControlApi(
+            operations(self.store, self.reconciler), settings.account_id, settings.default_region
+        )
         await self.reconciler.restore()
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
 

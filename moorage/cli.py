@@ -37,7 +37,10 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=75,
         backlog=1024,
     )
-    print(f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})", flush=True)
+    print(
+        f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})",
+        flush=True,
+    )
     uvicorn.Server(config).run()
     return 0
 

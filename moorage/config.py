@@ -20,7 +20,9 @@ class Settings:
     account_id: str = "123456789012"
     default_region: str = "us-east-1"
     database_url: str | None = None
-    max_unpacked_bytes: int = field(default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3))
+    max_unpacked_bytes: int = field(
+        default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3)
+    )
     stop_grace_seconds: float = 30.0
 
     @property

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 

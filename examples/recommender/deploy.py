@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"endpoint {name} InService after {time.perf_counter() - t0:.1f} s")
     answer = invoke(runtime, name, {"user_id": "u42", "k": 5})
-    print(json.dumps(answer, indent=2))
+    print(json.dumps(answer))
     return 0
 
 

@@ -8,6 +8,7 @@ writes only modelled members, so records may carry more than the wire shows.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ def parse_json_request(operation: OperationModel, body: bytes) -> dict[str, Any]
             data = json.loads(body, parse_constant=_reject_constant)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
             raise SerializationException(f"The request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise SerializationException("The request body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise SerializationException("The request body must be a JSON object.")
     shape = operation.input_shape
@@ -66,8 +69,9 @@ def _out(shape: Any, value: Any) -> Any:
         if shape.metadata.get("document"):
             return value
         members = shape.members
+        plain = _plain_members(shape)
         return {
-            name: _out(members[name], item)
+            name: item if name in plain else _out(members[name], item)
             for name, item in value.items()
             if item is not None and name in members
         }
@@ -87,6 +91,12 @@ def _out(shape: Any, value: Any) -> Any:
         raw = value.encode() if isinstance(value, str) else bytes(value)
         return base64.b64encode(raw).decode("ascii")
     return value
+
+
+@functools.cache
+def _plain_members(shape: Any) -> frozenset[str]:
+    """Members written as they are; shapes live as long as their cached model, so caching by shape is safe."""
+    return frozenset(name for name, member in shape.members.items() if member.type_name in _PLAIN)
 
 
 def _epoch(value: Any) -> float:

@@ -20,7 +20,7 @@ import base64
 import binascii
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -245,7 +245,8 @@ def _violations(shape: Shape, value: Any) -> list[str]:
             if pattern is not None:
                 compiled = _compiled(pattern)
                 if compiled is not None and compiled.fullmatch(value) is None:
-                    shown = pattern if pattern.startswith("^") else f"^{pattern}"
+                    # AWS prints its patterns anchored; botocore's copies lost the leading ^
+                    shown = pattern if pattern.startswith(("^", "\\A")) else f"^{pattern}"
                     out.append(f"Member must satisfy regular expression pattern: {shown}")
             enum = meta.get("enum")
             if enum and value not in enum:
@@ -317,10 +318,20 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k}={_text(v)}" for k, v in value.items()) + "}"
+        return _items((f"{k}={_text(v)}" for k, v in value.items()), "{", "}")
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_text(v) for v in value) + "]"
+        return _items((_text(v) for v in value), "[", "]")
     return "null" if value is None else str(value)
+
+
+def _items(parts: Iterator[str], start: str, end: str) -> str:
+    """Join lazily, stopping past the display limit: a huge container costs no more than a small one."""
+    text = start
+    for i, part in enumerate(parts):
+        text += f", {part}" if i else part
+        if len(text) > _MAX_VALUE_CHARS:
+            return text
+    return text + end
 
 
 def _enum_text(values: Sequence[str]) -> str:

@@ -20,7 +20,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, NoReturn, Protocol
+from typing import IO, NoReturn, Protocol, cast
 
 from moorage.artifacts.errors import ArtifactError
 
@@ -53,7 +53,7 @@ def unpack_archive(archive: Path, dest: Path, source_uri: str, limits: UnpackLim
     try:
         with open(archive, "rb") as raw:
             reader = _BudgetReader(_decompressed(raw), limits)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:  # duck-typed reader
                 extractor = _Extractor(dest, limits, reader)
                 for member in tar:
                     extractor.add(tar, member)
@@ -66,6 +66,12 @@ def unpack_archive(archive: Path, dest: Path, source_uri: str, limits: UnpackLim
         raise ArtifactError(f"Model data at {source_uri} is not a valid tar.gz archive: {detail}") from None
     except OSError as exc:
         raise ArtifactError(f"Failed to unpack model data from {source_uri}: {exc}") from None
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 def _decompressed(raw: IO[bytes]) -> _Readable:
@@ -81,17 +87,11 @@ def _decompressed(raw: IO[bytes]) -> _Readable:
     return raw
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
 class _BudgetReader:
-    """Counts bytes that actually come out of the decompressor and stops past a budget.
+    """Counts the bytes that actually come out of the decompressor and stops past a budget.
 
-    Header sizes can lie about nothing they do not cover: pax records, GNU long names and padding
-    are read by ``tarfile`` itself, so the decompressed stream is metered here as well.
+    Member sizes in headers do not cover pax records, GNU long names or padding, which ``tarfile``
+    reads (into memory) by itself; metering the decompressed stream bounds those as well.
     """
 
     def __init__(self, inner: _Readable, limits: UnpackLimits) -> None:

@@ -51,10 +51,8 @@ class LocalInstance:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.process.wait(), grace)
-            except TimeoutError:
-                pass
         self._signal_group(signal.SIGKILL)  # workers left behind by a main that died abruptly
         if self.process.returncode is None:
             await self.process.wait()
@@ -133,7 +131,9 @@ async def _ping_until_healthy(socket: str, deadline: float) -> None:
             except (WorkerUnavailable, WorkerLost, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise InstanceStartError(f"The instance worker at {socket} never answered GET /ping with 200.")
+                raise InstanceStartError(
+                    f"The instance worker at {socket} never answered GET /ping with 200."
+                )
             await asyncio.sleep(_POLL_SECONDS)
     finally:
         client.close()

@@ -77,7 +77,9 @@ def delete_endpoint_config(store: Store, caller: Caller, params: Params) -> Para
     with store.session() as session:
         row = session.get(EndpointConfigRow, name)
         if row is None:
-            raise ValidationException(not_found("endpoint configuration", caller.arn("endpoint-config", name)))
+            raise ValidationException(
+                not_found("endpoint configuration", caller.arn("endpoint-config", name))
+            )
         session.delete(row)
     return {}
 
@@ -86,7 +88,8 @@ def list_endpoint_configs(store: Store, caller: Caller, params: Params) -> Param
     with store.session() as session:
         rows = session.scalars(select(EndpointConfigRow)).all()
     summaries = [
-        {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.creation_time} for r in rows
+        {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.creation_time}
+        for r in rows
     ]
     page, token = list_page(
         summaries,

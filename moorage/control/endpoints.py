@@ -88,7 +88,9 @@ class Endpoints:
             )
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
         if params.get("RetainAllVariantProperties") and row.deployed:
-            _retain_variant_properties(snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", []))
+            _retain_variant_properties(
+                snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", [])
+            )
         now = time.time()
         with self.store.session() as session:
             current = session.get(EndpointRow, name)
@@ -131,16 +133,25 @@ class Endpoints:
             counts = self.reconciler.current_instance_counts(row.name)
             config = row.deployed["config"]
             result["ProductionVariants"] = [
-                _variant_summary(v, row.deployed["models"], counts.get(v["VariantName"], 0), row.last_modified_time)
+                _variant_summary(
+                    v, row.deployed["models"], counts.get(v["VariantName"], 0), row.last_modified_time
+                )
                 for v in config["ProductionVariants"]
             ]
-            for member in ("AsyncInferenceConfig", "ExplainerConfig", "ShadowProductionVariants", "MetricsConfig"):
+            for member in (
+                "AsyncInferenceConfig",
+                "ExplainerConfig",
+                "ShadowProductionVariants",
+                "MetricsConfig",
+            ):
                 if member in config:
                     result[member] = config[member]
             if "DataCaptureConfig" in config:
                 result["DataCaptureConfig"] = _capture_summary(config["DataCaptureConfig"])
         if row.pending:
-            result["PendingDeploymentSummary"] = _pending_summary(row.pending, row.pending_start_time or time.time())
+            result["PendingDeploymentSummary"] = _pending_summary(
+                row.pending, row.pending_start_time or time.time()
+            )
         return result
 
     def list(self, caller: Caller, params: Params) -> Params:

@@ -11,6 +11,13 @@ from typing import Any
 from moorage.api.errors import ValidationException
 
 Summary = dict[str, Any]
+# (request member, summary member, keep items strictly before the bound?)
+_WINDOWS = (
+    ("CreationTimeBefore", "CreationTime", True),
+    ("CreationTimeAfter", "CreationTime", False),
+    ("LastModifiedTimeBefore", "LastModifiedTime", True),
+    ("LastModifiedTimeAfter", "LastModifiedTime", False),
+)
 
 
 def _epoch(value: Any) -> float:
@@ -49,16 +56,10 @@ def list_page(
     if contains := params.get("NameContains"):
         needle = str(contains).lower()
         selected = [s for s in selected if needle in str(s[name_key]).lower()]
-    windows = (
-        ("CreationTimeBefore", "CreationTime", lambda v, t: v < t),
-        ("CreationTimeAfter", "CreationTime", lambda v, t: v > t),
-        ("LastModifiedTimeBefore", "LastModifiedTime", lambda v, t: v < t),
-        ("LastModifiedTimeAfter", "LastModifiedTime", lambda v, t: v > t),
-    )
-    for param, member, keep in windows:
+    for param, member, before in _WINDOWS:
         if param in params:
             bound = _epoch(params[param])
-            selected = [s for s in selected if keep(s[member], bound)]
+            selected = [s for s in selected if (s[member] < bound if before else s[member] > bound)]
     if status_key and (status := params.get("StatusEquals")):
         selected = [s for s in selected if s[status_key] == status]
     sort_by = params.get("SortBy", "CreationTime")

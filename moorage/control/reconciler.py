@@ -210,7 +210,9 @@ class Reconciler:
                 f"serves {old_config}. Cause: {failure}"
             )
             self.logs.write(name, reason)
-            self._save(name, status="InService", failure_reason=reason[:1024], pending=None, pending_start_time=None)
+            self._save(
+                name, status="InService", failure_reason=reason[:1024], pending=None, pending_start_time=None
+            )
             return
         old = self.fleets.get(name)
         self._activate(fleet)
@@ -275,13 +277,17 @@ class Reconciler:
         except BaseException as exc:
             for vf in variants:
                 vf.closed = True
-            await asyncio.gather(*(self._stop(vf, ri, grace=2) for vf in variants for ri in list(vf.instances)))
+            await asyncio.gather(
+                *(self._stop(vf, ri, grace=2) for vf in variants for ri in list(vf.instances))
+            )
             if isinstance(exc, (InstanceStartError, ArtifactError)):
                 raise DeploymentFailed(str(exc)) from exc
             if isinstance(exc, DeploymentFailed | asyncio.CancelledError):
                 raise
             raise DeploymentFailed(f"Internal error while deploying: {exc!r}") from exc
-        arn = f"arn:aws:logs:{self.region}:{self.settings.account_id}:log-group:/aws/sagemaker/Endpoints/{name}"
+        arn = (
+            f"arn:aws:logs:{self.region}:{self.settings.account_id}:log-group:/aws/sagemaker/Endpoints/{name}"
+        )
         return Fleet(EndpointRoute(name, [vf.route for vf in variants], arn), variants)
 
     async def _prepare_variant(self, name: str, pv: dict[str, Any], model: dict[str, Any]) -> VariantFleet:
@@ -289,7 +295,9 @@ class Reconciler:
         environment = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
         limits = UnpackLimits(max_total_bytes=self.settings.max_unpacked_bytes)
         source = container.get("ModelDataUrl") or "ModelDataSource"
-        self.logs.write(name, f"Variant {pv['VariantName']}: preparing model {model['ModelName']} from {source}")
+        self.logs.write(
+            name, f"Variant {pv['VariantName']}: preparing model {model['ModelName']} from {source}"
+        )
         timeout = float(pv.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
         try:
             prepared = await asyncio.wait_for(
@@ -317,7 +325,9 @@ class Reconciler:
             route=route,
             prepared=prepared,
             environment=environment,
-            startup_timeout=float(pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)),
+            startup_timeout=float(
+                pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)
+            ),
             desired=int(pv.get("InitialInstanceCount", 1)),
         )
 
@@ -346,7 +356,9 @@ class Reconciler:
         vf.instances.append(running)
         vf.route.add_workers(workers)
         running.monitor = asyncio.create_task(self._watch(name, vf, running))
-        self.logs.write(name, f"Variant {vf.name}: instance {spec.instance_id} is healthy ({len(workers)} workers)")
+        self.logs.write(
+            name, f"Variant {vf.name}: instance {spec.instance_id} is healthy ({len(workers)} workers)"
+        )
         return running
 
     async def _watch(self, name: str, vf: VariantFleet, running: RunningInstance) -> None:
@@ -355,7 +367,9 @@ class Reconciler:
         if running.stopping or vf.closed:
             return
         instance_id = running.instance.instance_id
-        self.logs.write(name, f"Variant {vf.name}: instance {instance_id} exited (status {status}); replacing it")
+        self.logs.write(
+            name, f"Variant {vf.name}: instance {instance_id} exited (status {status}); replacing it"
+        )
         await self._stop(vf, running, grace=0)
         delay = 0.5
         while not vf.closed:
@@ -363,7 +377,9 @@ class Reconciler:
                 await self._start_instance(name, vf)
                 return
             except InstanceStartError as failure:
-                self.logs.write(name, f"Variant {vf.name}: replacement failed ({failure}); retrying in {delay:.1f} s")
+                self.logs.write(
+                    name, f"Variant {vf.name}: replacement failed ({failure}); retrying in {delay:.1f} s"
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 

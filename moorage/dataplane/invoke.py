@@ -118,7 +118,5 @@ async def invoke(table: RoutingTable, inv: Invocation, account: str) -> Invocati
     if not 200 <= response.status < 300:
         raise _model_error(route, response.status, response.body.decode("utf-8", "replace")[:4096])
     if len(response.body) > MAX_PAYLOAD_BYTES:
-        raise _model_error(
-            route, response.status, "", detail="and could not load the entire response body"
-        )
+        raise _model_error(route, response.status, "", detail="and could not load the entire response body")
     return InvocationResult(variant.name, response)

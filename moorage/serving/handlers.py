@@ -53,9 +53,12 @@ class Hook:
         fn = self.fn
         if self.takes_context:
             return fn
-        if len(SIGNATURES[self.name]) == 2:
+        arity = len(SIGNATURES[self.name])
+        if arity == 1:
+            return lambda a, context: fn(a)
+        if arity == 2:
             return lambda a, b, context: fn(a, b)
-        return lambda *args: fn(*args[:-1])
+        return lambda a, b, c, d, context: fn(a, b, c, d)
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,9 @@ class HttpProtocol(asyncio.Protocol):
             self._keep_alive = False
             self.close_if_idle()
         except httptools.HttpParserError as exc:
-            if not self._closing():
+            self._keep_alive = False
+            self._pending.clear()
+            if self._task is None:  # else the response in progress goes out first, then the connection closes
                 self._active = False
                 self._send(text_response(f"Bad Request: {exc}", 400), keep_alive=False)
 

@@ -169,6 +169,7 @@ def test_unknown_members_are_dropped_and_null_is_absent() -> None:
         (b'{"EndpointName": "a",}', "not valid JSON"),
         (b"\xff\xfe{", "not valid JSON"),
         (b'{"EndpointName": NaN}', "not valid JSON"),
+        (b'{"EndpointName": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
         (b"[]", "must be a JSON object"),
         (b'"DescribeEndpoint"', "must be a JSON object"),
         (b'{"EndpointName": 7}', "Value '7' at 'endpointName' is not a string."),

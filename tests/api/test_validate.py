@@ -12,8 +12,22 @@ from moorage.api.json_protocol import parse_json_request
 from moorage.api.spec import load_service
 from moorage.api.validate import validate_members, validation_message
 
+ONE = "1 validation error detected: "
 NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
-CONSTRAINT = "failed to satisfy constraint: Member must"
+PATTERN = "Member must satisfy regular expression pattern: "
+LE_63 = "Member must have length less than or equal to 63"
+NOT_NULL = "Member must not be null"
+SERVERLESS = {
+    "VariantName": "s",
+    "ModelName": "m",
+    "ServerlessConfig": {"MemorySizeInMB": 10240, "MaxConcurrency": 1},
+}
+BIG = "x" * 1025
+
+
+def _v(value: str, path: str, constraint: str) -> str:
+    """One problem as AWS prints it; ``value`` already rendered (quoted, or null)."""
+    return f"Value {value} at '{path}' failed to satisfy constraint: {constraint}"
 
 
 def _variant(**overrides: Any) -> dict[str, Any]:
@@ -39,73 +53,58 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
         "pattern",
         "CreateEndpoint",
         {"EndpointName": "abc!", "EndpointConfigName": "c"},
-        f"1 validation error detected: Value 'abc!' at 'endpointName' {CONSTRAINT} satisfy regular expression "
-        f"pattern: {NAME_PATTERN}",
+        ONE + _v("'abc!'", "endpointName", PATTERN + NAME_PATTERN),
     ),
-    (
-        "max length",
-        "CreateModel",
-        {"ModelName": "m" * 64},
-        f"1 validation error detected: Value '{'m' * 64}' at 'modelName' {CONSTRAINT} have length less than or "
-        "equal to 63",
-    ),
+    ("max length", "CreateModel", {"ModelName": "m" * 64}, ONE + _v(f"'{'m' * 64}'", "modelName", LE_63)),
     (
         "max length and pattern",
         "DescribeEndpoint",
         {"EndpointName": "e" * 64},
-        f"2 validation errors detected: Value '{'e' * 64}' at 'endpointName' {CONSTRAINT} have length less than "
-        f"or equal to 63; Value '{'e' * 64}' at 'endpointName' {CONSTRAINT} satisfy regular expression pattern: "
-        f"{NAME_PATTERN}",
+        "2 validation errors detected: "
+        + _v(f"'{'e' * 64}'", "endpointName", LE_63)
+        + "; "
+        + _v(f"'{'e' * 64}'", "endpointName", PATTERN + NAME_PATTERN),
     ),
-    (
-        "required",
-        "CreateEndpoint",
-        {"EndpointName": "e"},
-        f"1 validation error detected: Value null at 'endpointConfigName' {CONSTRAINT} not be null",
-    ),
+    ("required", "CreateEndpoint", {"EndpointName": "e"}, ONE + _v("null", "endpointConfigName", NOT_NULL)),
     (
         "short enum",
         "ListEndpoints",
         {"SortOrder": "Down"},
-        f"1 validation error detected: Value 'Down' at 'sortOrder' {CONSTRAINT} satisfy enum value set: "
-        "[Ascending, Descending]",
+        ONE + _v("'Down'", "sortOrder", "Member must satisfy enum value set: [Ascending, Descending]"),
     ),
     (
         "min value in a list member",
         "CreateEndpointConfig",
         {"EndpointConfigName": "c", "ProductionVariants": [_variant(InitialInstanceCount=0)]},
-        "1 validation error detected: Value '0' at 'productionVariants.1.member.initialInstanceCount' "
-        f"{CONSTRAINT} have value greater than or equal to 1",
+        ONE
+        + _v(
+            "'0'",
+            "productionVariants.1.member.initialInstanceCount",
+            "Member must have value greater than or equal to 1",
+        ),
     ),
     (
-        "max value, nested two deep",
+        "max value, two levels down",
         "CreateEndpointConfig",
-        {
-            "EndpointConfigName": "c",
-            "ProductionVariants": [
-                _variant(),
-                {
-                    "VariantName": "s",
-                    "ModelName": "m",
-                    "ServerlessConfig": {"MemorySizeInMB": 10240, "MaxConcurrency": 1},
-                },
-            ],
-        },
-        "1 validation error detected: Value '10240' at 'productionVariants.2.member.serverlessConfig.memorySizeInMB' "
-        f"{CONSTRAINT} have value less than or equal to 6144",
+        {"EndpointConfigName": "c", "ProductionVariants": [_variant(), SERVERLESS]},
+        ONE
+        + _v(
+            "'10240'",
+            "productionVariants.2.member.serverlessConfig.memorySizeInMB",
+            "Member must have value less than or equal to 6144",
+        ),
     ),
     (
         "required inside the second list entry",
         "CreateEndpointConfig",
         {"EndpointConfigName": "c", "ProductionVariants": [_variant(), {"ModelName": "m"}]},
-        f"1 validation error detected: Value null at 'productionVariants.2.member.variantName' {CONSTRAINT} not be null",
+        ONE + _v("null", "productionVariants.2.member.variantName", NOT_NULL),
     ),
     (
         "list length",
         "CreateEndpointConfig",
         {"EndpointConfigName": "c", "ProductionVariants": []},
-        f"1 validation error detected: Value '[]' at 'productionVariants' {CONSTRAINT} have length greater than or "
-        "equal to 1",
+        ONE + _v("'[]'", "productionVariants", "Member must have length greater than or equal to 1"),
     ),
     (
         "list of strings, reported once at the list",
@@ -114,24 +113,34 @@ CASES: list[tuple[str, str, dict[str, Any], str]] = [
             "ModelName": "m",
             "VpcConfig": {"SecurityGroupIds": ["sg-1", "sg_2", "sg_3"], "Subnets": ["subnet-1"]},
         },
-        "1 validation error detected: Value '[sg-1, sg_2, sg_3]' at 'vpcConfig.securityGroupIds' failed to satisfy "
-        "constraint: Member must satisfy constraint: [Member must satisfy regular expression pattern: ^[-0-9a-zA-Z]+]",
+        ONE
+        + _v(
+            "'[sg-1, sg_2, sg_3]'",
+            "vpcConfig.securityGroupIds",
+            f"Member must satisfy constraint: [{PATTERN}^[-0-9a-zA-Z]+]",
+        ),
     ),
     (
         "map keys",
         "CreateModel",
         {"ModelName": "m", "PrimaryContainer": {"Environment": {"OK": "1", "1BAD": "2"}}},
-        "1 validation error detected: Value '{OK=1, 1BAD=2}' at 'primaryContainer.environment' failed to satisfy "
-        "constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: "
-        "^[a-zA-Z_][a-zA-Z0-9_]*]",
+        ONE
+        + _v(
+            "'{OK=1, 1BAD=2}'",
+            "primaryContainer.environment",
+            f"Map keys must satisfy constraint: [{PATTERN}^[a-zA-Z_][a-zA-Z0-9_]*]",
+        ),
     ),
     (
         "map values",
         "CreateModel",
-        {"ModelName": "m", "PrimaryContainer": {"Environment": {"BIG": "x" * 1025}}},
-        "1 validation error detected: Value '{BIG=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-        "xxxxxxxxxxxxxxxxxxx...' at 'primaryContainer.environment' failed to satisfy constraint: Map value must "
-        "satisfy constraint: [Member must have length less than or equal to 1024]",
+        {"ModelName": "m", "PrimaryContainer": {"Environment": {"BIG": BIG}}},
+        ONE
+        + _v(
+            f"'{{BIG={BIG[:92]}...'",
+            "primaryContainer.environment",
+            "Map value must satisfy constraint: [Member must have length less than or equal to 1024]",
+        ),
     ),
 ]
 
@@ -148,11 +157,12 @@ def test_long_enum_sets_are_shortened() -> None:
         "CreateEndpointConfig",
         {"EndpointConfigName": "c", "ProductionVariants": [_variant(InstanceType="ml.m5.largee")]},
     )
-    head = (
-        "1 validation error detected: Value 'ml.m5.largee' at 'productionVariants.1.member.instanceType' "
-        f"{CONSTRAINT} satisfy enum value set: [ml.t2.medium, "
+    head = _v(
+        "'ml.m5.largee'",
+        "productionVariants.1.member.instanceType",
+        "Member must satisfy enum value set: [ml.t2.medium, ",
     )
-    assert message.startswith(head)
+    assert message.startswith(ONE + head)
     assert message.endswith(" more]")
     assert len(message) < 400
 
@@ -160,9 +170,7 @@ def test_long_enum_sets_are_shortened() -> None:
 def test_a_real_enum_member_passes() -> None:
     operation = load_service("sagemaker").operation_model("CreateEndpointConfig")
     body = {"EndpointConfigName": "c", "ProductionVariants": [_variant(InstanceType="ml.g5.xlarge")]}
-    assert parse_json_request(operation, json.dumps(body).encode())["ProductionVariants"][0][
-        "InstanceType"
-    ] == ("ml.g5.xlarge")
+    assert parse_json_request(operation, json.dumps(body).encode()) == body
 
 
 def test_several_errors_are_counted_and_joined() -> None:
@@ -180,49 +188,53 @@ def test_several_errors_are_counted_and_joined() -> None:
 
 
 def test_long_values_are_truncated() -> None:
-    message = _problems("DescribeEndpoint", {"EndpointName": "x" * 5000})
-    assert f"Value '{'x' * 97}...' at 'endpointName'" in message
-    assert len(message) < 400
+    message = _problems("DescribeEndpoint", {"EndpointName": "x" * 5000})  # too long, and no pattern match
+    assert message.count(f"Value '{'x' * 97}...' at 'endpointName'") == 2
+    assert len(message) < 500
 
 
 def test_unknown_members_are_not_errors() -> None:
     operation = load_service("sagemaker").operation_model("DescribeEndpoint")
-    assert parse_json_request(operation, b'{"EndpointName": "e", "endpointName": "!!", "New": 1}') == {
-        "EndpointName": "e"
-    }
+    body = b'{"EndpointName": "e", "endpointName": "!!", "New": 1}'
+    assert parse_json_request(operation, body) == {"EndpointName": "e"}
 
 
 def test_patterns_python_cannot_compile_are_skipped() -> None:
-    # Tag keys use Java Unicode classes (\p{L}); they are not checked rather than wrongly refused.
+    # Tag keys use Java Unicode classes (\p{L}); they go unchecked rather than wrongly refused.
     operation = load_service("sagemaker").operation_model("CreateEndpoint")
     body = {"EndpointName": "e", "EndpointConfigName": "c", "Tags": [{"Key": "équipe", "Value": "数据"}]}
     assert parse_json_request(operation, json.dumps(body).encode()) == body
 
 
+RUNTIME_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("minimal", {"EndpointName": "ep", "Body": b"x"}, []),
+    ("headers", {"EndpointName": "ep", "Body": b"x", "InferenceId": "id 1", "TargetModel": "a/b.tar.gz"}, []),
+    ("no body", {"EndpointName": "ep"}, [_v("null", "body", NOT_NULL)]),
+    (
+        "java pattern translated",
+        {"EndpointName": "ep", "Body": b"x", "InferenceId": " lead"},
+        [_v("' lead'", "inferenceId", PATTERN + r"\A\S[\p{Print}]*\z")],
+    ),
+    (
+        "6 MiB",
+        {"EndpointName": "ep", "Body": b"x" * (6 * 1024 * 1024 + 1)},
+        [_v("'<6291457 bytes>'", "body", "Member must have length less than or equal to 6291456")],
+    ),
+    (
+        "ascii header",
+        {"EndpointName": "ep", "Body": b"x", "CustomAttributes": "é"},
+        [_v("'é'", "customAttributes", PATTERN + r"^\p{ASCII}*")],
+    ),
+    (
+        "typed values only",
+        {"EndpointName": "ep", "Body": "text"},
+        [_v("'text'", "body", "Member must be binary data")],
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("params", "problems"),
-    [
-        ({"EndpointName": "ep", "Body": b"x"}, []),
-        ({"EndpointName": "ep", "Body": b"x", "InferenceId": "id 1", "TargetModel": "a/b.tar.gz"}, []),
-        ({"EndpointName": "ep"}, [f"Value null at 'body' {CONSTRAINT} not be null"]),
-        (
-            {"EndpointName": "ep", "Body": b"x", "InferenceId": " lead"},
-            [
-                f"Value ' lead' at 'inferenceId' {CONSTRAINT} satisfy regular expression pattern: \\A\\S[\\p{{Print}}]*\\z"
-            ],
-        ),
-        (
-            {"EndpointName": "ep", "Body": b"x" * (6 * 1024 * 1024 + 1)},
-            [f"Value '<6291457 bytes>' at 'body' {CONSTRAINT} have length less than or equal to 6291456"],
-        ),
-        (
-            {"EndpointName": "ep", "Body": b"x", "CustomAttributes": "é"},
-            [
-                f"Value 'é' at 'customAttributes' {CONSTRAINT} satisfy regular expression pattern: ^\\p{{ASCII}}*"
-            ],
-        ),
-        ({"EndpointName": "ep", "Body": "text"}, [f"Value 'text' at 'body' {CONSTRAINT} be binary data"]),
-    ],
+    ("params", "problems"), [c[1:] for c in RUNTIME_CASES], ids=[c[0] for c in RUNTIME_CASES]
 )
 def test_validate_members_for_runtime_headers(params: dict[str, Any], problems: list[str]) -> None:
     shape = load_service("sagemaker-runtime").operation_model("InvokeEndpoint").input_shape

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,7 +60,7 @@ def test_local_directory_is_used_in_place(tmp_path: Path) -> None:
 def test_missing_local_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.tar.gz"
     with pytest.raises(
-        ArtifactError, match=rf"^Model data at {missing} does not exist. Check ModelDataUrl.$"
+        ArtifactError, match=re.escape(f"Model data at {missing} does not exist. Check ModelDataUrl.")
     ):
         prepare_model({"ModelDataUrl": missing.as_uri()}, tmp_path / "cache")
 
@@ -113,3 +115,25 @@ def test_invalid_model_data_source(tmp_path: Path) -> None:
             {"ModelDataUrl": "s3://b/k", "ModelDataSource": {"S3DataSource": {"S3Uri": "s3://b/k"}}},
             tmp_path / "cache",
         )
+
+
+def test_concurrent_processes_unpack_once(tmp_path: Path) -> None:
+    archive = t.model_tar(tmp_path / "model.tar.gz", {"big.bin": os.urandom(8 * 1024 * 1024)})
+    script = (
+        "import sys; from pathlib import Path; from moorage.artifacts import prepare_model; "
+        "p = prepare_model({'ModelDataUrl': sys.argv[1]}, Path(sys.argv[2]), log=print); "
+        "print('DIR', p.model_dir)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(archive), str(tmp_path / "cache")],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for _ in range(3)
+    ]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    assert sum(out.count("\nUnpacking ") + out.startswith("Unpacking ") for out in outputs) == 1, outputs
+    assert len({line for out in outputs for line in out.splitlines() if line.startswith("DIR ")}) == 1

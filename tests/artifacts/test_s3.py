@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,21 +118,23 @@ def test_bad_credentials(
     s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong")
-    with pytest.raises(ArtifactError, match="Failed to download model data from s3://.*(Access|access key)"):
+    with pytest.raises(ArtifactError, match=r"Failed to download model data from s3://.*(Access|access key)"):
         prepare_model({"ModelDataUrl": f"s3://{s3_bucket}/model.tar.gz"}, tmp_path / "cache")
 
 
 def test_corrupt_archive_in_s3(s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path) -> None:
     s3_env.client().put_object(Bucket=s3_bucket, Key="model.tar.gz", Body=b"\x1f\x8bnot really gzip" * 10)
     url = f"s3://{s3_bucket}/model.tar.gz"
-    with pytest.raises(ArtifactError, match=rf"^Model data at {url} is not a valid tar.gz archive: "):
+    with pytest.raises(
+        ArtifactError, match="^" + re.escape(f"Model data at {url} is not a valid tar.gz archive: ")
+    ):
         prepare_model({"ModelDataUrl": url}, tmp_path / "cache")
 
 
 def test_unsafe_archive_in_s3(s3_env: SeaweedS3, s3_bucket: str, tmp_path: Path) -> None:
     archive = t.write_tar(tmp_path / "model.tar.gz", [t.file("../evil", b"x")])
     s3_env.client().upload_file(str(archive), s3_bucket, "m/model.tar.gz")
-    with pytest.raises(ArtifactError, match="^Refused to unpack model.tar.gz: member '../evil' escapes"):
+    with pytest.raises(ArtifactError, match=r"^Refused to unpack model\.tar\.gz: member '\.\./evil' escapes"):
         prepare_model({"ModelDataUrl": f"s3://{s3_bucket}/m/model.tar.gz"}, tmp_path / "cache")
 
 
@@ -199,7 +202,10 @@ def test_s3_prefix_rules_on_a_real_store(
     for key, body in keys.items():
         client.put_object(Bucket=s3_bucket, Key=key, Body=body)
     uri = f"s3://{s3_bucket}/p/"
-    with pytest.raises(ArtifactError, match=rf"^Cannot lay out the model data under {uri}: .*{expected}"):
+    with pytest.raises(
+        ArtifactError,
+        match="^" + re.escape(f"Cannot lay out the model data under {uri}: ") + ".*" + re.escape(expected),
+    ):
         prepare_model(_source(uri, "S3Prefix"), tmp_path / "cache")
 
 

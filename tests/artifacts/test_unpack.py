@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from moorage.artifacts import ArtifactError, UnpackLimits, prepare_model
-
 from tests.artifacts import tarballs as t
 
 
 def _prepare(archive: Path, cache: Path, limits: UnpackLimits | None = None) -> Path:
-    kwargs = {"limits": limits} if limits else {}
-    return prepare_model({"ModelDataUrl": str(archive)}, cache, **kwargs).model_dir
+    return prepare_model({"ModelDataUrl": str(archive)}, cache, limits or UnpackLimits()).model_dir
 
 
 def _refused(tmp_path: Path, members: list[t.Member], limits: UnpackLimits | None = None) -> str:
@@ -130,7 +129,7 @@ def test_zero_bomb_stops_at_cap(tmp_path: Path) -> None:
     archive = t.write_tar(tmp_path / "model.tar.gz", [t.zeros("zeros.bin", 256 * 1024 * 1024)])
     assert archive.stat().st_size < 2 * 1024 * 1024  # compresses ~1000:1
     cache = tmp_path / "cache"
-    with pytest.raises(ArtifactError, match="passes the limit of 1048576 bytes at member 'zeros.bin'"):
+    with pytest.raises(ArtifactError, match=r"passes the limit of 1048576 bytes at member 'zeros\.bin'"):
         _prepare(archive, cache, UnpackLimits(max_total_bytes=1024 * 1024))
 
 
@@ -168,7 +167,9 @@ def test_file_dir_clash_in_archive_is_refused(tmp_path: Path) -> None:
 def test_corrupt_archive(tmp_path: Path, content: bytes, name: str) -> None:
     archive = tmp_path / name
     archive.write_bytes(content)
-    with pytest.raises(ArtifactError, match=rf"^Model data at {archive} is not a valid tar.gz archive: "):
+    with pytest.raises(
+        ArtifactError, match="^" + re.escape(f"Model data at {archive} is not a valid tar.gz archive: ")
+    ):
         _prepare(archive, tmp_path / "cache")
 
 
@@ -176,5 +177,5 @@ def test_truncated_gzip_archive(tmp_path: Path) -> None:
     archive = t.model_tar(tmp_path / "full.tar.gz", {"a.bin": os.urandom(200_000)})
     cut = tmp_path / "model.tar.gz"
     cut.write_bytes(archive.read_bytes()[:-5000])
-    with pytest.raises(ArtifactError, match="is not a valid tar.gz archive"):
+    with pytest.raises(ArtifactError, match=r"is not a valid tar\.gz archive"):
         _prepare(cut, tmp_path / "cache")

@@ -50,13 +50,17 @@ def deploy(
     wait: bool = True,
     variant: str = "AllTraffic",
 ) -> str:
-    """Model -> EndpointConfig -> Endpoint exactly as a SageMaker user writes it; returns the endpoint name."""
+    """Model -> EndpointConfig -> Endpoint as a SageMaker user writes it; returns the endpoint name."""
     name = name or unique("ep")
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})}
     sm.create_model(
         ModelName=name,
         ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": model_data_url, "Environment": env},
+        PrimaryContainer={
+            "Image": "example/image:latest",
+            "ModelDataUrl": model_data_url,
+            "Environment": env,
+        },
     )
     sm.create_endpoint_config(
         EndpointConfigName=name,

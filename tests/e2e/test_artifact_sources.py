@@ -16,7 +16,7 @@ from tests.e2e.conftest import deploy, unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import moorage_server
 
-REQUIREMENTS_INFERENCE = '''
+REQUIREMENTS_INFERENCE = """
 import json
 import tabulate
 
@@ -31,7 +31,7 @@ def predict_fn(data, model):
 
 def output_fn(prediction, accept):
     return json.dumps({"tabulate": prediction})
-'''
+"""
 
 
 def test_s3_model_data(s3_server: Any, tmp_path: Path) -> None:
@@ -41,8 +41,11 @@ def test_s3_model_data(s3_server: Any, tmp_path: Path) -> None:
         "AWS_SECRET_ACCESS_KEY": "test",
     }
     s3 = boto3.client(
-        "s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
     )
     bucket = unique("models")
     s3.create_bucket(Bucket=bucket)
@@ -51,7 +54,9 @@ def test_s3_model_data(s3_server: Any, tmp_path: Path) -> None:
     with moorage_server(tmp_path / "state", env=env) as server:
         sm, smr = server.client(), server.client("sagemaker-runtime")
         name = deploy(sm, f"s3://{bucket}/echo/model.tar.gz")
-        answer = json.loads(smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read())
+        answer = json.loads(
+            smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read()
+        )
         assert answer["greeting"] == "hello"
         missing = deploy(sm, f"s3://{bucket}/nope/model.tar.gz", wait=False)
         sm.get_waiter("endpoint_in_service").config.max_attempts = 1
@@ -69,7 +74,9 @@ def test_s3_model_data(s3_server: Any, tmp_path: Path) -> None:
 def test_plain_path_model_data(sm: Any, smr: Any, tmp_path: Path) -> None:
     archive = build_model_tar(tmp_path / "plain" / "model.tar.gz")
     name = deploy(sm, str(archive))
-    answer = json.loads(smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read())
+    answer = json.loads(
+        smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read()
+    )
     assert answer["greeting"] == "hello"
     sm.delete_endpoint(EndpointName=name)
 
@@ -79,11 +86,21 @@ def test_requirements_txt_builds_a_cached_environment(sm: Any, smr: Any, server:
     if installed:
         pytest.skip("tabulate is installed in the server environment; the test needs a package that is not")
     files = {"code/requirements.txt": "tabulate==0.9.0\n"}
-    first = deploy(sm, build_model_tar(tmp_path / "r1" / "model.tar.gz", inference=REQUIREMENTS_INFERENCE, files=files).as_uri())
+    first = deploy(
+        sm,
+        build_model_tar(
+            tmp_path / "r1" / "model.tar.gz", inference=REQUIREMENTS_INFERENCE, files=files
+        ).as_uri(),
+    )
     answer = json.loads(smr.invoke_endpoint(EndpointName=first, Body=b"{}")["Body"].read())
     assert answer == {"tabulate": "0.9.0"}
     files["weights.txt"] = "another artifact, same requirements"
-    second = deploy(sm, build_model_tar(tmp_path / "r2" / "model.tar.gz", inference=REQUIREMENTS_INFERENCE, files=files).as_uri())
+    second = deploy(
+        sm,
+        build_model_tar(
+            tmp_path / "r2" / "model.tar.gz", inference=REQUIREMENTS_INFERENCE, files=files
+        ).as_uri(),
+    )
     assert json.loads(smr.invoke_endpoint(EndpointName=second, Body=b"{}")["Body"].read()) == answer
     second_log = (server.state_dir / "logs" / f"{second}.log").read_text().lower()
     assert "cached" in second_log

@@ -21,8 +21,13 @@ def test_duplicate_names(sm: Any, echo_model: str) -> None:
     sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
     error = _error(sm.create_model, ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
     assert error["Code"] == "ValidationException"
-    assert error["Message"] == f'Cannot create already existing model "arn:aws:sagemaker:us-west-2:123456789012:model/{name}".'
-    variants = [{"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]
+    assert (
+        error["Message"]
+        == f'Cannot create already existing model "arn:aws:sagemaker:us-west-2:123456789012:model/{name}".'
+    )
+    variants = [
+        {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+    ]
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants)
     error = _error(sm.create_endpoint_config, EndpointConfigName=name, ProductionVariants=variants)
     assert error["Message"].startswith("Cannot create already existing endpoint configuration")
@@ -39,7 +44,9 @@ def test_constraints_botocore_does_not_check(sm: Any, echo_model: str) -> None:
     error = _error(
         sm.create_endpoint_config,
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.nope"}],
+        ProductionVariants=[
+            {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.nope"}
+        ],
     )
     assert "enum value set" in error["Message"]
     assert "productionVariants.1.member.instanceType" in error["Message"]
@@ -55,7 +62,9 @@ def test_missing_resources(sm: Any) -> None:
     error = _error(
         sm.create_endpoint_config,
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        ProductionVariants=[
+            {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
     )
     assert error["Message"].startswith("Could not find model")
     error = _error(sm.create_endpoint, EndpointName=name, EndpointConfigName=name)

@@ -12,10 +12,10 @@ from botocore.exceptions import WaiterError
 
 from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar
 
-FAILING_MODEL_FN = '''
+FAILING_MODEL_FN = """
 def model_fn(model_dir):
     raise KeyError("weights-missing")
-'''
+"""
 
 
 def _wait_failed(sm: Any, name: str) -> str:
@@ -30,7 +30,8 @@ def test_model_fn_exception(sm: Any, tmp_path: Path) -> None:
     name = deploy(sm, model_dir_tar(tmp_path, "bad", inference=FAILING_MODEL_FN), wait=False)
     reason = _wait_failed(sm, name)
     assert "model_fn" in reason and "weights-missing" in reason
-    error = pytest.raises(Exception, sm.update_endpoint, EndpointName=name, EndpointConfigName=name)
+    with pytest.raises(sm.exceptions.ClientError) as error:
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=name)
     assert "Cannot update" in str(error.value)
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAIT)

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from tests.e2e.conftest import deploy, model_dir_tar
 from tests.support.moorage_server import RunningServer
 
-CONTEXT_INFERENCE = '''
+CONTEXT_INFERENCE = """
 import json
 
 def model_fn(model_dir, context):
@@ -22,12 +22,12 @@ def transform_fn(model, body, content_type, accept, context):
     attrs = context.get_request_header(0, "X-Amzn-SageMaker-Custom-Attributes")
     context.set_response_header(0, "X-Amzn-SageMaker-Custom-Attributes", "seen=" + str(attrs))
     return json.dumps({"content_type": content_type, "accept": accept, "body": body}), "application/json"
-'''
+"""
 
-DEFAULTS_INFERENCE = '''
+DEFAULTS_INFERENCE = """
 def model_fn(model_dir):
     return lambda data: data * 2
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,13 @@ def echo_endpoint(sm: Any, echo_model: str) -> str:
     return deploy(sm, echo_model, environment={"SAGEMAKER_MODEL_SERVER_TIMEOUT": "2"})
 
 
-def test_user_exception_is_model_error_without_traceback(smr: Any, echo_endpoint: str, server: RunningServer) -> None:
+def test_user_exception_is_model_error_without_traceback(
+    smr: Any, echo_endpoint: str, server: RunningServer
+) -> None:
     with pytest.raises(smr.exceptions.ModelError) as raised:
-        smr.invoke_endpoint(EndpointName=echo_endpoint, Body=json.dumps({"crash": "kaput"}), ContentType="application/json")
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=json.dumps({"crash": "kaput"}), ContentType="application/json"
+        )
     response = raised.value.response
     assert response["Error"]["Code"] == "ModelError"
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
@@ -59,37 +63,60 @@ def test_client_error_status_from_handler(smr: Any, echo_endpoint: str) -> None:
 
 def test_body_over_six_mib_is_refused_before_the_instance(smr: Any, echo_endpoint: str) -> None:
     with pytest.raises(ClientError) as raised:
-        smr.invoke_endpoint(EndpointName=echo_endpoint, Body=b"0" * (6 * 1024 * 1024 + 1), ContentType="application/json")
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=b"0" * (6 * 1024 * 1024 + 1), ContentType="application/json"
+        )
     assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
     assert raised.value.response["Error"]["Message"] == "HTTP content length exceeded 6291456 bytes."
-    ok = smr.invoke_endpoint(EndpointName=echo_endpoint, Body=json.dumps({"after": 1}), ContentType="application/json")
+    ok = smr.invoke_endpoint(
+        EndpointName=echo_endpoint, Body=json.dumps({"after": 1}), ContentType="application/json"
+    )
     assert json.loads(ok["Body"].read())["echo"] == {"after": 1}
 
 
 def test_timeout_is_model_error_zero_and_worker_is_replaced(smr: Any, echo_endpoint: str) -> None:
     with pytest.raises(smr.exceptions.ModelError) as raised:
-        smr.invoke_endpoint(EndpointName=echo_endpoint, Body=json.dumps({"sleep": 30}), ContentType="application/json")
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=json.dumps({"sleep": 30}), ContentType="application/json"
+        )
     response = raised.value.response
     assert response["OriginalStatusCode"] == 0
-    assert "Your invocation timed out while waiting for a response from container primary" in response["Error"]["Message"]
-    after = smr.invoke_endpoint(EndpointName=echo_endpoint, Body=json.dumps({"n": 2}), ContentType="application/json")
+    assert (
+        "Your invocation timed out while waiting for a response from container primary"
+        in response["Error"]["Message"]
+    )
+    after = smr.invoke_endpoint(
+        EndpointName=echo_endpoint, Body=json.dumps({"n": 2}), ContentType="application/json"
+    )
     assert json.loads(after["Body"].read())["echo"] == {"n": 2}
 
 
 def test_unknown_endpoint_and_variant(smr: Any, echo_endpoint: str) -> None:
     with pytest.raises(smr.exceptions.ValidationError) as raised:
         smr.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"{}", ContentType="application/json")
-    assert raised.value.response["Error"]["Message"] == "Endpoint no-such-endpoint of account 123456789012 not found."
+    assert (
+        raised.value.response["Error"]["Message"]
+        == "Endpoint no-such-endpoint of account 123456789012 not found."
+    )
     with pytest.raises(smr.exceptions.ValidationError):
-        smr.invoke_endpoint(EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", TargetVariant="nope")
-    ok = smr.invoke_endpoint(EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", TargetVariant="AllTraffic")
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", TargetVariant="nope"
+        )
+    ok = smr.invoke_endpoint(
+        EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", TargetVariant="AllTraffic"
+    )
     assert ok["InvokedProductionVariant"] == "AllTraffic"
 
 
 def test_custom_attributes_and_context(sm: Any, smr: Any, tmp_path: Path) -> None:
     name = deploy(sm, model_dir_tar(tmp_path, "ctx", inference=CONTEXT_INFERENCE))
     response = smr.invoke_endpoint(
-        EndpointName=name, Body=b"1,2", ContentType="text/csv", Accept="*/*", CustomAttributes="trace=abc", InferenceId="req-1"
+        EndpointName=name,
+        Body=b"1,2",
+        ContentType="text/csv",
+        Accept="*/*",
+        CustomAttributes="trace=abc",
+        InferenceId="req-1",
     )
     assert response["CustomAttributes"] == "seen=trace=abc"
     answer = json.loads(response["Body"].read())
@@ -108,6 +135,8 @@ def test_default_handlers_and_unsupported_types(sm: Any, smr: Any, tmp_path: Pat
         smr.invoke_endpoint(EndpointName=name, Body=b"x", ContentType="application/x-unknown")
     assert raised.value.response["OriginalStatusCode"] == 415
     with pytest.raises(smr.exceptions.ModelError) as raised:
-        smr.invoke_endpoint(EndpointName=name, Body=b"[1]", ContentType="application/json", Accept="image/png")
+        smr.invoke_endpoint(
+            EndpointName=name, Body=b"[1]", ContentType="application/json", Accept="image/png"
+        )
     assert raised.value.response["OriginalStatusCode"] == 406
     sm.delete_endpoint(EndpointName=name)

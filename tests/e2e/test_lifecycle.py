@@ -37,7 +37,10 @@ def test_create_describe_invoke_delete(sm: Any, smr: Any, echo_model: str) -> No
     assert config["ProductionVariants"][0]["InitialVariantWeight"] == 1.0
 
     response = smr.invoke_endpoint(
-        EndpointName=name, Body=json.dumps({"x": 1}), ContentType="application/json", Accept="application/json"
+        EndpointName=name,
+        Body=json.dumps({"x": 1}),
+        ContentType="application/json",
+        Accept="application/json",
     )
     assert response["ContentType"] == "application/json"
     assert response["InvokedProductionVariant"] == "AllTraffic"
@@ -70,11 +73,15 @@ def test_lists_filter_sort_and_paginate(sm: Any, echo_model: str) -> None:
     assert "NextToken" not in listed
     page = sm.list_models(NameContains=prefix, MaxResults=2, SortBy="Name", SortOrder="Descending")
     assert [m["ModelName"] for m in page["Models"]] == names[::-1][:2]
-    rest = sm.list_models(NameContains=prefix, MaxResults=2, SortBy="Name", SortOrder="Descending", NextToken=page["NextToken"])
+    rest = sm.list_models(
+        NameContains=prefix, MaxResults=2, SortBy="Name", SortOrder="Descending", NextToken=page["NextToken"]
+    )
     assert [m["ModelName"] for m in rest["Models"]] == [names[0]]
     paginated = [
         m["ModelName"]
-        for p in sm.get_paginator("list_models").paginate(NameContains=prefix, PaginationConfig={"PageSize": 1})
+        for p in sm.get_paginator("list_models").paginate(
+            NameContains=prefix, PaginationConfig={"PageSize": 1}
+        )
         for m in p["Models"]
     ]
     assert sorted(paginated) == names

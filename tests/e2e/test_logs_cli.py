@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 from tests.e2e.conftest import deploy, model_dir_tar
 from tests.support.moorage_server import RunningServer
 
-PRINTING = '''
+PRINTING = """
 import json
 
 def model_fn(model_dir):
@@ -20,24 +21,27 @@ def model_fn(model_dir):
 
 def transform_fn(model, body, content_type, accept):
     raise ZeroDivisionError("no luck today")
-'''
+"""
 
 
 def test_logs_command(sm: Any, smr: Any, server: RunningServer, tmp_path: Path) -> None:
     name = deploy(sm, model_dir_tar(tmp_path, "printing", inference=PRINTING))
-    try:
+    with contextlib.suppress(smr.exceptions.ModelError):
         smr.invoke_endpoint(EndpointName=name, Body=json.dumps({}), ContentType="application/json")
-    except smr.exceptions.ModelError:
-        pass
     result = subprocess.run(
         [sys.executable, "-m", "moorage", "logs", name, "--state-dir", str(server.state_dir)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert "loading weights from" in result.stdout
     assert "ZeroDivisionError: no luck today" in result.stdout
     assert "InService" in result.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "moorage", "logs", "nobody", "--state-dir", str(server.state_dir)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert missing.returncode == 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar, unique
 
-SLOW_LOAD = '''
+SLOW_LOAD = """
 import json, time
 
 def model_fn(model_dir):
@@ -24,11 +24,13 @@ def predict_fn(data, model):
 
 def output_fn(prediction, accept):
     return json.dumps({"version": prediction})
-'''
+"""
 
 
 def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Path) -> None:
-    name = deploy(sm, model_dir_tar(tmp_path, "v1", inference=SLOW_LOAD, files={"weights.txt": "v1"}), instances=2)
+    name = deploy(
+        sm, model_dir_tar(tmp_path, "v1", inference=SLOW_LOAD, files={"weights.txt": "v1"}), instances=2
+    )
     v2 = unique("v2")
     sm.create_model(
         ModelName=v2,
@@ -39,7 +41,9 @@ def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Pa
     )
     sm.create_endpoint_config(
         EndpointConfigName=v2,
-        ProductionVariants=[{"VariantName": "blue", "ModelName": v2, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        ProductionVariants=[
+            {"VariantName": "blue", "ModelName": v2, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
     )
     seen: list[str] = []
     failures: list[BaseException] = []
@@ -50,7 +54,7 @@ def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Pa
             try:
                 response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
                 seen.append(json.loads(response["Body"].read())["version"])
-            except BaseException as exc:  # noqa: BLE001 - any failure fails the test
+            except BaseException as exc:
                 failures.append(exc)
 
     threads = [threading.Thread(target=keep_invoking) for _ in range(2)]
@@ -63,7 +67,10 @@ def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Pa
         assert described["PendingDeploymentSummary"]["EndpointConfigName"] == v2
         assert described["EndpointConfigName"] == name
         sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-        after = [json.loads(smr.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())["version"] for _ in range(5)]
+        after = [
+            json.loads(smr.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())["version"]
+            for _ in range(5)
+        ]
     finally:
         stop.set()
         for thread in threads:
@@ -83,11 +90,22 @@ def test_failed_update_rolls_back(sm: Any, smr: Any, tmp_path: Path, echo_model:
     broken = unique("broken")
     sm.create_model(
         ModelName=broken,
-        PrimaryContainer={"ModelDataUrl": model_dir_tar(tmp_path, "broken", inference="def model_fn(d):\n    raise ValueError('nope')\n")},
+        PrimaryContainer={
+            "ModelDataUrl": model_dir_tar(
+                tmp_path, "broken", inference="def model_fn(d):\n    raise ValueError('nope')\n"
+            )
+        },
     )
     sm.create_endpoint_config(
         EndpointConfigName=broken,
-        ProductionVariants=[{"VariantName": "v", "ModelName": broken, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": broken,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
     )
     sm.update_endpoint(EndpointName=name, EndpointConfigName=broken)
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)

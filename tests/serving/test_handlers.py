@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from moorage.serving.handlers import Handlers, load_handlers
 from moorage.serving.settings import Arguments, load_settings
 
 
+Load = Callable[[str], Handlers]
+
+
 @pytest.fixture
-def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Load:
     """Resolves the handlers of an inference.py without leaking its import into other tests."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(sys, "modules", dict(sys.modules))
@@ -33,7 +37,7 @@ def _contexts(handlers: Handlers) -> dict[str, bool]:
     return {hook.name: hook.takes_context for hook in handlers.hooks}
 
 
-def test_context_arity_is_decided_once_from_the_signature(load) -> None:  # type: ignore[no-untyped-def]
+def test_context_arity_is_decided_once_from_the_signature(load: Load) -> None:
     handlers = load(
         """
         def input_fn(body, content_type, **kwargs):
@@ -55,7 +59,7 @@ def test_context_arity_is_decided_once_from_the_signature(load) -> None:  # type
     assert handlers.transform(None, "b", "t", "a", context) == "(('b', True), 'a', 1)"
 
 
-def test_plain_chain_passes_no_context(load) -> None:  # type: ignore[no-untyped-def]
+def test_plain_chain_passes_no_context(load: Load) -> None:
     handlers = load(
         """
         def input_fn(body, content_type):
@@ -69,7 +73,7 @@ def test_plain_chain_passes_no_context(load) -> None:  # type: ignore[no-untyped
     assert handlers.transform(str.upper, "x", "t", "a", None) == "X|T|a"
 
 
-def test_async_handlers_are_detected(load) -> None:  # type: ignore[no-untyped-def]
+def test_async_handlers_are_detected(load: Load) -> None:
     handlers = load(
         """
         async def predict_fn(data, model):
@@ -90,7 +94,7 @@ def test_async_handlers_are_detected(load) -> None:  # type: ignore[no-untyped-d
     ],
     ids=["too-few", "too-many", "required-keyword", "not-callable"],
 )
-def test_unusable_handlers_fail_at_start_up(load, code: str) -> None:  # type: ignore[no-untyped-def]
+def test_unusable_handlers_fail_at_start_up(load: Load, code: str) -> None:
     with pytest.raises(StartupFailure, match="input_fn"):
         load(code)
 

@@ -13,6 +13,7 @@ from .support import model_dir
 CHAIN = """
     import json
     import os
+    import sys
 
     def model_fn(model_dir):
         with open(os.path.join(model_dir, "scale.txt")) as f:
@@ -26,7 +27,13 @@ CHAIN = """
         return [x * model["scale"] for x in data]
 
     def output_fn(prediction, accept):
-        return json.dumps({"out": prediction, "accept": accept}), "application/vnd.test+json"
+        body = {
+            "out": prediction,
+            "accept": accept,
+            "numpy_imported": "numpy" in sys.modules,
+            "threads": [os.environ.get(f"{v}_NUM_THREADS") for v in ("OMP", "OPENBLAS", "MKL")],
+        }
+        return json.dumps(body), "application/vnd.test+json"
 """
 
 
@@ -58,13 +65,18 @@ def test_model_fn_runs_before_instance_json(tmp_path: Path, start_instance: Star
 def test_full_handler_chain(tmp_path: Path, start_instance: StartInstance) -> None:
     model = model_dir(tmp_path, CHAIN)
     (model / "scale.txt").write_text("3")
-    instance = start_instance(model)
+    instance = start_instance(model, env={"MKL_NUM_THREADS": "4"})
     instance.wait_ready()
     for _ in range(3):  # several requests on one keep-alive connection
         reply = instance.invoke(b"[1, 2]", content_type="application/json", accept="*/*")
         assert reply.status == 200
         assert reply.headers["content-type"] == "application/vnd.test+json"
-        assert reply.json() == {"out": [3, 6], "accept": "application/json"}
+        assert reply.json() == {
+            "out": [3, 6],
+            "accept": "application/json",
+            "numpy_imported": False,  # no default codec was needed
+            "threads": ["1", "1", "4"],  # set only where unset
+        }
     reply = instance.invoke(b"[1]", content_type="application/json")
     assert reply.json()["accept"] == "application/json"
 
@@ -196,7 +208,7 @@ def test_user_exception_gives_status_and_message_without_traceback(
             raise KeyError()
         """,
     )
-    instance = start_instance(model)
+    instance = start_instance(model, env={"MOORAGE_INSTANCE_ID": "i-test"})
     instance.wait_ready()
     cases = [
         (b"plain", 500, "bad input, very bad"),
@@ -213,6 +225,7 @@ def test_user_exception_gives_status_and_message_without_traceback(
     log = instance.output()
     assert log.count("Traceback") == 4
     assert "bad input, very bad" in log and "inference.py" in log
+    assert "[i-test w0]" in log and "[i-test main]" in log
 
 
 def test_unknown_path_and_wrong_method(tmp_path: Path, start_instance: StartInstance) -> None:
@@ -295,7 +308,8 @@ def test_workers_from_environment(tmp_path: Path, start_instance: StartInstance)
         (None, "no model_fn to load the model: there is no "),
         (
             "def model_fn(d):\n    return len\n\ndef predict_fn(a, b, c, d):\n    pass\n",
-            "predict_fn has the signature predict_fn(a, b, c, d); expected predict_fn(data, model[, context])",
+            "predict_fn has the signature predict_fn(a, b, c, d); "
+            "expected predict_fn(data, model[, context])",
         ),
     ],
     ids=[

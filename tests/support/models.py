@@ -7,12 +7,13 @@ import tarfile
 import textwrap
 from pathlib import Path
 
-ECHO_INFERENCE = '''
+ECHO_INFERENCE = """
 import json, os, time
 
 def model_fn(model_dir):
     with open(os.path.join(model_dir, "weights.txt")) as f:
-        return {"greeting": f.read().strip(), "pid": os.getpid(), "env": os.environ.get("GREETING_SUFFIX", "")}
+        greeting = f.read().strip()
+    return {"greeting": greeting, "pid": os.getpid(), "env": os.environ.get("GREETING_SUFFIX", "")}
 
 def input_fn(body, content_type):
     if content_type != "application/json":
@@ -32,7 +33,7 @@ def predict_fn(data, model):
 
 def output_fn(prediction, accept):
     return json.dumps(prediction), "application/json"
-'''
+"""
 
 
 def build_model_tar(path: Path, inference: str = ECHO_INFERENCE, files: dict[str, str] | None = None) -> Path:

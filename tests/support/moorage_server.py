@@ -57,11 +57,15 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, t
                     return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"moorage serve did not come up in {timeout} s:\n{log_path.read_text(errors='replace')}")
+    raise RuntimeError(
+        f"moorage serve did not come up in {timeout} s:\n{log_path.read_text(errors='replace')}"
+    )
 
 
 @contextmanager
-def moorage_server(state_dir: Path, env: dict[str, str] | None = None, startup_timeout: float = 120) -> Iterator[RunningServer]:
+def moorage_server(
+    state_dir: Path, env: dict[str, str] | None = None, startup_timeout: float = 120
+) -> Iterator[RunningServer]:
     """Start the server (restarting on the same state dir is just calling this again)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
