@@ -12,7 +12,13 @@ from functools import partial
 from typing import Any
 
 from moorage.api.asgi import Receive, Scope, Send, header, read_body, request_id, respond, respond_error
-from moorage.api.errors import AwsError, InternalFailure, SerializationException, UnknownOperationException
+from moorage.api.errors import (
+    AwsError,
+    InternalFailure,
+    NotImplementedOperation,
+    SerializationException,
+    UnknownOperationException,
+)
 from moorage.api.json_protocol import operation_for_target, parse_json_request, serialize_json_response
 from moorage.api.spec import load_service
 from moorage.control import endpoint_configs, models
@@ -91,14 +97,14 @@ class ControlApi:
                 "Missing X-Amz-Target header; this port expects AWS SDK requests."
             )
         operation = operation_for_target(self.service, target.decode("latin-1"))
+        handler = self.table.get(operation.name)
+        if handler is None:
+            raise NotImplementedOperation(
+                f"{operation.name} is a SageMaker operation this server does not implement yet."
+            )
         body = await read_body(receive, MAX_CONTROL_BODY)
         if body is None:
             raise SerializationException(f"Request body is larger than {MAX_CONTROL_BODY} bytes.")
         params = parse_json_request(operation, body)
-        handler = self.table.get(operation.name)
-        if handler is None:
-            raise UnknownOperationException(
-                f"{operation.name} is a SageMaker operation this server does not implement yet."
-            )
         caller = Caller(region=region_of(scope, self.default_region), account=self.account)
         return handler(caller, params), operation

@@ -140,7 +140,7 @@ class InternalDependencyException(AwsError):
 def render_error(err: AwsError, request_id: str, *, json_content_type: str) -> tuple[int, Headers, bytes]:
     """Status, headers and body for ``err``. The code goes in both ``__type`` and ``x-amzn-errortype``: the
     awsJson parser reads the first, and the restJson parser needs one of them to raise the modelled class."""
-    body = json.dumps({**err.fields, "__type": err.code, "Message": err.message}).encode()
+    body = json.dumps({"__type": err.code, "Message": err.message, **err.fields}).encode()
     headers: Headers = [
         (b"content-type", json_content_type.encode("latin-1")),
         (b"x-amzn-requestid", request_id.encode("latin-1")),

@@ -43,7 +43,7 @@ class Invoker:
             data, content_type, accept = self._inputs(body, headers)
             result = self._transform(self._model, data, content_type, accept, context)
             return self._response(result, accept, context)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler must not end the worker
             return _failure(exc)
 
     async def invoke_async(self, body: bytes, headers: Mapping[bytes, bytes]) -> Response:
@@ -53,7 +53,7 @@ class Invoker:
             data, content_type, accept = self._inputs(body, headers)
             transformed: Awaitable[Any] = self._transform(self._model, data, content_type, accept, context)
             return self._response(await transformed, accept, context)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler must not end the worker
             return _failure(exc)
 
     def _inputs(self, body: bytes, headers: Mapping[bytes, bytes]) -> tuple[bytes | str, str | None, str]:
@@ -110,7 +110,7 @@ def _encode(result: Any) -> bytes:
         raise ServingError(f"the handlers returned a {kind}, which is not bytes, str or JSON: {exc}") from exc
 
 
-def _failure(exc: Exception) -> Response:
+def _failure(exc: BaseException) -> Response:
     """The error response: the exception's message as plain text; the traceback only goes to the log."""
     status = status_of(exc)
     message = message_of(exc)

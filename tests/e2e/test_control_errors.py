@@ -85,4 +85,5 @@ def test_update_requires_in_service(sm: Any, echo_model: str) -> None:
 
 def test_unknown_operation_is_named(sm: Any) -> None:
     error = _error(sm.list_training_jobs)
+    assert error["Code"] == "NotImplemented"
     assert "ListTrainingJobs" in error["Message"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import scipy.sparse
+import scipy.sparse  # type: ignore[import-untyped]
 
 from moorage.serving import codecs, defaults
 from moorage.serving.errors import NotAcceptable, RequestError, UnsupportedMediaType
@@ -165,8 +165,10 @@ def test_default_handlers_over_http(
     reply_type: str,
     expected: bytes | None,
 ) -> None:
-    headers = {"content_type": content_type} | ({"accept": accept} if accept else {})
-    reply = identity.invoke(body, **headers)
+    if accept is None:
+        reply = identity.invoke(body, content_type=content_type)
+    else:
+        reply = identity.invoke(body, content_type=content_type, accept=accept)
     assert (reply.status, reply.headers["content-type"]) == (status, reply_type), reply.text
     if expected is not None:
         assert reply.body == expected

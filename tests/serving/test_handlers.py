@@ -14,7 +14,6 @@ from moorage.serving.errors import StartupFailure
 from moorage.serving.handlers import Handlers, load_handlers
 from moorage.serving.settings import Arguments, load_settings
 
-
 Load = Callable[[str], Handlers]
 
 

@@ -264,6 +264,16 @@ def test_sagemaker_program_and_helper_modules(tmp_path: Path, start_instance: St
     assert reply.json() == "from serve_me"
 
 
+def test_submit_directory(tmp_path: Path, start_instance: StartInstance) -> None:
+    model = model_dir(tmp_path, "raise SystemExit('not this one')\n")
+    submitted = tmp_path / "submitted"
+    submitted.mkdir()
+    (submitted / "inference.py").write_text("def model_fn(model_dir):\n    return lambda data: 'submitted'\n")
+    instance = start_instance(model, env={"SAGEMAKER_SUBMIT_DIRECTORY": str(submitted)})
+    instance.wait_ready()
+    assert instance.invoke(b"[]", content_type="application/json").json() == "submitted"
+
+
 def test_workers_from_environment(tmp_path: Path, start_instance: StartInstance) -> None:
     instance = start_instance(
         model_dir(tmp_path, "def model_fn(model_dir):\n    return len\n"),

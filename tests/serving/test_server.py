@@ -37,7 +37,8 @@ def _connect(instance: Instance) -> socket.socket:
 
 def _read_responses(sock: socket.socket, count: int) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
     """Reads `count` Content-Length framed responses (status line, headers, body)."""
-    data, responses = b"", []
+    data = b""
+    responses: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
     while len(responses) < count:
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)

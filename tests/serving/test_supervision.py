@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .conftest import StartInstance
@@ -37,6 +38,18 @@ def test_sigterm_stops_cleanly(tmp_path: Path, start_instance: StartInstance) ->
     assert list(instance.socket_dir.iterdir()) == []
     for worker in info["workers"]:
         assert not _alive(worker["pid"])
+
+
+def test_sigterm_lets_the_request_in_progress_finish(tmp_path: Path, start_instance: StartInstance) -> None:
+    slow = "import time\n\ndef model_fn(model_dir):\n    return lambda data: time.sleep(0.5) or 'done'\n"
+    instance = start_instance(model_dir(tmp_path, slow))
+    instance.wait_ready()
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(instance.invoke, b"[]", content_type="application/json")
+        time.sleep(0.2)  # the request is inside the handler now
+        instance.process.send_signal(signal.SIGTERM)
+        assert (reply.result().status, reply.result().json()) == (200, "done")
+    assert instance.wait_exit() == 0
 
 
 def test_workers_die_with_the_main(tmp_path: Path, start_instance: StartInstance) -> None:

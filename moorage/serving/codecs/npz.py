@@ -20,9 +20,7 @@ def decode(body: bytes | str) -> Any:
     data = as_bytes(body)
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         if set(archive.files) >= _SPARSE_MEMBERS:
-            import scipy.sparse  # type: ignore[import-untyped]
-
-            return scipy.sparse.load_npz(io.BytesIO(data))
+            return _scipy_sparse().load_npz(io.BytesIO(data))
         return {name: archive[name] for name in archive.files}
 
 
@@ -33,9 +31,14 @@ def encode(obj: Any) -> bytes:
     if isinstance(obj, dict):
         np.savez(buffer, allow_pickle=False, **{str(k): np.asanyarray(v) for k, v in obj.items()})
     elif type(obj).__module__.startswith("scipy.sparse"):
-        import scipy.sparse  # type: ignore[import-untyped]
-
-        scipy.sparse.save_npz(buffer, obj)
+        _scipy_sparse().save_npz(buffer, obj)
     else:
         np.savez(buffer, np.asanyarray(obj), allow_pickle=False)
     return buffer.getvalue()
+
+
+def _scipy_sparse() -> Any:
+    """Imported only for sparse payloads: scipy is heavy and optional."""
+    import scipy.sparse  # type: ignore[import-untyped]
+
+    return scipy.sparse
