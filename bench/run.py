@@ -44,7 +44,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -104,7 +104,7 @@ def http_request(
 def wait_until(what: str, check: Any, timeout: float, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, BotoCoreError):  # not listening yet
             if check():
                 return
         if time.monotonic() > deadline:

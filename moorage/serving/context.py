@@ -35,7 +35,9 @@ class Context:
 
     model_name = "model"
 
-    def __init__(self, system_properties: Mapping[str, Any], headers: Mapping[bytes, bytes] | None = None):
+    def __init__(
+        self, system_properties: Mapping[str, Any], headers: Mapping[bytes, bytes] | None = None
+    ) -> None:
         self._system = system_properties
         self._headers = headers
         self._request_id: str | None = None

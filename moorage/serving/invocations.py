@@ -29,7 +29,9 @@ class Invoker:
 
     __slots__ = ("_content_types", "_default_accept", "_model", "_system", "_transform", "needs_context")
 
-    def __init__(self, handlers: Handlers, model: Any, default_accept: str, system: Mapping[str, Any]):
+    def __init__(
+        self, handlers: Handlers, model: Any, default_accept: str, system: Mapping[str, Any]
+    ) -> None:
         self._transform = handlers.transform
         self._model = model
         self._default_accept = default_accept
