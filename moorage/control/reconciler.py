@@ -182,16 +182,7 @@ class Reconciler:
             self.logs.write(name, f"Endpoint creation failed: {failure}")
             self._save(name, status="Failed", failure_reason=str(failure)[:1024], pending=None)
             return
-        self._activate(fleet)
-        self._save(
-            name,
-            status="InService",
-            failure_reason=None,
-            deployed=snapshot,
-            pending=None,
-            pending_start_time=None,
-            config_name=snapshot["config"]["EndpointConfigName"],
-        )
+        self._promote(fleet, snapshot)
         self.logs.write(name, "Endpoint is InService.")
 
     async def _update(self, name: str) -> None:
@@ -215,16 +206,7 @@ class Reconciler:
             )
             return
         old = self.fleets.get(name)
-        self._activate(fleet)
-        self._save(
-            name,
-            status="InService",
-            failure_reason=None,
-            deployed=snapshot,
-            pending=None,
-            pending_start_time=None,
-            config_name=new_config,
-        )
+        self._promote(fleet, snapshot)
         self.logs.write(name, f"Traffic switched to {new_config}; the previous instances are draining.")
         if old is not None:
             await self._retire(old, drain=True)
@@ -256,6 +238,19 @@ class Reconciler:
         self._activate(fleet)
         if status == "Updating":
             self.update(name)
+
+    def _promote(self, fleet: Fleet, snapshot: dict[str, Any]) -> None:
+        """Route traffic to a freshly deployed fleet and record its snapshot as what the endpoint runs."""
+        self._activate(fleet)
+        self._save(
+            fleet.route.name,
+            status="InService",
+            failure_reason=None,
+            deployed=snapshot,
+            pending=None,
+            pending_start_time=None,
+            config_name=snapshot["config"]["EndpointConfigName"],
+        )
 
     def _activate(self, fleet: Fleet) -> None:
         self.fleets[fleet.route.name] = fleet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,16 @@ def deploy(
     if wait:
         sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
     return name
+
+
+def settled(sm: Any, name: str, timeout: float = 180) -> dict[str, Any]:
+    """DescribeEndpoint once the endpoint has left Creating/Updating (whatever it became)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, Any] = sm.describe_endpoint(EndpointName=name)
+        if described["EndpointStatus"] not in ("Creating", "Updating") or time.monotonic() > deadline:
+            return described
+        time.sleep(0.1)
 
 
 def model_dir_tar(root: Path, name: str, **kwargs: Any) -> str:

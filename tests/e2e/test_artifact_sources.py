@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.conftest import deploy, unique
+from tests.e2e.conftest import deploy, settled, unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import moorage_server
 
@@ -59,14 +59,7 @@ def test_s3_model_data(s3_server: Any, tmp_path: Path) -> None:
         )
         assert answer["greeting"] == "hello"
         missing = deploy(sm, f"s3://{bucket}/nope/model.tar.gz", wait=False)
-        sm.get_waiter("endpoint_in_service").config.max_attempts = 1
-        for _ in range(300):
-            described = sm.describe_endpoint(EndpointName=missing)
-            if described["EndpointStatus"] != "Creating":
-                break
-            import time
-
-            time.sleep(0.1)
+        described = settled(sm, missing)
         assert described["EndpointStatus"] == "Failed"
         assert f"s3://{bucket}/nope/model.tar.gz" in described["FailureReason"]
 
@@ -110,13 +103,7 @@ def test_requirements_txt_builds_a_cached_environment(sm: Any, smr: Any, server:
 def test_requirements_failure_reason(sm: Any, tmp_path: Path) -> None:
     files = {"code/requirements.txt": "this-package-does-not-exist-moorage==1.0\n"}
     name = deploy(sm, build_model_tar(tmp_path / "bad" / "model.tar.gz", files=files).as_uri(), wait=False)
-    import time
-
-    for _ in range(1200):
-        described = sm.describe_endpoint(EndpointName=name)
-        if described["EndpointStatus"] != "Creating":
-            break
-        time.sleep(0.1)
+    described = settled(sm, name)
     assert described["EndpointStatus"] == "Failed"
     assert "requirements.txt" in described["FailureReason"]
     assert "this-package-does-not-exist-moorage" in described["FailureReason"]
