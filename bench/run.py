@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,7 @@ def http_request(
         conn.close()
 
 
-def wait_until(what: str, check: Any, timeout: float, every: float = 0.05) -> None:
+def wait_until(what: str, check: Callable[[], object], timeout: float, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(OSError, BotoCoreError):  # not listening yet
@@ -416,20 +416,21 @@ def bench_model(
             r in ("worker", "instance+worker") for r in roles(moorage).values()
         )
     model_entry["bare_workers"] = sum(r == "worker" for r in roles(bare).values())
+    counts = {model_entry.get("moorage_workers", a.workers), model_entry["bare_workers"], a.workers}
+    if len(counts) > 1:
+        log(f"  warning: worker counts differ (asked {a.workers}): {model_entry}")
 
     for t in targets:  # warm-up, not recorded
         run_wrk(wrk, t.url, 8, a.warmup, env={"N_USERS": str(USERS)})
     time.sleep(0.5)
     model_entry["memory_idle"] = {t.name: memory_snapshot(t.tree) for t in targets}
 
-    runs = []
     for i, conc in enumerate(a.conc):
         order = targets if i % 2 == 0 else targets[::-1]
         for t in order:
             r = measured_run(wrk, t, stack, conc, a.duration, a.attempts, a.quiet_wait)
             r["model"] = label
-            runs.append(r)
-    R["load"].extend(runs)
+            R["load"].append(r)  # kept even if a later run is interrupted
     model_entry["memory_after_load"] = {t.name: memory_snapshot(t.tree) for t in targets}
 
     R["shutdown"].append({"server": "bare", "model": label, **bare.stop()})
@@ -659,41 +660,54 @@ def main(argv: list[str] | None = None) -> int:
     stack: list[Launched] = []
     moorage: Launched | None = None
     failed = True
-    with terminate_on_sigterm():
-        try:
-            sm = runtime = None
-            mport = 0
-            if not a.bare_only:
-                mport = free_port()
-                moorage = start_moorage(work, mport, a.moorage_log_level)
-                stack.append(moorage)
-                sm, runtime = sagemaker_clients(mport)
-                try:
-                    wait_until(
-                        "moorage serve",
-                        lambda: moorage is not None and moorage.alive() and sm.list_endpoints() is not None,
-                        60,
-                        0.1,
-                    )
-                except Exception as e:
-                    raise RuntimeError(f"moorage did not start ({e}):\n{moorage.log_tail()}") from None
-                log(f"moorage serving on 127.0.0.1:{mport} (state in {work / 'state'})")
-            for label, movies in a.models:
-                bench_model(a, R, wrk, work, label, movies, moorage, sm, runtime, mport, stack)
-            failed = False
-        finally:
-            for tree in reversed(stack):
-                R["shutdown"].append({"server": tree.name, **tree.stop()})
-            R["meta"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_text(json.dumps(R, indent=1))
-            if failed and moorage is not None:
-                log(f"moorage log kept in {work / 'moorage.log'}")
-            else:
-                shutil.rmtree(work, ignore_errors=True)
-    print(render(R))
+    rc = 0
+    try:
+        with terminate_on_sigterm():
+            try:
+                moorage, sm, runtime, mport = (None, None, None, 0) if a.bare_only else _serve(work, a, stack)
+                for label, movies in a.models:
+                    bench_model(a, R, wrk, work, label, movies, moorage, sm, runtime, mport, stack)
+                failed = False
+            finally:
+                for tree in reversed(stack):
+                    R["shutdown"].append({"server": tree.name, **tree.stop()})
+                R["meta"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps(R, indent=1))
+                _keep_logs(work, out_path.with_suffix(".logs") if failed else None)
+    except KeyboardInterrupt:
+        log("interrupted; every started process is stopped")
+        rc = 130
+    if R["load"] or any("cold_start" in m for m in R["models"]):
+        print(render(R))
     print(f"\nraw results: {out_path.relative_to(REPO) if out_path.is_relative_to(REPO) else out_path}")
-    return 0
+    return rc
+
+
+def _serve(work: Path, a: argparse.Namespace, stack: list[Launched]) -> tuple[Launched, Any, Any, int]:
+    """Start ``moorage serve`` and wait until its control plane answers."""
+    port = free_port()
+    moorage = start_moorage(work, port, a.moorage_log_level)
+    stack.append(moorage)
+    sm, runtime = sagemaker_clients(port)
+    try:
+        wait_until("moorage serve", lambda: moorage.alive() and sm.list_endpoints() is not None, 60, 0.1)
+    except TimeoutError as e:
+        raise RuntimeError(f"moorage did not start ({e}):\n{moorage.log_tail()}") from None
+    log(f"moorage serving on 127.0.0.1:{port} (state in {work / 'state'})")
+    return moorage, sm, runtime, port
+
+
+def _keep_logs(work: Path, dest: Path | None) -> None:
+    """Remove the work dir; after a failure, keep its server logs in ``dest`` first."""
+    if dest is not None:
+        logs = sorted(work.glob("*.log"))
+        if logs:
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in logs:
+                shutil.copy2(f, dest / f.name)
+            log(f"server logs kept in {dest}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _cpu_model() -> str:

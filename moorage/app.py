@@ -1,30 +1,40 @@
-"""The one-port ASGI application: control plane at `POST /`, runtime under `/endpoints/`.
+"""The front door: one port, control plane at `POST /`, runtime under `/endpoints/`.
 
 Start-up opens (and migrates) the store and brings back every endpoint the store says is InService
-before the port answers; shutdown stops every instance."""
+before the port is opened; shutdown stops accepting, drains connections and stops every instance."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+import signal
 import tempfile
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
-from moorage.api.asgi import Receive, Scope, Send, respond
 from moorage.api.control import ControlApi, operations
 from moorage.api.runtime import RuntimeApi
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
 from moorage.control.reconciler import Reconciler
 from moorage.dataplane.routes import RoutingTable
+from moorage.http.responses import Response, json_response
+from moorage.http.server import HttpServer
 from moorage.logs import EndpointLogs
 from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
-_NOT_FOUND = b'{"message": "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."}'
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the control plane's limit; the runtime enforces 6 MiB itself
+_PING = json_response({"status": "Healthy"})
+_NOT_FOUND = json_response(
+    {"message": "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."}, 404
+)
 
 
 class MoorageApp:
+    """Routes a parsed request to the control or runtime adapter."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.table = RoutingTable()
@@ -34,35 +44,17 @@ class MoorageApp:
         self.reconciler: Reconciler | None = None
         self._run_dir: Path | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith("/endpoints/"):
-                await self.runtime(scope, receive, send)
-            elif path == "/" and scope["method"] == "POST" and self.control is not None:
-                await self.control(scope, receive, send)
-            elif path == "/ping":
-                await respond(send, 200, [(b"content-type", b"application/json")], b'{"status": "Healthy"}')
-            else:
-                await respond(send, 404, [(b"content-type", b"application/json")], _NOT_FOUND)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def __call__(
+        self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
+    ) -> Response | Awaitable[Response]:
+        path = url.partition(b"?")[0]
+        if path.startswith(b"/endpoints/"):
+            return self.runtime(method, path, headers, body)
+        if path == b"/" and method == b"POST" and self.control is not None:
+            return self.control(headers, body)
+        if path == b"/ping":
+            return _PING
+        return _NOT_FOUND
 
     async def startup(self) -> None:
         settings = self.settings
@@ -86,3 +78,24 @@ class MoorageApp:
             self.store.close()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+async def serve(settings: Settings, ready: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM; `ready` is printed once the port accepts connections."""
+    app = MoorageApp(settings)
+    await app.startup()
+    loop = asyncio.get_running_loop()
+    http = HttpServer(app, MAX_REQUEST_BYTES)
+    server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready:
+        print(ready, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        server.close()
+        await http.drain(timeout=5)
+        await app.shutdown()

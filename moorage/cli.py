@@ -11,37 +11,23 @@ DEFAULT_STATE_DIR = ".moorage"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import asyncio
+    import logging
 
-    from moorage.app import MoorageApp
+    from moorage.app import serve
     from moorage.config import Settings
 
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings(state_dir=Path(args.state_dir), host=args.host, port=args.port)
+    banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})"
     try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
+        import uvloop
     except ImportError:
-        loop = "asyncio"
-    config = uvicorn.Config(
-        MoorageApp(settings),
-        host=args.host,
-        port=args.port,
-        loop=loop,
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        log_level=args.log_level,
-        timeout_keep_alive=75,
-        backlog=1024,
-    )
-    print(
-        f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})",
-        flush=True,
-    )
-    uvicorn.Server(config).run()
+        asyncio.run(serve(settings, ready=banner))
+    else:
+        uvloop.run(serve(settings, ready=banner))
     return 0
 
 

@@ -38,7 +38,7 @@ def _digits(values: np.ndarray, width: int) -> np.ndarray:
 
 def _strip_leading_zeros(digits: np.ndarray) -> np.ndarray:
     """Mask of leading zeros to drop, always keeping the last digit."""
-    mask = np.cumsum(digits, axis=-1) == 0
+    mask: np.ndarray = np.cumsum(digits, axis=-1) == 0
     mask[..., -1] = False
     return mask
 
@@ -85,7 +85,8 @@ def format_rows(prefix: str, start: int, values: np.ndarray) -> bytes:
     rows[:, len(pre) + id_width : -1] = cells.reshape(n, dim * field)
     rows[:, -1] = ord("\n")
     flat = rows.ravel()
-    return flat[flat != 0].tobytes()
+    text: bytes = flat[flat != 0].tobytes()
+    return text
 
 
 def random_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from moorage.api.asgi import Receive, Scope, Send, header, read_body, request_id, respond, respond_error
 from moorage.api.errors import (
     AwsError,
     InternalFailure,
@@ -19,18 +18,21 @@ from moorage.api.errors import (
     SerializationException,
     UnknownOperationException,
 )
+from moorage.api.http import error_response, request_id
 from moorage.api.json_protocol import operation_for_target, parse_json_request, serialize_json_response
 from moorage.api.spec import load_service
 from moorage.control import endpoint_configs, models
 from moorage.control.context import Caller
 from moorage.control.endpoints import Endpoints
 from moorage.control.reconciler import Reconciler
+from moorage.http.responses import Response
 from moorage.store import Store
 
 Operation = Callable[[Caller, dict[str, Any]], dict[str, Any]]
 
 MAX_CONTROL_BODY = 16 * 1024 * 1024
 _CONTENT_TYPE = "application/x-amz-json-1.1"
+_CONTENT_TYPE_BYTES = _CONTENT_TYPE.encode()
 _CREDENTIAL = re.compile(rb"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
 log = logging.getLogger("moorage.api")
 
@@ -54,9 +56,9 @@ def operations(store: Store, reconciler: Reconciler) -> dict[str, Operation]:
     }
 
 
-def region_of(scope: Scope, default: str) -> str:
+def region_of(headers: Mapping[bytes, bytes], default: str) -> str:
     """The region is whatever the client signed for (any region is accepted)."""
-    authorization = header(scope, b"authorization")
+    authorization = headers.get(b"authorization")
     if authorization and (match := _CREDENTIAL.search(authorization)):
         return match.group(1).decode()
     return default
@@ -69,29 +71,22 @@ class ControlApi:
         self.account = account
         self.default_region = default_region
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, headers: Mapping[bytes, bytes], body: bytes) -> Response:
         rid = request_id()
         try:
-            result, operation = await self._handle(scope, receive)
-            body = serialize_json_response(operation, result)
+            result, operation = self._handle(headers, body)
+            payload = serialize_json_response(operation, result)
         except AwsError as err:
-            await respond_error(send, err, rid, _CONTENT_TYPE)
-            return
+            return error_response(err, rid, _CONTENT_TYPE)
         except Exception:
             log.exception("control-plane operation failed")
-            await respond_error(
-                send, InternalFailure("The server hit an internal error; see its log."), rid, _CONTENT_TYPE
+            return error_response(
+                InternalFailure("The server hit an internal error; see its log."), rid, _CONTENT_TYPE
             )
-            return
-        headers = [
-            (b"content-type", _CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-amzn-requestid", rid.encode()),
-        ]
-        await respond(send, 200, headers, body)
+        return Response(200, payload, _CONTENT_TYPE_BYTES, b"x-amzn-RequestId: %s\r\n" % rid.encode())
 
-    async def _handle(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], Any]:
-        target = header(scope, b"x-amz-target")
+    def _handle(self, headers: Mapping[bytes, bytes], body: bytes) -> tuple[dict[str, Any], Any]:
+        target = headers.get(b"x-amz-target")
         if target is None:
             raise UnknownOperationException(
                 "Missing X-Amz-Target header; this port expects AWS SDK requests."
@@ -102,9 +97,8 @@ class ControlApi:
             raise NotImplementedOperation(
                 f"{operation.name} is a SageMaker operation this server does not implement yet."
             )
-        body = await read_body(receive, MAX_CONTROL_BODY)
-        if body is None:
+        if len(body) > MAX_CONTROL_BODY:
             raise SerializationException(f"Request body is larger than {MAX_CONTROL_BODY} bytes.")
         params = parse_json_request(operation, body)
-        caller = Caller(region=region_of(scope, self.default_region), account=self.account)
+        caller = Caller(region=region_of(headers, self.default_region), account=self.account)
         return handler(caller, params), operation

@@ -4,6 +4,8 @@ Shared by every runtime entry point so limits, timeouts and error wording live i
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
 from moorage.api.errors import ModelError, ServiceUnavailable, ValidationError
@@ -12,6 +14,7 @@ from moorage.dataplane.policy import choose_variant, choose_worker
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+UNAVAILABLE_PATIENCE = 5.0
 TIMEOUT_MESSAGE = (
     "Your invocation timed out while waiting for a response from container primary. Review the latency "
     "metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
@@ -73,17 +76,29 @@ def _model_error(route: EndpointRoute, status: int, original: str, detail: str |
 async def _forward(
     route: EndpointRoute, variant: VariantRoute, raw: bytes
 ) -> tuple[WorkerRoute, WorkerResponse]:
-    tried: WorkerRoute | None = None
-    for _ in range(max(1, len(variant.workers))):
-        worker = choose_worker(variant.workers, exclude=tried)
+    """Send to the least busy worker. A worker that refuses the connection got nothing, so the request
+    moves to another one; while none accepts (a worker being re-forked, an instance being replaced) it
+    waits a little, up to UNAVAILABLE_PATIENCE seconds."""
+    tried: set[WorkerRoute] = set()
+    deadline = 0.0
+    pause = 0.01
+    while True:
+        worker = choose_worker([w for w in variant.workers if w not in tried] if tried else variant.workers)
         if worker is None:
-            break
+            now = time.monotonic()
+            deadline = deadline or now + min(UNAVAILABLE_PATIENCE, variant.timeout)
+            if now >= deadline:
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            tried.clear()
+            continue
         client = worker.client
         client.outstanding += 1
         try:
             return worker, await client.request(raw, variant.timeout)
         except WorkerUnavailable:
-            tried = worker  # nothing was sent: another worker may take it
+            tried.add(worker)
         except TimeoutError:
             worker.kill()  # a hung handler would hold this worker forever; its instance re-forks it
             raise _model_error(route, 0, TIMEOUT_MESSAGE) from None

@@ -26,14 +26,12 @@ def choose_variant(route: EndpointRoute, target: str | None) -> VariantRoute | N
     return variants[-1]
 
 
-def choose_worker(workers: list[WorkerRoute], exclude: WorkerRoute | None = None) -> WorkerRoute | None:
+def choose_worker(workers: list[WorkerRoute]) -> WorkerRoute | None:
     """Least outstanding requests; ties go to a random one so idle workers share the load."""
     best: WorkerRoute | None = None
     best_load = 1 << 30
     ties = 0
     for worker in workers:
-        if worker is exclude:
-            continue
         load = worker.client.outstanding
         if load < best_load:
             best, best_load, ties = worker, load, 1

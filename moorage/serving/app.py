@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 
+from moorage.http.responses import TEXT, Response, json_response, text_response
 from moorage.serving.invocations import Invoker
-from moorage.serving.responses import TEXT, Response, json_response, text_response
 
 _PING = json_response({"status": "Healthy"})
 _NOT_FOUND = text_response("Not Found", 404)

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from moorage.http.responses import Response, header_lines, header_value, text_response
 from moorage.serving.codecs.json import to_builtin
 from moorage.serving.context import Context
 from moorage.serving.errors import RequestError, ServingError, message_of, status_of
 from moorage.serving.handlers import Handlers
-from moorage.serving.responses import Response, header_lines, header_value, text_response
 
 logger = logging.getLogger("moorage.serving")
 

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from moorage.http.server import HttpServer
 from moorage.serving import logs
 from moorage.serving.app import App
 from moorage.serving.failure import one_line
-from moorage.serving.server import HttpServer
 from moorage.serving.settings import Settings
 
 new_event_loop: Callable[[], asyncio.AbstractEventLoop]

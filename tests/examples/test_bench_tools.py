@@ -15,7 +15,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "recommender"
-sys.path.insert(0, str(EXAMPLE))  # pack.py finds generate_data.py next to it
 
 
 def _load(name: str, path: Path) -> ModuleType:

@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
 import httptools
 
-from moorage.serving.app import App
-from moorage.serving.responses import Response, render_head, text_response
+from moorage.http.responses import Response, render_head, text_response
 
-logger = logging.getLogger("moorage.serving")
+logger = logging.getLogger("moorage.http")
 
 MAX_HEAD_BYTES = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL = 64 * 1024  # below this, head and body go out in one write
 _Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool]
+
+
+# method, URL, lower-cased headers, body -> a response now, or an awaitable of one
+App = Callable[[bytes, bytes, Mapping[bytes, bytes], bytes], Response | Awaitable[Response]]
 
 
 class _Abort(Exception):
