@@ -5,13 +5,14 @@ and only the routing table is consulted (no database, no control plane)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from urllib.parse import unquote
 
 from moorage.api.errors import AwsError, InternalFailure, ValidationError
 from moorage.api.http import error_response, request_id
-from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES, Invocation, invoke
+from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES, Invocation, InvocationResult, invoke
 from moorage.dataplane.routes import RoutingTable
 from moorage.http.responses import Response
 
@@ -44,9 +45,9 @@ class RuntimeApi:
         self.table = table
         self.account = account
 
-    async def __call__(
+    def __call__(
         self, method: bytes, path: bytes, headers: Mapping[bytes, bytes], body: bytes
-    ) -> Response:
+    ) -> Response | asyncio.Future[Response]:
         rid = request_id()
         name, _, action = path[_PREFIX:].decode("latin-1").partition("/")
         try:
@@ -71,21 +72,30 @@ class RuntimeApi:
                 target_model=headers.get(b"x-amzn-sagemaker-target-model"),
                 target_variant=target_variant.decode("latin-1") if target_variant is not None else None,
             )
-            result = await invoke(self.table, inv, self.account)
+            pending = invoke(self.table, inv, self.account)
         except AwsError as err:
             return error_response(err, rid, _JSON)
-        except Exception:
-            log.exception("invocation failed inside the server")
-            return error_response(
-                InternalFailure("The server hit an internal error; see its log."), rid, _JSON
-            )
-        response = result.response
-        extra = b"x-Amzn-Invoked-Production-Variant: %s\r\nx-amzn-RequestId: %s\r\n" % (
-            result.variant.encode(),
-            rid.encode(),
-        )
-        custom = response.header(b"x-amzn-sagemaker-custom-attributes")
-        if custom is not None:
-            extra += b"X-Amzn-SageMaker-Custom-Attributes: %s\r\n" % custom
-        content_type = response.header(b"content-type") or b"application/octet-stream"
-        return Response(200, response.body, content_type, extra)
+        response: asyncio.Future[Response] = pending.get_loop().create_future()
+        pending.add_done_callback(lambda done: response.set_result(_render(done, rid)))
+        return response
+
+
+def _render(done: asyncio.Future[InvocationResult], rid: str) -> Response:
+    """The HTTP response for a finished invocation, success or SageMaker error."""
+    err = done.exception()
+    if err is not None:
+        if isinstance(err, AwsError):
+            return error_response(err, rid, _JSON)
+        log.error("invocation failed inside the server", exc_info=err)
+        return error_response(InternalFailure("The server hit an internal error; see its log."), rid, _JSON)
+    result = done.result()
+    response = result.response
+    extra = b"x-Amzn-Invoked-Production-Variant: %s\r\nx-amzn-RequestId: %s\r\n" % (
+        result.variant.encode(),
+        rid.encode(),
+    )
+    custom = response.header(b"x-amzn-sagemaker-custom-attributes")
+    if custom is not None:
+        extra += b"X-Amzn-SageMaker-Custom-Attributes: %s\r\n" % custom
+    content_type = response.header(b"content-type") or b"application/octet-stream"
+    return Response(200, response.body, content_type, extra)

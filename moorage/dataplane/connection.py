@@ -1,18 +1,20 @@
 """A minimal HTTP/1.1 keep-alive client for one instance worker socket.
 
 A general-purpose HTTP client costs more CPU per request than many models do, so the hot path uses an
-asyncio Protocol with httptools' C parser, reuses connections and passes bodies through untouched."""
+asyncio Protocol with httptools' C parser, reuses connections, passes bodies through untouched and
+hands each response to a receiver callback (no task or coroutine per request)."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 import httptools
 
 
 class WorkerUnavailable(Exception):
-    """The worker socket refused or dropped the connection before a request was written: safe to retry."""
+    """The worker socket refused the connection: nothing was sent, so another worker may take it."""
 
 
 class WorkerLost(Exception):
@@ -32,17 +34,30 @@ class WorkerResponse:
         return None
 
 
-class _Connection(asyncio.Protocol):
-    __slots__ = ("_body", "_headers", "_parser", "closed", "keep_alive", "transport", "waiter")
+class Receiver(Protocol):
+    """Gets exactly one of the two calls for the request it was attached to."""
+
+    def on_response(self, response: WorkerResponse) -> None: ...
+
+    def on_failure(self, exc: Exception) -> None: ...
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = ("_body", "_headers", "_parser", "closed", "keep_alive", "receiver", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[WorkerResponse] | None = None
+        self.receiver: Receiver | None = None
         self.closed = False
         self.keep_alive = True
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
+
+    def send(self, raw: bytes, receiver: Receiver) -> None:
+        self.receiver = receiver
+        assert self.transport is not None
+        self.transport.write(raw)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,30 +77,43 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.keep_alive = self._parser.should_keep_alive()
-        response = WorkerResponse(self._parser.get_status_code(), self._headers, b"".join(self._body))
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        response = WorkerResponse(self._parser.get_status_code(), self._headers, body)
         self._headers, self._body = [], []
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.on_response(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(WorkerLost("the instance closed the connection before answering"))
 
     def _fail(self, exc: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.on_failure(exc)
 
     def close(self) -> None:
+        """Close without telling the receiver (its request has been given up)."""
+        self.receiver = None
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
 
-def _on_timeout(waiter: asyncio.Future[WorkerResponse]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
+class _FutureReceiver:
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[WorkerResponse]) -> None:
+        self.future = future
+
+    def on_response(self, response: WorkerResponse) -> None:
+        if not self.future.done():
+            self.future.set_result(response)
+
+    def on_failure(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
 
 
 class WorkerClient:
@@ -97,45 +125,43 @@ class WorkerClient:
         self.socket_path = socket_path
         self.max_idle = max_idle
         self.outstanding = 0
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
 
-    async def _connect(self) -> _Connection:
+    def take_idle(self) -> Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    def release(self, conn: Connection) -> None:
+        """Keep a connection whose exchange finished cleanly for the next request."""
+        if conn.keep_alive and not conn.closed and len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_unix_connection(_Connection, self.socket_path)
+            _, conn = await loop.create_unix_connection(Connection, self.socket_path)
         except OSError as exc:
             raise WorkerUnavailable(f"cannot connect to {self.socket_path}: {exc.strerror}") from exc
         return conn
 
     async def request(self, raw: bytes, timeout: float) -> WorkerResponse:
-        """Send one fully-encoded HTTP/1.1 request and wait for its response.
+        """One request as a coroutine (health checks and tests; the invocation path uses receivers).
 
         Raises WorkerUnavailable (nothing sent), WorkerLost (sent, no answer) or TimeoutError."""
-        conn = None
-        while self._idle:
-            candidate = self._idle.pop()
-            if not candidate.closed:
-                conn = candidate
-                break
-        if conn is None:
-            conn = await self._connect()
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[WorkerResponse] = loop.create_future()
-        conn.waiter = waiter
-        assert conn.transport is not None
-        conn.transport.write(raw)
-        timer = loop.call_later(timeout, _on_timeout, waiter)
+        conn = self.take_idle() or await self.connect()
+        future: asyncio.Future[WorkerResponse] = asyncio.get_running_loop().create_future()
+        conn.send(raw, _FutureReceiver(future))
         try:
-            response = await waiter
+            response = await asyncio.wait_for(future, timeout)
         except BaseException:
             conn.close()
             raise
-        finally:
-            timer.cancel()
-        if conn.keep_alive and not conn.closed and len(self._idle) < self.max_idle:
-            self._idle.append(conn)
-        else:
-            conn.close()
+        self.release(conn)
         return response
 
     def close(self) -> None:

@@ -1,6 +1,8 @@
 """The invocation path: pick a variant and a worker, forward the bytes, map failures to SageMaker errors.
 
-Shared by every runtime entry point so limits, timeouts and error wording live in one place."""
+Shared by every runtime entry point so limits, timeouts and error wording live in one place. One
+`_Call` object follows a request through its callbacks; the common case (an idle pooled connection)
+creates no task and no coroutine."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from moorage.api.errors import ModelError, ServiceUnavailable, ValidationError
-from moorage.dataplane.connection import WorkerLost, WorkerResponse, WorkerUnavailable
+from moorage.api.errors import AwsError, ModelError, ServiceUnavailable, ValidationError
+from moorage.dataplane.connection import Connection, WorkerLost, WorkerResponse, WorkerUnavailable
 from moorage.dataplane.policy import choose_variant, choose_worker
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
 
@@ -19,6 +21,7 @@ TIMEOUT_MESSAGE = (
     "Your invocation timed out while waiting for a response from container primary. Review the latency "
     "metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
 )
+LOST_MESSAGE = "The instance stopped before it answered (it exited or was killed); it is being replaced."
 
 
 @dataclass(slots=True)
@@ -61,7 +64,7 @@ def not_found(endpoint: str, account: str) -> ValidationError:
     return ValidationError(f"Endpoint {endpoint} of account {account} not found.")
 
 
-def _model_error(route: EndpointRoute, status: int, original: str, detail: str | None = None) -> ModelError:
+def model_error(route: EndpointRoute, status: int, original: str, detail: str | None = None) -> ModelError:
     kind = "client" if 400 <= status < 500 else "server"
     text = detail if detail is not None else f'with message "{original}"'
     return ModelError(
@@ -73,51 +76,137 @@ def _model_error(route: EndpointRoute, status: int, original: str, detail: str |
     )
 
 
-async def _forward(
-    route: EndpointRoute, variant: VariantRoute, raw: bytes
-) -> tuple[WorkerRoute, WorkerResponse]:
-    """Send to the least busy worker. A worker that refuses the connection got nothing, so the request
-    moves to another one; while none accepts (a worker being re-forked, an instance being replaced) it
-    waits a little, up to UNAVAILABLE_PATIENCE seconds."""
-    tried: set[WorkerRoute] = set()
-    deadline = 0.0
-    pause = 0.01
-    while True:
-        worker = choose_worker([w for w in variant.workers if w not in tried] if tried else variant.workers)
-        if worker is None:
-            now = time.monotonic()
-            deadline = deadline or now + min(UNAVAILABLE_PATIENCE, variant.timeout)
-            if now >= deadline:
-                break
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.2)
-            tried.clear()
-            continue
-        client = worker.client
-        client.outstanding += 1
-        try:
-            return worker, await client.request(raw, variant.timeout)
-        except WorkerUnavailable:
-            tried.add(worker)
-        except TimeoutError:
-            worker.kill()  # a hung handler would hold this worker forever; its instance re-forks it
-            raise _model_error(route, 0, TIMEOUT_MESSAGE) from None
-        except WorkerLost:
-            raise _model_error(
-                route,
-                0,
-                "The instance stopped before it answered (it exited or was killed); it is being replaced.",
-            ) from None
-        finally:
-            client.outstanding -= 1
-    starting = f" ({variant.starting} starting)" if variant.starting else ""
-    raise ServiceUnavailable(
-        f"No instance of variant {variant.name} of endpoint {route.name} is ready to serve{starting}. "
-        "Failed instances are replaced automatically; retry shortly."
+class _Call:
+    """One request on its way to a worker: retries refused connections, enforces the time budget."""
+
+    __slots__ = (
+        "conn",
+        "connecting",
+        "deadline",
+        "future",
+        "pause",
+        "raw",
+        "route",
+        "timer",
+        "tried",
+        "variant",
+        "worker",
     )
 
+    def __init__(
+        self,
+        route: EndpointRoute,
+        variant: VariantRoute,
+        raw: bytes,
+        future: asyncio.Future[InvocationResult],
+    ) -> None:
+        self.route = route
+        self.variant = variant
+        self.raw = raw
+        self.future = future
+        self.worker: WorkerRoute | None = None
+        self.conn: Connection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.connecting: asyncio.Future[None] | None = None
+        self.tried: set[WorkerRoute] | None = None
+        self.deadline = 0.0
+        self.pause = 0.01
 
-async def invoke(table: RoutingTable, inv: Invocation, account: str) -> InvocationResult:
+    def start(self) -> None:
+        workers = self.variant.workers
+        if self.tried:
+            workers = [w for w in workers if w not in self.tried]
+        worker = choose_worker(workers)
+        if worker is None:
+            self._wait_for_a_worker()
+            return
+        self.worker = worker
+        worker.client.outstanding += 1
+        conn = worker.client.take_idle()
+        if conn is None:
+            self.connecting = asyncio.ensure_future(self._connect(worker))
+        else:
+            self._send(conn)
+
+    def _send(self, conn: Connection) -> None:
+        self.conn = conn
+        conn.send(self.raw, self)
+        self.timer = self.future.get_loop().call_later(self.variant.timeout, self._on_timeout)
+
+    async def _connect(self, worker: WorkerRoute) -> None:
+        try:
+            conn = await worker.client.connect()
+        except WorkerUnavailable:
+            worker.client.outstanding -= 1
+            if self.tried is None:
+                self.tried = set()
+            self.tried.add(worker)  # nothing was sent: another worker may take it
+            self.start()
+            return
+        self._send(conn)
+
+    def _wait_for_a_worker(self) -> None:
+        """No worker accepts right now (one being re-forked, an instance being replaced): wait a little."""
+        loop = self.future.get_loop()
+        now = time.monotonic()
+        if not self.deadline:
+            self.deadline = now + min(UNAVAILABLE_PATIENCE, self.variant.timeout)
+        if now >= self.deadline:
+            starting = f" ({self.variant.starting} starting)" if self.variant.starting else ""
+            self._fail(
+                ServiceUnavailable(
+                    f"No instance of variant {self.variant.name} of endpoint {self.route.name} is ready to "
+                    f"serve{starting}. Failed instances are replaced automatically; retry shortly."
+                )
+            )
+            return
+        self.tried = None
+        loop.call_later(self.pause, self.start)
+        self.pause = min(self.pause * 2, 0.2)
+
+    def _finish_exchange(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.worker is not None:
+            self.worker.client.outstanding -= 1
+
+    def on_response(self, response: WorkerResponse) -> None:
+        self._finish_exchange()
+        assert self.worker is not None and self.conn is not None
+        self.worker.client.release(self.conn)
+        if not 200 <= response.status < 300:
+            self._fail(
+                model_error(self.route, response.status, response.body.decode("utf-8", "replace")[:4096])
+            )
+        elif len(response.body) > MAX_PAYLOAD_BYTES:
+            self._fail(
+                model_error(
+                    self.route, response.status, "", detail="and could not load the entire response body"
+                )
+            )
+        elif not self.future.done():
+            self.future.set_result(InvocationResult(self.variant.name, response))
+
+    def on_failure(self, exc: Exception) -> None:
+        self._finish_exchange()
+        self._fail(model_error(self.route, 0, LOST_MESSAGE if isinstance(exc, WorkerLost) else str(exc)))
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        self._finish_exchange()
+        if self.conn is not None:
+            self.conn.close()
+        if self.worker is not None:
+            self.worker.kill()  # a hung handler would hold this worker forever; its instance re-forks it
+        self._fail(model_error(self.route, 0, TIMEOUT_MESSAGE))
+
+    def _fail(self, err: AwsError) -> None:
+        if not self.future.done():
+            self.future.set_exception(err)
+
+
+def invoke(table: RoutingTable, inv: Invocation, account: str) -> asyncio.Future[InvocationResult]:
+    """Start an invocation; errors found before anything is sent are raised at once."""
     route = table.get(inv.endpoint)
     if route is None:
         raise not_found(inv.endpoint, account)
@@ -129,9 +218,6 @@ async def invoke(table: RoutingTable, inv: Invocation, account: str) -> Invocati
                 f"Valid variants: {', '.join(route.by_name)}."
             )
         raise ValidationError(f"Endpoint {route.name} has no variant with a weight above zero.")
-    _, response = await _forward(route, variant, _encode(inv))
-    if not 200 <= response.status < 300:
-        raise _model_error(route, response.status, response.body.decode("utf-8", "replace")[:4096])
-    if len(response.body) > MAX_PAYLOAD_BYTES:
-        raise _model_error(route, response.status, "", detail="and could not load the entire response body")
-    return InvocationResult(variant.name, response)
+    future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
+    _Call(route, variant, _encode(inv), future).start()
+    return future

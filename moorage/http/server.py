@@ -1,9 +1,9 @@
-"""A small HTTP/1.1 keep-alive server on asyncio and httptools, for one worker's Unix socket.
+"""A small HTTP/1.1 keep-alive server on asyncio and httptools (front door and instance workers).
 
-Why not uvicorn: the handlers run inline, one request at a time, so the ASGI machinery (scope dicts,
-receive/send coroutines, a task per request) is pure overhead on every invocation. Here a request is
-parsed, routed and answered within `data_received`; only `async def` handlers get a task, and while
-one runs the connection stops reading, so pipelined requests are still answered in order.
+Why not uvicorn: a synchronous handler is parsed, routed and answered within `data_received`, with no
+scope dicts, receive/send coroutines or task per request; only handlers that return an awaitable (the
+front door's invocations, `async def` model hooks) get one. While that runs the connection stops
+reading, so pipelined requests are still answered in order.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from tests.e2e.conftest import deploy, settled, unique
-from tests.support.models import build_model_tar
+from tests.support.models import ECHO_INFERENCE, build_model_tar
 from tests.support.moorage_server import moorage_server
 
 REQUIREMENTS_INFERENCE = """
@@ -107,3 +107,42 @@ def test_requirements_failure_reason(sm: Any, tmp_path: Path) -> None:
     assert described["EndpointStatus"] == "Failed"
     assert "requirements.txt" in described["FailureReason"]
     assert "this-package-does-not-exist-moorage" in described["FailureReason"]
+
+
+def test_model_data_source_uncompressed_prefix(sm: Any, smr: Any, tmp_path: Path) -> None:
+    """ModelDataSource with an uncompressed S3Prefix; a local prefix is used in place."""
+    root = tmp_path / "uncompressed"
+    (root / "code").mkdir(parents=True)
+    (root / "code" / "inference.py").write_text(ECHO_INFERENCE)
+    (root / "weights.txt").write_text("from a prefix")
+    name = unique("mds")
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "ModelDataSource": {
+                "S3DataSource": {
+                    "S3Uri": root.as_uri() + "/",
+                    "S3DataType": "S3Prefix",
+                    "CompressionType": "None",
+                }
+            },
+            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"},
+        },
+    )
+    assert sm.describe_model(ModelName=name)["PrimaryContainer"]["ModelDataSource"]["S3DataSource"][
+        "S3DataType"
+    ] == ("S3Prefix")
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    described = settled(sm, name)
+    assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+    answer = json.loads(
+        smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read()
+    )
+    assert answer["greeting"] == "from a prefix"
+    sm.delete_endpoint(EndpointName=name)
