@@ -68,6 +68,8 @@ class LocalProvider:
     async def start(self, spec: InstanceSpec) -> LocalInstance:
         socket_dir = self.run_dir / spec.instance_id
         socket_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("instance.json", "failure.json"):  # only this start's files may decide its outcome
+            (socket_dir / stale).unlink(missing_ok=True)
         env = {**os.environ, **spec.environment, "MOORAGE_INSTANCE_ID": spec.instance_id}
         with open(spec.log_path, "ab") as log:
             process = await asyncio.create_subprocess_exec(
@@ -99,7 +101,8 @@ class LocalProvider:
         failure_file = instance.socket_dir / "failure.json"
         while True:
             if failure_file.exists():
-                await instance.process.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(instance.process.wait(), 5)
                 raise InstanceStartError(_failure_reason(failure_file))
             if instance.process.returncode is not None:
                 raise InstanceStartError(

@@ -35,8 +35,10 @@ def _decode_token(token: str) -> int:
         raise ValidationException(
             "Invalid pagination token. Pass the NextToken from the previous response unchanged."
         ) from exc
-    if not isinstance(offset, int) or offset < 0:
-        raise ValidationException("Invalid pagination token. Pass the NextToken from the previous response.")
+    if type(offset) is not int or offset < 0:
+        raise ValidationException(
+            "Invalid pagination token. Pass the NextToken from the previous response unchanged."
+        )
     return offset
 
 

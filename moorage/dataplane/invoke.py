@@ -189,6 +189,8 @@ class _Call:
 
     def on_failure(self, exc: Exception) -> None:
         self._finish_exchange()
+        if self.worker is not None:
+            self.worker.client.close()  # its other pooled connections died with it
         self._fail(model_error(self.route, 0, LOST_MESSAGE if isinstance(exc, WorkerLost) else str(exc)))
 
     def _on_timeout(self) -> None:
@@ -198,6 +200,7 @@ class _Call:
             self.conn.close()
         if self.worker is not None:
             self.worker.kill()  # a hung handler would hold this worker forever; its instance re-forks it
+            self.worker.client.close()
         self._fail(model_error(self.route, 0, TIMEOUT_MESSAGE))
 
     def _fail(self, err: AwsError) -> None:
