@@ -7,7 +7,7 @@ PORT="${MOORAGE_PORT:-7070}"
 STATE="${MOORAGE_STATE_DIR:-.moorage}"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[example]'
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[example]'
 mkdir -p "$STATE"
 if ! curl -fs "http://127.0.0.1:$PORT/ping" >/dev/null 2>&1; then
   nohup .venv/bin/moorage serve --port "$PORT" --state-dir "$STATE" >"$STATE/server.log" 2>&1 &
