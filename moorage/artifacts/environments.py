@@ -23,7 +23,7 @@ from moorage.artifacts.errors import ArtifactError
 
 _TAIL_CHARS = 600
 _CONTAINER_MODEL_DIR = "/opt/ml/model"
-_LAYOUT_VERSION = "uv-venv-1"
+_LAYOUT_VERSION = "uv-venv-2"
 _CHATTER = ("Using Python", "Using CPython", "Creating virtual environment", "Activate with")  # not in errors
 
 
@@ -113,7 +113,9 @@ def _link_server_site_packages(env_dir: Path) -> None:
     """When the server itself runs in a venv, make that venv's packages visible too.
 
     ``--system-site-packages`` only exposes the *base* interpreter's packages; a ``.pth`` file adds
-    the server's own site-packages after the model venv's, so the user's pins still win.
+    the server's own site-packages after the model venv's, so the user's pins still win. It calls
+    ``site.addsitedir`` rather than listing the paths so that the ``.pth`` files *there* run too:
+    an editable install of the server is only importable through its own ``.pth`` import hook.
     """
     if sys.prefix == sys.base_prefix:
         return
@@ -122,7 +124,8 @@ def _link_server_site_packages(env_dir: Path) -> None:
     if not targets:
         return
     paths = [path for path in site.getsitepackages() if Path(path).is_dir()]
-    (targets[0] / "_moorage_server_site.pth").write_text("".join(f"{path}\n" for path in paths))
+    lines = "".join(f"import site; site.addsitedir({path!r})\n" for path in paths)
+    (targets[0] / "_moorage_server_site.pth").write_text(lines)
 
 
 def _run_uv(command: list[str], action: str, cwd: Path, log: Callable[[str], None]) -> None:
