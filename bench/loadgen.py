@@ -28,8 +28,9 @@ def ensure_wrk() -> str:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         print("wrk not found; installing it with apt-get", file=sys.stderr)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, timeout=300, check=False)
+        # apt's chatter goes to stderr: stdout is the results table
+        for args in (["update", "-qq"], ["install", "-y", "-qq", "wrk"]):
+            subprocess.run(["apt-get", *args], env=env, stdout=sys.stderr, timeout=300, check=False)
         found = shutil.which("wrk")
         if found:
             return found
