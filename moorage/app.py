@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
-from moorage.api.control import ControlApi, operations
+from moorage.api.control import MAX_CONTROL_BODY, ControlApi, operations
 from moorage.api.runtime import RuntimeApi
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
@@ -25,7 +25,7 @@ from moorage.logs import EndpointLogs
 from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
-MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the control plane's limit; the runtime enforces 6 MiB itself
+MAX_REQUEST_BYTES = MAX_CONTROL_BODY  # the runtime enforces its own 6 MiB below this
 _PING = json_response({"status": "Healthy"})
 _NOT_FOUND = json_response(
     {"message": "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."}, 404
@@ -56,6 +56,12 @@ class MoorageApp:
             return _PING
         return _NOT_FOUND
 
+    def too_large(self, url: bytes) -> Response:
+        """A body over the front door's limit, answered in the shape of the API it was sent to."""
+        if url.startswith(b"/endpoints/"):
+            return self.runtime.too_large()
+        return ControlApi.too_large()
+
     async def startup(self) -> None:
         settings = self.settings
         self.store = open_store(settings.state_dir, settings.database_url)
@@ -85,7 +91,7 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     app = MoorageApp(settings)
     await app.startup()
     loop = asyncio.get_running_loop()
-    http = HttpServer(app, MAX_REQUEST_BYTES)
+    http = HttpServer(app, MAX_REQUEST_BYTES, too_large=app.too_large)
     server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -85,6 +85,11 @@ class ControlApi:
             )
         return Response(200, payload, _CONTENT_TYPE_BYTES, b"x-amzn-RequestId: %s\r\n" % rid.encode())
 
+    @staticmethod
+    def too_large() -> Response:
+        """The answer when the front door stops reading a request body over the limit."""
+        return error_response(_too_large_error(), request_id(), _CONTENT_TYPE)
+
     def _handle(self, headers: Mapping[bytes, bytes], body: bytes) -> tuple[dict[str, Any], Any]:
         target = headers.get(b"x-amz-target")
         if target is None:
@@ -98,7 +103,14 @@ class ControlApi:
                 f"{operation.name} is a SageMaker operation this server does not implement yet."
             )
         if len(body) > MAX_CONTROL_BODY:
-            raise SerializationException(f"Request body is larger than {MAX_CONTROL_BODY} bytes.")
+            raise _too_large_error()
         params = parse_json_request(operation, body)
         caller = Caller(region=region_of(headers, self.default_region), account=self.account)
         return handler(caller, params), operation
+
+
+def _too_large_error() -> SerializationException:
+    return SerializationException(
+        f"Request body is larger than {MAX_CONTROL_BODY} bytes; SageMaker API requests are small JSON "
+        "documents, so check what the client is sending."
+    )

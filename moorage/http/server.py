@@ -21,6 +21,10 @@ from moorage.http.responses import Response, render_head, text_response
 logger = logging.getLogger("moorage.http")
 
 MAX_HEAD_BYTES = 64 * 1024
+# The 413 for a body over the limit goes out at once, but the connection stays open while the rest
+# of the body is read and dropped, so a client that sends the whole body before reading gets the 413
+# instead of a broken pipe; past this much more, it is closed at once.
+MAX_DISCARD_BYTES = 256 * 1024 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL = 64 * 1024  # below this, head and body go out in one write
 _Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool]
@@ -37,9 +41,13 @@ class _Abort(Exception):
 class HttpServer:
     """The protocol factory; it also owns the open connections so SIGTERM can drain them."""
 
-    def __init__(self, app: App, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: App, max_body_bytes: int, too_large: Callable[[bytes], Response] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # the answer, given the URL, to a body over the limit (the app's own error shape); else text
+        self.too_large = too_large
         self.connections: set[HttpProtocol] = set()
         self.draining = False
 
@@ -67,6 +75,7 @@ class HttpProtocol(asyncio.Protocol):
         "_app",
         "_body",
         "_body_size",
+        "_discard",
         "_head_size",
         "_headers",
         "_keep_alive",
@@ -91,6 +100,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._head_size = 0
+        self._discard = False  # answered 413; dropping the rest of the body, then closing
         self._active = False  # between the first byte of a request and its response
         self._task: asyncio.Future[Response] | None = None
         self._pending: deque[_Request] = deque()
@@ -139,6 +149,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._head_size = 0
+        self._discard = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -152,18 +163,29 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         length = self._headers.get(b"content-length")
+        expects_continue = self._headers.get(b"expect", b"").lower() == b"100-continue"
         if length is not None and length.isdigit() and int(length) > self._max_body:
-            self._reject(413, f"the request body is larger than {self._max_body} bytes")
-        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport is not None:
+            if expects_continue:  # the client has not sent the body yet: nothing to drop
+                self._refuse(self._too_large())
+            self._answer_too_large()
+        elif expects_continue and self._transport is not None:
             self._transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self._body_size > self._max_body:
-            self._reject(413, f"the request body is larger than {self._max_body} bytes")
-        self._body.append(body)
+        if self._discard:
+            if self._body_size > self._max_body + MAX_DISCARD_BYTES:
+                self.abort()
+                raise _Abort
+        elif self._body_size > self._max_body:
+            self._answer_too_large()
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._discard:
+            self.abort()
+            raise _Abort
         request = (
             self._parser.get_method(),
             self._url,
@@ -208,7 +230,8 @@ class HttpProtocol(asyncio.Protocol):
             self._handle(self._pending.popleft())
         self._update_reading()
 
-    def _send(self, response: Response, keep_alive: bool) -> None:
+    def _send(self, response: Response, keep_alive: bool, hang_up: bool = True) -> None:
+        """Writes a response; closes the connection after it unless keep-alive holds (or not `hang_up`)."""
         self._active = False
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -220,13 +243,36 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(head + body)
         else:
             transport.writelines((head, body))
-        if close:
+        if close and hang_up:
             transport.close()
 
     def _reject(self, status: int, message: str) -> None:
+        self._refuse(text_response(message, status))
+
+    def _answer_too_large(self) -> None:
+        if self._task is not None or self._pending:  # pipelined behind another request: just close
+            self._refuse(self._too_large())
+        self._discard = True
+        self._body.clear()
+        self._send(self._too_large(), keep_alive=False, hang_up=False)
+
+    def _too_large(self) -> Response:
+        too_large = self._server.too_large
+        if too_large is None:
+            return text_response(f"the request body is larger than {self._max_body} bytes", 413)
+        return too_large(self._url)
+
+    def _refuse(self, response: Response) -> None:
+        """Answers and closes: nothing more is read from this connection.
+
+        A request pipelined behind one still being answered gets no answer: the connection closes
+        once the response in progress is out.
+        """
         self._active = False
         self._pending.clear()
-        self._send(text_response(message, status), keep_alive=False)
+        self._keep_alive = False
+        if self._task is None:
+            self._send(response, keep_alive=False)
         raise _Abort
 
     # connection state

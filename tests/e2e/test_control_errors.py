@@ -87,3 +87,16 @@ def test_unknown_operation_is_named(sm: Any) -> None:
     error = _error(sm.list_training_jobs)
     assert error["Code"] == "NotImplemented"
     assert "ListTrainingJobs" in error["Message"]
+
+
+def test_request_over_the_front_door_limit_is_a_serialization_error(sm: Any) -> None:
+    huge = "v" * (17 * 1024 * 1024)  # botocore checks no maximum length, so this reaches the server
+    error = _error(
+        sm.create_model,
+        ModelName=unique("huge"),
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/r",
+        PrimaryContainer={"Image": "x", "ModelDataUrl": "file:///nowhere"},
+        Tags=[{"Key": "k", "Value": huge}],
+    )
+    assert error["Code"] == "SerializationException"
+    assert "larger than 16777216 bytes" in error["Message"]

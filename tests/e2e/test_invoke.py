@@ -74,6 +74,16 @@ def test_body_over_six_mib_is_refused_before_the_instance(smr: Any, echo_endpoin
     assert json.loads(ok["Body"].read())["echo"] == {"after": 1}
 
 
+def test_body_over_the_front_door_limit_gets_the_same_413(smr: Any, echo_endpoint: str) -> None:
+    """Past 16 MiB the front door stops buffering, yet boto3 still reads AWS's 413, not a reset."""
+    with pytest.raises(ClientError) as raised:
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=b"0" * (17 * 1024 * 1024), ContentType="application/json"
+        )
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert raised.value.response["Error"]["Message"] == "HTTP content length exceeded 6291456 bytes."
+
+
 def test_timeout_is_model_error_zero_and_worker_is_replaced(smr: Any, echo_endpoint: str) -> None:
     with pytest.raises(smr.exceptions.ModelError) as raised:
         smr.invoke_endpoint(

@@ -105,6 +105,29 @@ def test_body_over_the_payload_limit_is_413(echo: Instance) -> None:
     assert headers[b"connection"] == b"close"
 
 
+def test_oversized_body_is_read_and_dropped_then_answered_413(echo: Instance) -> None:
+    """A client that writes the whole body before reading still gets the 413, not a broken pipe."""
+    body = b"x" * (3 * 1024 * 1024)
+    with _connect(echo) as sock:
+        sock.sendall(_post(body))  # 3 MiB against a 1 MiB limit: would fail if the server stopped reading
+        status, headers, _ = _read_responses(sock, 1)[0]
+        assert status.startswith(b"HTTP/1.1 413")
+        assert headers[b"connection"] == b"close"
+        assert sock.recv(10) == b""  # closed once the body has been consumed
+    assert echo.invoke(b"ok", content_type="application/octet-stream").status == 200
+
+
+def test_oversized_body_with_expect_continue_is_refused_before_it_is_sent(echo: Instance) -> None:
+    with _connect(echo) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+            % (2 * 1024 * 1024)
+        )
+        status, _, _ = _read_responses(sock, 1)[0]
+        assert status.startswith(b"HTTP/1.1 413")
+        assert sock.recv(10) == b""
+
+
 def test_garbage_is_400(echo: Instance) -> None:
     with _connect(echo) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
