@@ -15,7 +15,8 @@ class EndpointLogs:
         return self.log_dir / f"{endpoint}.log"
 
     def write(self, endpoint: str, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
         with open(self.path(endpoint), "a", encoding="utf-8") as log:
             for line in message.rstrip("\n").splitlines() or [""]:
-                log.write(f"{stamp}Z [moorage] {line}\n")
+                log.write(f"{stamp} [moorage] {line}\n")
