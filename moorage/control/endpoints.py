@@ -227,10 +227,10 @@ def _pending_summary(snapshot: Params, started: float) -> Params:
 
 
 def _capture_summary(capture: Params) -> Params:
-    enabled = capture.get("EnableCapture", True)
+    """Echoes the request; CaptureStatus stays Stopped because this server does not capture data yet."""
     return {
-        "EnableCapture": enabled,
-        "CaptureStatus": "Started" if enabled else "Stopped",
+        "EnableCapture": capture.get("EnableCapture", True),
+        "CaptureStatus": "Stopped",
         "CurrentSamplingPercentage": capture.get("InitialSamplingPercentage", 0),
         "DestinationS3Uri": capture.get("DestinationS3Uri", ""),
         "KmsKeyId": capture.get("KmsKeyId", ""),

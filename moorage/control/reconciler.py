@@ -70,6 +70,25 @@ def invocation_timeout(environment: dict[str, str]) -> float:
     return INVOCATION_TIMEOUT
 
 
+# Endpoint-config features that change what the endpoint does; running without them would look like
+# success while doing something else, so the endpoint fails instead and says what to remove.
+_UNSERVED_CONFIG = {
+    "AsyncInferenceConfig": "asynchronous inference (InvokeEndpointAsync)",
+    "ShadowProductionVariants": "shadow variants",
+    "ExplainerConfig": "online explainability",
+}
+
+
+def check_supported(config: dict[str, Any]) -> None:
+    """Refuse endpoint configs that ask for a mode this server does not run yet."""
+    for member, feature in _UNSERVED_CONFIG.items():
+        if config.get(member):
+            raise DeploymentFailed(
+                f"Endpoint config {config['EndpointConfigName']} sets {member}: {feature} is not supported "
+                f"by this server yet. Remove {member} to serve the model in real time."
+            )
+
+
 def primary_container(model: dict[str, Any]) -> dict[str, Any]:
     if "PrimaryContainer" in model:
         container: dict[str, Any] = model["PrimaryContainer"]
@@ -260,6 +279,11 @@ class Reconciler:
 
     async def _deploy(self, name: str, snapshot: dict[str, Any]) -> Fleet:
         """Prepare artifacts and start every instance; nothing is left running if this fails."""
+        check_supported(snapshot["config"])
+        if (snapshot["config"].get("DataCaptureConfig") or {}).get("EnableCapture"):
+            self.logs.write(
+                name, "DataCaptureConfig is recorded but not acted on: this server does not capture data yet."
+            )
         variants: list[VariantFleet] = []
         try:
             for pv in snapshot["config"]["ProductionVariants"]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import WaiterError
 
-from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar
+from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar, unique
 
 FAILING_MODEL_FN = """
 def model_fn(model_dir):
@@ -77,3 +77,53 @@ def test_not_an_archive(sm: Any, tmp_path: Path) -> None:
     path.write_bytes(b"this is not a tarball")
     name = deploy(sm, path.as_uri(), wait=False)
     assert "tar" in _wait_failed(sm, name).lower()
+
+
+def _config_with(sm: Any, echo_model: str, **extra: Any) -> str:
+    """A model and an endpoint config (with `extra`) of the same new name."""
+    name = unique("cfg")
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": echo_model},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        **extra,
+    )
+    return name
+
+
+def test_async_inference_config_fails_instead_of_serving_in_real_time(sm: Any, echo_model: str) -> None:
+    config = _config_with(
+        sm, echo_model, AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://bucket/out"}}
+    )
+    sm.create_endpoint(EndpointName=config, EndpointConfigName=config)
+    reason = _wait_failed(sm, config)
+    assert "AsyncInferenceConfig" in reason and "not supported" in reason
+
+
+def test_data_capture_is_echoed_but_reported_stopped(sm: Any, echo_model: str) -> None:
+    config = _config_with(
+        sm,
+        echo_model,
+        DataCaptureConfig={
+            "InitialSamplingPercentage": 50,
+            "DestinationS3Uri": "s3://bucket/capture",
+            "CaptureOptions": [{"CaptureMode": "Input"}],
+        },
+    )
+    sm.create_endpoint(EndpointName=config, EndpointConfigName=config)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=config, WaiterConfig=FAST_WAIT)
+    capture = sm.describe_endpoint(EndpointName=config)["DataCaptureConfig"]
+    assert capture["EnableCapture"] is True
+    assert capture["CaptureStatus"] == "Stopped"
+    assert capture["CurrentSamplingPercentage"] == 50
