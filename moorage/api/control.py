@@ -21,7 +21,7 @@ from moorage.api.errors import (
 from moorage.api.http import error_response, request_id
 from moorage.api.json_protocol import operation_for_target, parse_json_request, serialize_json_response
 from moorage.api.spec import load_service
-from moorage.control import endpoint_configs, models
+from moorage.control import endpoint_configs, models, tags
 from moorage.control.context import Caller
 from moorage.control.endpoints import Endpoints
 from moorage.control.reconciler import Reconciler
@@ -53,6 +53,9 @@ def operations(store: Store, reconciler: Reconciler) -> dict[str, Operation]:
         "ListEndpoints": endpoints.list,
         "UpdateEndpoint": endpoints.update,
         "DeleteEndpoint": endpoints.delete,
+        "AddTags": partial(tags.add_tags, store),
+        "ListTags": partial(tags.list_tags, store),
+        "DeleteTags": partial(tags.delete_tags, store),
     }
 
 

@@ -68,8 +68,15 @@ def list_page(
     key = sort_keys.get(sort_by, sort_keys["CreationTime"])
     descending = params.get("SortOrder", "Descending") == "Descending"
     selected.sort(key=key, reverse=descending)
+    return paginate(selected, params, default_max)
+
+
+def paginate(
+    items: Sequence[Summary], params: Mapping[str, Any], default_max: int
+) -> tuple[list[Summary], str | None]:
+    """The MaxResults/NextToken page of `items`, in their order, and the token for the next page."""
     offset = _decode_token(params["NextToken"]) if params.get("NextToken") else 0
     limit = int(params.get("MaxResults", default_max))
-    page = selected[offset : offset + limit]
-    next_token = _encode_token(offset + limit) if offset + limit < len(selected) else None
+    page = list(items[offset : offset + limit])
+    next_token = _encode_token(offset + limit) if offset + limit < len(items) else None
     return page, next_token

@@ -1,0 +1,80 @@
+"""Tags on models, endpoint configs and endpoints: AddTags / ListTags / DeleteTags by resource ARN.
+
+Tags given at creation are stored with the resource row; these operations edit that same list, so a
+resource's tags go away with it."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from moorage.api.errors import ResourceLimitExceeded, ValidationException, not_found
+from moorage.control.context import Caller
+from moorage.control.listing import paginate
+from moorage.store import Store
+from moorage.store.tables import EndpointConfigRow, EndpointRow, ModelRow
+
+Params = dict[str, Any]
+MAX_TAGS = 50
+_RESERVED_PREFIX = "aws:"
+Tagged = ModelRow | EndpointConfigRow | EndpointRow
+_TABLES: dict[str, type[Tagged]] = {
+    "model": ModelRow,
+    "endpoint-config": EndpointConfigRow,
+    "endpoint": EndpointRow,
+}
+_KIND_WORDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}
+
+
+def _resource(session: Session, arn: str) -> Tagged:
+    """The row an ARN names; ARNs are matched exactly (SageMaker lower-cases names inside them)."""
+    kind = arn.split(":", 5)[-1].partition("/")[0]
+    table = _TABLES.get(kind)
+    if table is None:
+        raise ValidationException(
+            f"Cannot tag {arn}: this server keeps tags on models, endpoint configurations and endpoints "
+            "(arn:aws:sagemaker:<region>:<account>:model/…, endpoint-config/… or endpoint/…)."
+        )
+    row = cast(Tagged | None, session.scalars(select(table).where(table.arn == arn)).first())
+    if row is None:
+        raise ValidationException(not_found(_KIND_WORDS[kind], arn))
+    return row
+
+
+def add_tags(store: Store, caller: Caller, params: Params) -> Params:
+    """Adds tags, replacing the value of a key that is already there (as AWS does)."""
+    added = params["Tags"]
+    for tag in added:
+        if tag["Key"].lower().startswith(_RESERVED_PREFIX):
+            raise ValidationException(
+                f"Tag key {tag['Key']!r} uses the reserved prefix '{_RESERVED_PREFIX}'; choose another key."
+            )
+    with store.session() as session:
+        row = _resource(session, params["ResourceArn"])
+        merged = {tag["Key"]: tag.get("Value", "") for tag in row.tags}
+        merged.update((tag["Key"], tag.get("Value", "")) for tag in added)
+        if len(merged) > MAX_TAGS:
+            raise ResourceLimitExceeded(
+                f"{params['ResourceArn']} would have {len(merged)} tags; a resource can have at most "
+                f"{MAX_TAGS}. Delete some with DeleteTags first."
+            )
+        row.tags = [{"Key": key, "Value": value} for key, value in merged.items()]
+    return {"Tags": added}
+
+
+def list_tags(store: Store, caller: Caller, params: Params) -> Params:
+    with store.session() as session:
+        tags = list(_resource(session, params["ResourceArn"]).tags)
+    page, token = paginate(tags, params, default_max=MAX_TAGS)
+    return {"Tags": page, "NextToken": token}
+
+
+def delete_tags(store: Store, caller: Caller, params: Params) -> Params:
+    """Removes the named keys; keys the resource does not have are ignored."""
+    doomed = set(params["TagKeys"])
+    with store.session() as session:
+        row = _resource(session, params["ResourceArn"])
+        row.tags = [tag for tag in row.tags if tag["Key"] not in doomed]
+    return {}
