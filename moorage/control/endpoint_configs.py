@@ -31,6 +31,7 @@ def _check_variants(store: Store, caller: Caller, variants: list[Params]) -> Non
         raise ValidationException("ProductionVariants must have unique VariantName values.")
     for variant in variants:
         if "ServerlessConfig" in variant:
+            _check_serverless(variant)
             continue
         if "InstanceType" not in variant or "InitialInstanceCount" not in variant:
             raise ValidationException(
@@ -46,6 +47,30 @@ def _check_variants(store: Store, caller: Caller, variants: list[Params]) -> Non
             raise ValidationException(f"Variant {variant['VariantName']!r} needs a ModelName.")
 
 
+def _check_serverless(variant: Params) -> None:
+    """What SageMaker documents for ServerlessConfig beyond the shape's min/max."""
+    name = variant["VariantName"]
+    config = variant["ServerlessConfig"]
+    instance_members = [m for m in ("InstanceType", "InitialInstanceCount") if m in variant]
+    if instance_members:
+        raise ValidationException(
+            f"Variant {name!r} sets ServerlessConfig and {' and '.join(instance_members)}; a serverless "
+            "variant has no instances. Remove one or the other."
+        )
+    memory = config["MemorySizeInMB"]
+    if memory % 1024:
+        raise ValidationException(
+            f"Variant {name!r}: ServerlessConfig.MemorySizeInMB is {memory}; use 1024, 2048, 3072, 4096, "
+            "5120 or 6144."
+        )
+    provisioned = config.get("ProvisionedConcurrency")
+    if provisioned is not None and provisioned > config["MaxConcurrency"]:
+        raise ValidationException(
+            f"Variant {name!r}: ServerlessConfig.ProvisionedConcurrency ({provisioned}) must not exceed "
+            f"MaxConcurrency ({config['MaxConcurrency']})."
+        )
+
+
 def create_endpoint_config(store: Store, caller: Caller, params: Params) -> Params:
     name = params["EndpointConfigName"]
     arn = caller.arn("endpoint-config", name)
@@ -56,8 +81,8 @@ def create_endpoint_config(store: Store, caller: Caller, params: Params) -> Para
     if "DataCaptureConfig" in spec:
         spec["DataCaptureConfig"].setdefault("EnableCapture", True)
     with store.session() as session:
-        if session.get(EndpointConfigRow, name) is not None:
-            raise ValidationException(already_exists("endpoint configuration", arn))
+        if (existing := session.get(EndpointConfigRow, name)) is not None:
+            raise ValidationException(already_exists("endpoint configuration", existing.arn))
         session.add(
             EndpointConfigRow(
                 name=name, arn=arn, creation_time=time.time(), spec=spec, tags=params.get("Tags", [])

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from moorage.api.errors import ValidationException, already_exists, not_found
 from moorage.control.context import Caller
@@ -32,10 +33,7 @@ class Endpoints:
 
     def _row(self, caller: Caller, name: str) -> EndpointRow:
         with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-        if row is None:
-            raise ValidationException(not_found("endpoint", caller.arn("endpoint", name)))
-        return row
+            return _find(session, caller, name)
 
     def _snapshot(self, caller: Caller, config_name: str) -> dict[str, Any]:
         """The config and its models as they are now, so later deletes cannot break the endpoint."""
@@ -49,7 +47,8 @@ class Endpoints:
                 f"{not_found('model', caller.arn('model', missing[0]))} It is used by endpoint configuration "
                 f"{config_name}; create the model again or use another endpoint configuration."
             )
-        return {"config": spec, "models": models}
+        # when the images were "resolved" (DeployedImages.ResolutionTime): when this deployment was accepted
+        return {"config": spec, "models": models, "accepted_at": time.time()}
 
     def create(self, caller: Caller, params: Params) -> Params:
         name = params["EndpointName"]
@@ -57,8 +56,8 @@ class Endpoints:
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
         now = time.time()
         with self.store.session() as session:
-            if session.scalars(select(EndpointRow).where(EndpointRow.name_key == name.lower())).first():
-                raise ValidationException(already_exists("endpoint", arn))
+            if (existing := _lookup(session, name)) is not None:
+                raise ValidationException(already_exists("endpoint", existing.arn))
             session.add(
                 EndpointRow(
                     name=name,
@@ -93,7 +92,7 @@ class Endpoints:
             )
         now = time.time()
         with self.store.session() as session:
-            current = session.get(EndpointRow, name)
+            current = session.get(EndpointRow, row.name)
             assert current is not None
             current.status = "Updating"
             current.pending = snapshot
@@ -103,17 +102,15 @@ class Endpoints:
             current.generation += 1
             if not params.get("RetainDeploymentConfig"):
                 current.deployment_config = params.get("DeploymentConfig")
-        self.reconciler.update(name)
+        self.reconciler.update(row.name)
         return {"EndpointArn": row.arn}
 
     def delete(self, caller: Caller, params: Params) -> Params:
-        name = params["EndpointName"]
         with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-            if row is None:
-                raise ValidationException(not_found("endpoint", caller.arn("endpoint", name)))
+            row = _find(session, caller, params["EndpointName"])
             row.status = "Deleting"
             row.last_modified_time = time.time()
+            name = row.name
         self.reconciler.delete(name)
         return {}
 
@@ -132,10 +129,9 @@ class Endpoints:
         if row.deployed:
             counts = self.reconciler.current_instance_counts(row.name)
             config = row.deployed["config"]
+            resolved = row.deployed.get("accepted_at", row.creation_time)
             result["ProductionVariants"] = [
-                _variant_summary(
-                    v, row.deployed["models"], counts.get(v["VariantName"], 0), row.last_modified_time
-                )
+                _variant_summary(v, row.deployed["models"], counts.get(v["VariantName"], 0), resolved)
                 for v in config["ProductionVariants"]
             ]
             for member in (
@@ -148,7 +144,7 @@ class Endpoints:
                     result[member] = config[member]
             if "DataCaptureConfig" in config:
                 result["DataCaptureConfig"] = _capture_summary(config["DataCaptureConfig"])
-        if row.pending:
+        if row.pending and row.status in ("Creating", "Updating"):
             result["PendingDeploymentSummary"] = _pending_summary(
                 row.pending, row.pending_start_time or time.time()
             )
@@ -179,6 +175,18 @@ class Endpoints:
             status_key="EndpointStatus",
         )
         return {"Endpoints": page, "NextToken": token}
+
+
+def _lookup(session: Session, name: str) -> EndpointRow | None:
+    """Endpoint names are unique regardless of case, so any spelling finds the endpoint."""
+    return session.scalars(select(EndpointRow).where(EndpointRow.name_key == name.lower())).first()
+
+
+def _find(session: Session, caller: Caller, name: str) -> EndpointRow:
+    row = _lookup(session, name)
+    if row is None:
+        raise ValidationException(not_found("endpoint", caller.arn("endpoint", name)))
+    return row
 
 
 def _images(model: Params, when: float) -> list[Params]:

@@ -11,7 +11,7 @@ from typing import Any
 from moorage.api.errors import ValidationException
 
 Summary = dict[str, Any]
-# (request member, summary member, keep items strictly before the bound?)
+# (request member, summary member, keep items strictly before the bound?); *After is inclusive
 _WINDOWS = (
     ("CreationTimeBefore", "CreationTime", True),
     ("CreationTimeAfter", "CreationTime", False),
@@ -20,26 +20,25 @@ _WINDOWS = (
 )
 
 
-def _epoch(value: Any) -> float:
-    return value.timestamp() if isinstance(value, datetime) else float(value)
+_BAD_TOKEN = "Invalid pagination token. Pass the NextToken from the previous response unchanged."
 
 
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+def _millis(value: Any) -> float:
+    """Epoch seconds at the millisecond precision that responses carry, so a listed time used as a
+    bound selects the item it came from."""
+    seconds = value.timestamp() if isinstance(value, datetime) else float(value)
+    return round(seconds, 3)
 
 
-def _decode_token(token: str) -> int:
+def _encode_token(content: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(content).encode()).decode()
+
+
+def _decode_token(token: str, member: str) -> Any:
     try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+        return json.loads(base64.urlsafe_b64decode(token.encode()))[member]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValidationException(
-            "Invalid pagination token. Pass the NextToken from the previous response unchanged."
-        ) from exc
-    if type(offset) is not int or offset < 0:
-        raise ValidationException(
-            "Invalid pagination token. Pass the NextToken from the previous response unchanged."
-        )
-    return offset
+        raise ValidationException(_BAD_TOKEN) from exc
 
 
 def list_page(
@@ -60,23 +59,46 @@ def list_page(
         selected = [s for s in selected if needle in str(s[name_key]).lower()]
     for param, member, before in _WINDOWS:
         if param in params:
-            bound = _epoch(params[param])
-            selected = [s for s in selected if (s[member] < bound if before else s[member] > bound)]
+            bound = _millis(params[param])
+            selected = [
+                s for s in selected if (_millis(s[member]) < bound if before else _millis(s[member]) >= bound)
+            ]
     if status_key and (status := params.get("StatusEquals")):
         selected = [s for s in selected if s[status_key] == status]
     sort_by = params.get("SortBy", "CreationTime")
     key = sort_keys.get(sort_by, sort_keys["CreationTime"])
     descending = params.get("SortOrder", "Descending") == "Descending"
-    selected.sort(key=key, reverse=descending)
-    return paginate(selected, params, default_max)
+
+    def position(summary: Summary) -> tuple[Any, str]:
+        return key(summary), str(summary[name_key])  # names break ties, so the order is total
+
+    selected.sort(key=position, reverse=descending)
+    # The token holds the last item's position, not an offset: items created or deleted between
+    # pages neither repeat nor go missing from the rest of the listing.
+    order = [sort_by, descending]
+    if token := params.get("NextToken"):
+        content = _decode_token(token, "after")
+        if not isinstance(content, list) or len(content) != 3 or content[0] != order:
+            raise ValidationException(_BAD_TOKEN + " It belongs to a listing with another sort order.")
+        after = (content[1], content[2])
+        try:
+            selected = [s for s in selected if (position(s) < after if descending else position(s) > after)]
+        except TypeError as exc:
+            raise ValidationException(_BAD_TOKEN) from exc
+    limit = int(params.get("MaxResults", default_max))
+    page = selected[:limit]
+    next_token = _encode_token({"after": [order, *position(page[-1])]}) if len(selected) > limit else None
+    return page, next_token
 
 
 def paginate(
     items: Sequence[Summary], params: Mapping[str, Any], default_max: int
 ) -> tuple[list[Summary], str | None]:
-    """The MaxResults/NextToken page of `items`, in their order, and the token for the next page."""
-    offset = _decode_token(params["NextToken"]) if params.get("NextToken") else 0
+    """The MaxResults/NextToken page of `items` in their stored order (tags), by position."""
+    offset = _decode_token(params["NextToken"], "offset") if params.get("NextToken") else 0
+    if type(offset) is not int or offset < 0:
+        raise ValidationException(_BAD_TOKEN)
     limit = int(params.get("MaxResults", default_max))
     page = list(items[offset : offset + limit])
-    next_token = _encode_token(offset + limit) if offset + limit < len(items) else None
+    next_token = _encode_token({"offset": offset + limit}) if offset + limit < len(items) else None
     return page, next_token

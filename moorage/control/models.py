@@ -8,6 +8,9 @@ from typing import Any
 from sqlalchemy import select
 
 from moorage.api.errors import ValidationException, already_exists, not_found
+from moorage.artifacts.errors import ArtifactError
+from moorage.artifacts.locations import LocalLocation
+from moorage.artifacts.sources import model_source
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.store import Store
@@ -33,15 +36,33 @@ def create_model(store: Store, caller: Caller, params: Params) -> Params:
         )
     if "PrimaryContainer" in params and params.get("Containers"):
         raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
+    for container in [params["PrimaryContainer"]] if "PrimaryContainer" in params else params["Containers"]:
+        _check_model_data(container)
     arn = caller.arn("model", name)
     spec = {k: v for k, v in params.items() if k != "Tags"}
     with store.session() as session:
-        if session.get(ModelRow, name) is not None:
-            raise ValidationException(already_exists("model", arn))
+        if (existing := session.get(ModelRow, name)) is not None:
+            raise ValidationException(already_exists("model", existing.arn))
         session.add(
             ModelRow(name=name, arn=arn, creation_time=time.time(), spec=spec, tags=params.get("Tags", []))
         )
     return {"ModelArn": arn}
+
+
+def _check_model_data(container: Params) -> None:
+    """CreateModel refuses model data that is not there, as AWS does.
+
+    Local paths are checked here; s3:// objects are checked when an endpoint downloads them (a
+    request to the object store has no place on the control plane's event loop), and a missing
+    object then fails the endpoint with a FailureReason."""
+    try:
+        source = model_source(container)
+    except ArtifactError as exc:
+        raise ValidationException(str(exc)) from None
+    location = source.location if source is not None else None
+    if isinstance(location, LocalLocation) and not location.path.exists():
+        given = container.get("ModelDataUrl") or container["ModelDataSource"]["S3DataSource"]["S3Uri"]
+        raise ValidationException(f"Could not find model data at {given}.")
 
 
 def describe_model(store: Store, caller: Caller, params: Params) -> Params:

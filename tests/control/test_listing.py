@@ -44,14 +44,18 @@ def _token(payload: bytes) -> str:
         ({"NameContains": "BETA"}, ["beta"]),
         ({"NameContains": "zzz"}, []),
         ({"NameContains": ""}, ["delta", "gamma-alpha", "beta", "alpha-model"]),
-        ({"CreationTimeAfter": 200.0}, ["delta", "gamma-alpha"]),
+        ({"CreationTimeAfter": 200.0}, ["delta", "gamma-alpha", "beta"]),
+        ({"CreationTimeAfter": 199.9996}, ["delta", "gamma-alpha", "beta"]),
         ({"CreationTimeBefore": 300.0}, ["beta", "alpha-model"]),
-        ({"CreationTimeAfter": 100.0, "CreationTimeBefore": 400.0}, ["gamma-alpha", "beta"]),
+        ({"CreationTimeAfter": 100.0, "CreationTimeBefore": 400.0}, ["gamma-alpha", "beta", "alpha-model"]),
         ({"CreationTimeAfter": datetime.fromtimestamp(250, UTC)}, ["delta", "gamma-alpha"]),
         ({"CreationTimeBefore": datetime.fromtimestamp(100.5, UTC)}, ["alpha-model"]),
         ({"LastModifiedTimeAfter": 300.0}, ["delta", "gamma-alpha"]),
         ({"LastModifiedTimeBefore": 250.0}, ["alpha-model"]),
-        ({"LastModifiedTimeAfter": 150.0, "LastModifiedTimeBefore": 400.0}, ["gamma-alpha", "beta"]),
+        (
+            {"LastModifiedTimeAfter": 150.0, "LastModifiedTimeBefore": 400.0},
+            ["gamma-alpha", "beta", "alpha-model"],
+        ),
         ({"StatusEquals": "InService"}, ["delta", "alpha-model"]),
         ({"StatusEquals": "Deleting"}, []),
         ({"StatusEquals": "InService", "NameContains": "alpha"}, ["alpha-model"]),
@@ -67,7 +71,8 @@ def _token(payload: bytes) -> str:
         "name-contains-ignores-case",
         "name-contains-nothing",
         "name-contains-empty",
-        "created-after-is-strict",
+        "created-after-is-inclusive",
+        "created-after-at-millisecond-precision",
         "created-before-is-strict",
         "created-window",
         "created-after-datetime",
@@ -159,14 +164,35 @@ def test_pagination(params: dict[str, Any], default_max: int, pages: list[list[s
     assert seen == pages
 
 
-def test_token_past_the_end_is_an_empty_last_page() -> None:
-    """A token from a longer listing (items deleted meanwhile) gives an empty page, not an error."""
-    _, token = list_page(ITEMS, {"MaxResults": 3}, name_key="Name", sort_keys=SORT_KEYS)
-    assert token is not None
-    page, next_token = list_page(
-        ITEMS[:2], {"MaxResults": 3, "NextToken": token}, name_key="Name", sort_keys=SORT_KEYS
+def test_token_resumes_after_the_last_item_seen() -> None:
+    """Items created or deleted between pages neither repeat nor push others out of the listing."""
+    first, token = list_page(ITEMS, {"MaxResults": 2}, name_key="Name", sort_keys=SORT_KEYS)
+    assert [s["Name"] for s in first] == ["delta", "gamma-alpha"]
+    newer = {"Name": "epsilon", "CreationTime": 500.0, "LastModifiedTime": 500.0, "Status": "Creating"}
+    changed = [newer, *ITEMS[:2], ITEMS[3]]  # one created, gamma-alpha (already seen) deleted
+    rest, next_token = list_page(
+        changed, {"MaxResults": 2, "NextToken": token}, name_key="Name", sort_keys=SORT_KEYS
     )
-    assert (page, next_token) == ([], None)
+    assert ([s["Name"] for s in rest], next_token) == (["beta", "alpha-model"], None)
+
+
+def test_equal_sort_keys_are_not_lost_between_pages() -> None:
+    same = [{"Name": f"m{i}", "CreationTime": 7.0} for i in range(5)]
+    names: list[str] = []
+    params: dict[str, Any] = {"MaxResults": 2}
+    while True:
+        page, token = list_page(same, params, name_key="Name", sort_keys=SORT_KEYS)
+        names += [s["Name"] for s in page]
+        if token is None:
+            break
+        params = {"MaxResults": 2, "NextToken": token}
+    assert names == ["m4", "m3", "m2", "m1", "m0"]
+
+
+def test_token_from_another_sort_order_is_refused() -> None:
+    _, token = list_page(ITEMS, {"MaxResults": 1, "SortBy": "Name"}, name_key="Name", sort_keys=SORT_KEYS)
+    with pytest.raises(ValidationException, match="another sort order"):
+        list_page(ITEMS, {"MaxResults": 1, "NextToken": token}, name_key="Name", sort_keys=SORT_KEYS)
 
 
 def test_input_is_not_modified() -> None:
@@ -193,6 +219,9 @@ def test_input_is_not_modified() -> None:
         _token(b'{"offset": 1.5}'),
         _token(b'{"offset": null}'),
         _token(b'{"offset": true}'),
+        _token(b'{"after": null}'),
+        _token(b'{"after": [["CreationTime", true], "not a number", "x"]}'),
+        _token(b'{"after": [["CreationTime", true], 1.0]}'),
     ],
 )
 def test_bad_token_is_validation_exception(token: str) -> None:

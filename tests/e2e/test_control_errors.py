@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -100,3 +101,35 @@ def test_request_over_the_front_door_limit_is_a_serialization_error(sm: Any) -> 
     )
     assert error["Code"] == "SerializationException"
     assert "larger than 16777216 bytes" in error["Message"]
+
+
+def test_duplicate_from_another_region_names_the_existing_arn(server: Any, sm: Any, echo_model: str) -> None:
+    name = unique("region")
+    arn = sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})["ModelArn"]
+    eu = boto3.client(  # same server, another signing region
+        "sagemaker",
+        endpoint_url=server.url,
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    error = _error(eu.create_model, ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
+    assert error["Message"] == f'Cannot create already existing model "{arn}".'
+
+
+@pytest.mark.parametrize(
+    ("serverless", "extra", "complaint"),
+    [
+        ({"MemorySizeInMB": 1500, "MaxConcurrency": 2}, {}, "use 1024, 2048"),
+        ({"MemorySizeInMB": 2048, "MaxConcurrency": 2, "ProvisionedConcurrency": 5}, {}, "must not exceed"),
+        ({"MemorySizeInMB": 2048, "MaxConcurrency": 2}, {"InstanceType": "ml.m5.large"}, "has no instances"),
+    ],
+)
+def test_serverless_rules(
+    sm: Any, echo_model: str, serverless: dict[str, int], extra: dict[str, Any], complaint: str
+) -> None:
+    name = unique("sls")
+    sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": echo_model})
+    variant = {"VariantName": "v", "ModelName": name, "ServerlessConfig": serverless, **extra}
+    error = _error(sm.create_endpoint_config, EndpointConfigName=name, ProductionVariants=[variant])
+    assert error["Code"] == "ValidationException" and complaint in error["Message"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import WaiterError
+from botocore.exceptions import ClientError, WaiterError
 
 from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar, unique
 
@@ -65,10 +66,39 @@ def test_symlink_out_is_refused(sm: Any, tmp_path: Path) -> None:
     assert "weights" in _wait_failed(sm, name)
 
 
-def test_missing_artifact(sm: Any, tmp_path: Path) -> None:
-    name = deploy(sm, (tmp_path / "nowhere" / "model.tar.gz").as_uri(), wait=False)
+def test_missing_artifact_is_refused_by_create_model(sm: Any, tmp_path: Path) -> None:
+    url = (tmp_path / "nowhere" / "model.tar.gz").as_uri()
+    with pytest.raises(ClientError) as raised:
+        deploy(sm, url, wait=False)
+    error = raised.value.response["Error"]
+    assert (error["Code"], error["Message"]) == (
+        "ValidationException",
+        f"Could not find model data at {url}.",
+    )
+
+
+def test_artifact_removed_after_create_model_fails_the_endpoint(
+    sm: Any, tmp_path: Path, echo_model: str
+) -> None:
+    path = tmp_path / "gone" / "model.tar.gz"
+    path.parent.mkdir()
+    shutil.copyfile(echo_model.removeprefix("file://"), path)
+    name = unique("gone")
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": path.as_uri()},
+    )
+    path.unlink()
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     reason = _wait_failed(sm, name)
-    assert "nowhere" in reason
+    assert str(path) in reason and "does not exist" in reason
 
 
 def test_not_an_archive(sm: Any, tmp_path: Path) -> None:

@@ -98,3 +98,30 @@ def test_list_endpoints_status_filter(sm: Any, echo_model: str) -> None:
     configs = sm.list_endpoint_configs(NameContains=name)["EndpointConfigs"]
     assert configs[0]["EndpointConfigArn"].endswith(f"endpoint-config/{name.lower()}")
     sm.delete_endpoint(EndpointName=name)
+
+
+def test_listing_survives_creates_between_pages_and_after_is_inclusive(sm: Any, echo_model: str) -> None:
+    prefix = unique("pg")
+    for i in range(3):
+        sm.create_model(ModelName=f"{prefix}-{i}", PrimaryContainer={"ModelDataUrl": echo_model})
+    first = sm.list_models(NameContains=prefix, MaxResults=2)  # newest first: -2, -1
+    sm.create_model(ModelName=f"{prefix}-3", PrimaryContainer={"ModelDataUrl": echo_model})
+    rest = sm.list_models(NameContains=prefix, MaxResults=2, NextToken=first["NextToken"])
+    assert [m["ModelName"] for m in first["Models"] + rest["Models"]] == [f"{prefix}-{i}" for i in (2, 1, 0)]
+
+    middle = first["Models"][1]  # its CreationTime as boto3 parsed it, to the millisecond
+    after = sm.list_models(NameContains=prefix, CreationTimeAfter=middle["CreationTime"])["Models"]
+    assert middle["ModelName"] in [m["ModelName"] for m in after]
+    before = sm.list_models(NameContains=prefix, CreationTimeBefore=middle["CreationTime"])["Models"]
+    assert middle["ModelName"] not in [m["ModelName"] for m in before]
+
+
+def test_endpoint_names_match_regardless_of_case(sm: Any, echo_model: str) -> None:
+    name = deploy(sm, echo_model, name=unique("CaseEP"))
+    described = sm.describe_endpoint(EndpointName=name.upper())
+    assert described["EndpointName"] == name
+    assert described["EndpointArn"].endswith(f"endpoint/{name.lower()}")
+    images = described["ProductionVariants"][0]["DeployedImages"]
+    assert images[0]["ResolutionTime"] <= described["LastModifiedTime"]
+    sm.delete_endpoint(EndpointName=name.lower())
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
