@@ -6,13 +6,19 @@ and only the routing table is consulted (no database, no control plane)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
-from moorage.api.errors import AwsError, InternalFailure, ValidationError
+from botocore.model import StructureShape
+
+from moorage.api.errors import AwsError, InternalFailure, NotImplementedOperation, ValidationError
 from moorage.api.http import error_response, request_id
-from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES, Invocation, InvocationResult, invoke
+from moorage.api.spec import load_service
+from moorage.api.validate import validate_members, validation_message
+from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES, Invocation, InvocationResult, invoke, not_found
 from moorage.dataplane.routes import RoutingTable
 from moorage.http.responses import Response
 
@@ -25,8 +31,24 @@ _HEADER_LIMITS = (
     (b"x-amzn-sagemaker-custom-attributes", "customAttributes", 1024),
     (b"x-amzn-sagemaker-target-variant", "targetVariant", 63),
     (b"x-amzn-sagemaker-inference-id", "inferenceId", 64),
-    (b"x-amzn-sagemaker-target-model", "targetModel", 1024),
 )
+# Request members that select something this server does not run; ignoring them would answer from
+# something other than what the caller asked for.
+_UNSUPPORTED = {
+    b"x-amzn-sagemaker-target-model": ("TargetModel", "is not a multi-model endpoint"),
+    b"x-amzn-sagemaker-target-container-hostname": (
+        "TargetContainerHostname",
+        "is not a multi-container endpoint with Direct invocation",
+    ),
+    b"x-amzn-sagemaker-inference-component": ("InferenceComponentName", "has no inference components"),
+    b"x-amzn-sagemaker-session-id": ("SessionId", "does not have stateful sessions enabled"),
+    b"x-amzn-sagemaker-enable-explanations": ("EnableExplanations", "has no ExplainerConfig"),
+}
+_UNSUPPORTED_NAMES = frozenset(_UNSUPPORTED)
+_OTHER_OPERATIONS = {
+    "async-invocations": "InvokeEndpointAsync",
+    "invocations-response-stream": "InvokeEndpointWithResponseStream",
+}
 log = logging.getLogger("moorage.runtime")
 
 
@@ -52,22 +74,21 @@ class RuntimeApi:
         name, _, action = path[_PREFIX:].decode("latin-1").partition("/")
         try:
             if method != b"POST" or action != "invocations":
-                raise ValidationError(
-                    f"{method.decode()} {path.decode('latin-1')} is not supported; use InvokeEndpoint "
-                    "(POST /endpoints/<name>/invocations)."
-                )
+                _refuse_path(method, path, action)
             if len(body) > MAX_PAYLOAD_BYTES:
                 return self.too_large(rid)
             _check_lengths(headers)
+            endpoint = unquote(name) if "%" in name else name
+            if self.table.get(endpoint) is None or not _UNSUPPORTED_NAMES.isdisjoint(headers):
+                self._refuse(endpoint, headers)
             target_variant = headers.get(b"x-amzn-sagemaker-target-variant")
             inv = Invocation(
-                endpoint=unquote(name) if "%" in name else name,
+                endpoint=endpoint,
                 body=body,
                 content_type=headers.get(b"content-type"),
                 accept=headers.get(b"accept"),
                 custom_attributes=headers.get(b"x-amzn-sagemaker-custom-attributes"),
                 inference_id=headers.get(b"x-amzn-sagemaker-inference-id"),
-                target_model=headers.get(b"x-amzn-sagemaker-target-model"),
                 target_variant=target_variant.decode("latin-1") if target_variant is not None else None,
             )
             pending = invoke(self.table, inv, self.account)
@@ -77,12 +98,60 @@ class RuntimeApi:
         pending.add_done_callback(lambda done: response.set_result(_render(done, rid)))
         return response
 
+    def _refuse(self, endpoint: str, headers: Mapping[bytes, bytes]) -> None:
+        """The slow path: an unknown endpoint or a member asking for what no endpoint here has.
+
+        Only here is the whole request checked against the model (the hot path checks lengths only):
+        a malformed name answers the Coral-style ValidationError AWS gives, not "not found"."""
+        problems = validate_members(_invoke_shape(), _members(endpoint, headers))
+        if problems:
+            raise ValidationError(validation_message(problems))
+        if self.table.get(endpoint) is None:
+            raise not_found(endpoint, self.account)
+        for header, (member, missing) in _UNSUPPORTED.items():
+            if header in headers:
+                raise ValidationError(
+                    f"{member} was given, but endpoint {endpoint} {missing}; this server does not serve "
+                    f"that yet. Remove the {header.decode()} header."
+                )
+
     @staticmethod
     def too_large(rid: str | None = None) -> Response:
         """AWS's answer to a body over 6 MiB (also when the front door stops reading a huge one)."""
         return Response(
             413, _TOO_LARGE, b"application/json", b"x-amzn-RequestId: %s\r\n" % (rid or request_id()).encode()
         )
+
+
+def _refuse_path(method: bytes, path: bytes, action: str) -> None:
+    operation = _OTHER_OPERATIONS.get(action)
+    if method == b"POST" and operation is not None:
+        raise NotImplementedOperation(
+            f"{operation} is a SageMaker Runtime operation this server does not implement yet; "
+            "use InvokeEndpoint."
+        )
+    raise ValidationError(
+        f"{method.decode()} {path.decode('latin-1')} is not supported; use InvokeEndpoint "
+        "(POST /endpoints/<name>/invocations)."
+    )
+
+
+@functools.cache
+def _invoke_shape() -> StructureShape:
+    shape = load_service("sagemaker-runtime").operation_model("InvokeEndpoint").input_shape
+    assert isinstance(shape, StructureShape)
+    return shape
+
+
+def _members(endpoint: str, headers: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """InvokeEndpoint's input members as the request carries them (the body is checked elsewhere)."""
+    params: dict[str, Any] = {"EndpointName": endpoint, "Body": b""}
+    for member, shape in _invoke_shape().members.items():
+        header = shape.serialization.get("name") if shape.serialization.get("location") == "header" else None
+        value = headers.get(header.lower().encode()) if header else None
+        if value is not None:
+            params[member] = value.decode("latin-1")
+    return params
 
 
 def _render(done: asyncio.Future[InvocationResult], rid: str) -> Response:

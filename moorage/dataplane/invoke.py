@@ -34,7 +34,6 @@ class Invocation:
     accept: bytes | None = None
     custom_attributes: bytes | None = None
     inference_id: bytes | None = None
-    target_model: bytes | None = None
     target_variant: str | None = None
 
 
@@ -54,8 +53,6 @@ def _encode(inv: Invocation) -> bytes:
         parts += (b"\r\nx-amzn-sagemaker-custom-attributes: ", inv.custom_attributes)
     if inv.inference_id is not None:
         parts += (b"\r\nx-amzn-sagemaker-inference-id: ", inv.inference_id)
-    if inv.target_model is not None:
-        parts += (b"\r\nx-amzn-sagemaker-target-model: ", inv.target_model)
     parts += (b"\r\n\r\n", inv.body)
     return b"".join(parts)
 

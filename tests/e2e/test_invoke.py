@@ -118,6 +118,48 @@ def test_unknown_endpoint_and_variant(smr: Any, echo_endpoint: str) -> None:
     assert ok["InvokedProductionVariant"] == "AllTraffic"
 
 
+def test_malformed_names_get_coral_validation_messages(smr: Any, echo_endpoint: str) -> None:
+    with pytest.raises(smr.exceptions.ValidationError) as raised:
+        smr.invoke_endpoint(EndpointName="bad_name!", Body=b"{}", ContentType="application/json")
+    message = raised.value.response["Error"]["Message"]
+    assert message.startswith("1 validation error detected: Value 'bad_name!' at 'endpointName'")
+    assert "regular expression pattern" in message
+    with pytest.raises(smr.exceptions.ValidationError) as raised:
+        smr.invoke_endpoint(EndpointName="e" * 64, Body=b"{}", ContentType="application/json")
+    assert "length less than or equal to 63" in raised.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "header"),
+    [
+        ("TargetModel", "model-a.tar.gz", "x-amzn-sagemaker-target-model"),
+        ("TargetContainerHostname", "c1", "x-amzn-sagemaker-target-container-hostname"),
+        ("InferenceComponentName", "ic1", "x-amzn-sagemaker-inference-component"),
+        ("SessionId", "NEW_SESSION", "x-amzn-sagemaker-session-id"),
+        ("EnableExplanations", "`true`", "x-amzn-sagemaker-enable-explanations"),
+    ],
+)
+def test_routing_members_this_server_does_not_serve_are_refused(
+    smr: Any, echo_endpoint: str, member: str, value: str, header: str
+) -> None:
+    with pytest.raises(smr.exceptions.ValidationError) as raised:
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", **{member: value}
+        )
+    message = raised.value.response["Error"]["Message"]
+    assert member in message and header in message and echo_endpoint in message
+
+
+def test_async_and_streaming_invocations_are_not_implemented(smr: Any, echo_endpoint: str) -> None:
+    with pytest.raises(ClientError) as raised:
+        smr.invoke_endpoint_async(EndpointName=echo_endpoint, InputLocation="s3://bucket/in.json")
+    assert raised.value.response["Error"]["Code"] == "NotImplemented"
+    assert "InvokeEndpointAsync" in raised.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as raised:
+        smr.invoke_endpoint_with_response_stream(EndpointName=echo_endpoint, Body=b"{}")
+    assert raised.value.response["Error"]["Code"] == "NotImplemented"
+
+
 def test_custom_attributes_and_context(sm: Any, smr: Any, tmp_path: Path) -> None:
     name = deploy(sm, model_dir_tar(tmp_path, "ctx", inference=CONTEXT_INFERENCE))
     response = smr.invoke_endpoint(

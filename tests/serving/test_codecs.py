@@ -105,6 +105,12 @@ def test_encode(accept: str, prediction: Any, content_type: str, decoded: Any) -
         np.testing.assert_array_equal(round_trip, decoded)
 
 
+def test_object_array_output_is_pickled_like_the_toolkit() -> None:
+    body, chosen = defaults.output_fn({"a": 1}, "application/x-npy")
+    assert chosen == "application/x-npy"
+    assert np.load(io.BytesIO(body), allow_pickle=True).item() == {"a": 1}
+
+
 def test_unsupported_types_are_415_and_406() -> None:
     with pytest.raises(UnsupportedMediaType) as unsupported:
         defaults.input_fn(b"x", "image/png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,7 @@ def test_context_surface() -> None:
         "gpu_id": None,
         "batch_size": 1,
         "server_name": "moorage",
+        "server_version": version("moorage"),
     }
     assert context.get_request_header(0, "Content-Type") == "text/csv"
     assert context.get_request_header(0, "missing") is None

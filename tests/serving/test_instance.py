@@ -144,6 +144,44 @@ def test_context_taking_handlers(tmp_path: Path, start_instance: StartInstance) 
     assert plain.json()["request_id"] not in ("inf-1", None)
 
 
+def test_context_as_the_toolkit_and_multi_model_server_use_it(
+    tmp_path: Path, start_instance: StartInstance
+) -> None:
+    """Handlers copied from the toolkit read request_processor, call metrics and status methods."""
+    model = model_dir(
+        tmp_path,
+        """
+        import json
+
+        def model_fn(model_dir):
+            return None
+
+        def transform_fn(model, body, content_type, accept, context):
+            props = context.request_processor[0].get_request_properties()
+            context.metrics.add_time("PredictTime", 1.5)
+            context.request_processor[0].report_status(201, "Made")
+            context.request_processor[0].add_response_property("X-Amzn-SageMaker-Custom-Attributes", "rp")
+            return json.dumps({
+                "accept": props.get("accept"),
+                "single": context.request_processor[0].get_request_property("Accept"),
+                "status": list(context.get_response_status(0)),
+                "version": context.system_properties["server_version"],
+                "manifest": context.manifest,
+            }), "application/json"
+        """,
+    )
+    instance = start_instance(model)
+    instance.wait_ready()
+    reply = instance.invoke(b"{}", content_type="application/json", accept="application/json")
+    assert reply.status == 201, reply.text
+    body = reply.json()
+    assert body["accept"] == body["single"] == "application/json"
+    assert body["status"] == [201, "Made"]
+    assert body["version"] and body["manifest"] is None
+    assert reply.headers["x-amzn-sagemaker-custom-attributes"] == "rp"
+    assert "metric PredictTime=1.5 ms" in instance.output()
+
+
 def test_transform_fn(tmp_path: Path, start_instance: StartInstance) -> None:
     model = model_dir(
         tmp_path,

@@ -1,4 +1,8 @@
-"""application/x-npy: one array in numpy's .npy format; pickled object arrays are refused both ways."""
+"""application/x-npy: one array in numpy's .npy format.
+
+Requests are never unpickled (a pickled object array in a request body would run the sender's code
+in the model's process). Responses may hold object arrays, pickled as the toolkit's encoder does:
+that is the model's own output, and unpickling it is the client's choice."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ def encode(obj: Any) -> bytes:
     import numpy as np
 
     buffer = io.BytesIO()
-    np.save(buffer, np.asanyarray(obj), allow_pickle=False)
+    np.save(buffer, np.asanyarray(obj), allow_pickle=True)
     return buffer.getvalue()
 
 
