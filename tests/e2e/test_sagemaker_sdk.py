@@ -25,6 +25,7 @@ IMAGE = "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.1-cpu-
 def sdk_session(server: RunningServer) -> Iterator[Any]:
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     import sagemaker  # the dev extra installs it
+
     boto_session = boto3.Session(
         aws_access_key_id="test", aws_secret_access_key="test", region_name="us-west-2"
     )
