@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
+from moorage.lifeline import die_with_parent
 
 _PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.01
@@ -86,6 +88,8 @@ class LocalProvider:
                 env=env,
                 cwd=str(spec.model_dir),
                 start_new_session=True,
+                # SIGTERM (a clean stop of its workers) if this server dies without stopping it
+                preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
             )
         instance = LocalInstance(spec.instance_id, process, socket_dir)
         try:

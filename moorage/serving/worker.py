@@ -6,15 +6,14 @@ Forking after model_fn means every worker shares the warm model copy-on-write an
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import stat
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from moorage.http.server import HttpServer
+from moorage.lifeline import die_with_parent
 from moorage.serving import logs
 from moorage.serving.app import App
 from moorage.serving.failure import one_line
@@ -29,13 +28,12 @@ except ImportError:  # pragma: no cover - uvloop is a dependency everywhere but 
 # Blocked around fork so a signal cannot run the main's handlers in a child that has not reset them.
 SUPERVISED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
 DRAIN_SECONDS = 8.0  # the main kills workers that are still running 10 s after SIGTERM
-_PR_SET_PDEATHSIG = 1
 
 
 def run_worker(index: int, socket: Path, app: App, settings: Settings, ready_fd: int, parent: int) -> int:
     """The body of the forked child; returns its exit status. Signals arrive blocked (see Supervisor)."""
     _reset_signals()
-    _die_with_parent(parent)
+    die_with_parent(parent, signal.SIGKILL)  # a worker never outlives its instance's main process
     logs.configure(f"w{index}", settings.instance_id, settings.log_level)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -78,15 +76,6 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED_SIGNALS)
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this worker when the main dies however it dies (Linux), and never outlive it."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the main died before prctl took effect
-        os._exit(1)
 
 
 def _remove_stale_socket(socket: Path) -> None:

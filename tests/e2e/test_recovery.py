@@ -96,3 +96,41 @@ def test_process_exit_inside_handler_is_contained(sm: Any, smr: Any, echo_model:
                 raise
             time.sleep(0.1)
     sm.delete_endpoint(EndpointName=name)
+
+
+SLOW_MODEL_FN = """
+import json, os, time
+
+def model_fn(model_dir):
+    time.sleep(float(os.environ.get("LOAD_SECONDS", "0")))
+    return {"pid": os.getpid()}
+
+def transform_fn(model, body, content_type, accept):
+    return json.dumps({"pid": os.getpid()}), "application/json"
+"""
+
+
+def test_killed_server_leaves_no_instances_and_loses_nothing_accepted(tmp_path: Path) -> None:
+    """SIGKILL the front door: its instances exit with it, and on restart the InService endpoint
+    serves again and the endpoint that was still Creating finishes creating."""
+    model = build_model_tar(tmp_path / "m" / "model.tar.gz", inference=SLOW_MODEL_FN).as_uri()
+    state = tmp_path / "state"
+    with moorage_server(state) as server:
+        sm, smr = server.client(), server.client("sagemaker-runtime")
+        serving = deploy(sm, model)
+        worker = _pid(smr, serving)
+        instance = _parent(worker)
+        creating = deploy(sm, model, environment={"LOAD_SECONDS": "3"}, wait=False)
+        assert sm.describe_endpoint(EndpointName=creating)["EndpointStatus"] == "Creating"
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 15
+        while (_alive(worker) or _alive(instance)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(instance) and not _alive(worker)
+    with moorage_server(state) as server:
+        sm, smr = server.client(), server.client("sagemaker-runtime")
+        assert sm.describe_endpoint(EndpointName=serving)["EndpointStatus"] == "InService"
+        assert _pid(smr, serving) != worker
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=creating, WaiterConfig=FAST_WAIT)
+        assert _pid(smr, creating) > 0
