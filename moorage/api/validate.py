@@ -44,6 +44,7 @@ _EXPECTED = {
     "list": "a list",
 }
 _MAX_VALUE_CHARS = 100
+_MAX_DEPTH = 20  # deeper values print as "..." in messages
 _MAX_ENUM_CHARS = 200
 _MAX_PROBLEMS = 10
 _JAVA_SYNTAX = (
@@ -167,9 +168,12 @@ class _Walker:
                 return int(value)
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif kind in ("float", "double"):
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value) if self.from_json else value
-            ok = False
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if ok and self.from_json:
+                try:
+                    return float(value)
+                except OverflowError:  # an integer literal beyond any double
+                    ok = False
         elif kind == "boolean":
             ok = isinstance(value, bool)
         elif kind == "timestamp":
@@ -309,8 +313,13 @@ def _render(value: Any) -> str:
     return f"'{text}'"
 
 
-def _text(value: Any) -> str:
-    """Java-like rendering (``[a, b]``, ``{k=v}``), as AWS prints values in these messages."""
+def _text(value: Any, depth: int = 0) -> str:
+    """Java-like rendering (``[a, b]``, ``{k=v}``), as AWS prints values in these messages.
+
+    Nesting past a few levels prints as ``...``: the message is cut at _MAX_VALUE_CHARS anyway, and
+    a request nested hundreds deep must not exhaust the stack."""
+    if depth > _MAX_DEPTH:
+        return "..."
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
@@ -318,9 +327,9 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
-        return _items((f"{k}={_text(v)}" for k, v in value.items()), "{", "}")
+        return _items((f"{k}={_text(v, depth + 1)}" for k, v in value.items()), "{", "}")
     if isinstance(value, list | tuple):
-        return _items((_text(v) for v in value), "[", "]")
+        return _items((_text(v, depth + 1) for v in value), "[", "]")
     return "null" if value is None else str(value)
 
 

@@ -65,7 +65,13 @@ def parse_location(value: str, field: str) -> Location:
             f"{field} {text!r} uses the unsupported scheme '{scheme}://'. "
             "Use s3://bucket/key, file:///absolute/path or a plain local path."
         )
-    return LocalLocation(Path(text).expanduser().absolute())
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~someone" names no user on this machine
+        raise ArtifactError(
+            f"{field} {text!r} starts with '~' but names no user here. Use an absolute path."
+        ) from None
+    return LocalLocation(path.absolute())
 
 
 def _parse_s3(text: str, field: str) -> S3Location:

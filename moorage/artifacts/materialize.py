@@ -48,7 +48,13 @@ def _local(
     source: ModelSource, location: LocalLocation, cache_dir: Path, limits: UnpackLimits, log: Log
 ) -> Path:
     path = location.path
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:
+        raise ArtifactError(
+            f"Cannot read model data at {path}: {exc.strerror or exc}. Check {source.field}."
+        ) from None
+    if not found:
         raise ArtifactError(f"Model data at {path} does not exist. Check {source.field}.")
     if path.is_dir():
         if source.layout is Layout.OBJECT:

@@ -60,8 +60,14 @@ def _check_model_data(container: Params) -> None:
     except ArtifactError as exc:
         raise ValidationException(str(exc)) from None
     location = source.location if source is not None else None
-    if isinstance(location, LocalLocation) and not location.path.exists():
-        given = container.get("ModelDataUrl") or container["ModelDataSource"]["S3DataSource"]["S3Uri"]
+    if not isinstance(location, LocalLocation):
+        return
+    given = container.get("ModelDataUrl") or container["ModelDataSource"]["S3DataSource"]["S3Uri"]
+    try:
+        found = location.path.exists()
+    except OSError as exc:  # a name too long, a directory we may not search
+        raise ValidationException(f"Could not read model data at {given}: {exc.strerror or exc}.") from None
+    if not found:
         raise ValidationException(f"Could not find model data at {given}.")
 
 

@@ -451,3 +451,22 @@ def test_blob_constraints_apply_to_decoded_bytes() -> None:
         ValidationException, match="at 'data' failed to satisfy constraint: Member must have length"
     ):
         parse_json_request(operation, json.dumps({"Data": "AAAAAAAAAAAA"}).encode())  # 9 bytes > 8
+
+
+def test_deeply_nested_value_in_a_string_member_is_a_serialization_error() -> None:
+    nested: Any = "x"
+    for _ in range(450):
+        nested = [nested]
+    body = json.dumps({"ModelName": nested}).encode()
+    with pytest.raises(SerializationException) as info:
+        parse_json_request(_sm().operation_model("DescribeModel"), body)
+    assert "modelName" in info.value.message and "..." in info.value.message
+
+
+def test_integer_beyond_any_double_is_a_serialization_error() -> None:
+    variant = {"VariantName": "v", "ModelName": "m", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+    body = json.dumps(
+        {"EndpointConfigName": "c", "ProductionVariants": [{**variant, "InitialVariantWeight": 10**400}]}
+    ).encode()
+    with pytest.raises(SerializationException):
+        parse_json_request(_sm().operation_model("CreateEndpointConfig"), body)

@@ -133,3 +133,15 @@ def test_serverless_rules(
     variant = {"VariantName": "v", "ModelName": name, "ServerlessConfig": serverless, **extra}
     error = _error(sm.create_endpoint_config, EndpointConfigName=name, ProductionVariants=[variant])
     assert error["Code"] == "ValidationException" and complaint in error["Message"]
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("/tmp/" + "a" * 300 + "/model.tar.gz", "Could not read model data"),
+        ("~no-such-user-here/model.tar.gz", "names no user here"),
+    ],
+)
+def test_unreadable_local_model_data_is_a_validation_error(sm: Any, url: str, complaint: str) -> None:
+    error = _error(sm.create_model, ModelName=unique("lp"), PrimaryContainer={"ModelDataUrl": url})
+    assert error["Code"] == "ValidationException" and complaint in error["Message"]
