@@ -412,18 +412,30 @@ class Reconciler:
         await running.instance.stop(grace)
 
     async def _retire(self, fleet: Fleet, drain: bool) -> None:
+        """Stop a fleet, after its in-flight requests if `drain`.
+
+        Cancelling this (a DeleteEndpoint during an update's drain, a server shutdown) cuts the
+        drain short but never the stop: a fleet no longer in `self.fleets` has nobody else to stop it."""
         for vf in fleet.variants:
             vf.closed = True
             for running in vf.instances:
                 running.stopping = True
-        if drain:
-            deadline = time.monotonic() + DRAIN_TIMEOUT
-            while time.monotonic() < deadline and any(
-                w.client.outstanding for vf in fleet.variants for r in vf.instances for w in r.workers
-            ):
-                await asyncio.sleep(0.05)
-        instances = [r for vf in fleet.variants for r in vf.instances]
         grace = self.settings.stop_grace_seconds if drain else 5.0
+        try:
+            if drain:
+                deadline = time.monotonic() + DRAIN_TIMEOUT
+                while time.monotonic() < deadline and any(
+                    w.client.outstanding for vf in fleet.variants for r in vf.instances for w in r.workers
+                ):
+                    await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            grace = 5.0
+            raise
+        finally:
+            await asyncio.shield(self._stop_fleet(fleet, grace))
+
+    async def _stop_fleet(self, fleet: Fleet, grace: float) -> None:
+        instances = [r for vf in fleet.variants for r in vf.instances]
         await asyncio.gather(*(r.instance.stop(grace) for r in instances))
         for running in instances:
             for worker in running.workers:

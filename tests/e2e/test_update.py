@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,51 @@ def test_failed_update_rolls_back(sm: Any, smr: Any, tmp_path: Path, echo_model:
     response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
     assert json.loads(response["Body"].read())["greeting"] == "hello"
     sm.delete_endpoint(EndpointName=name)
+
+
+def test_delete_while_the_old_fleet_drains_stops_it(sm: Any, smr: Any, echo_model: str) -> None:
+    """DeleteEndpoint cuts an update's drain short, and still stops the instance that was draining."""
+    name = deploy(sm, echo_model)
+    first = json.loads(
+        smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read()
+    )
+    old_instance = _parent(first["pid"])
+    outcome: list[object] = []
+
+    def slow_request() -> None:
+        try:
+            smr.invoke_endpoint(EndpointName=name, Body=b'{"sleep": 6}', ContentType="application/json")
+            outcome.append("answered")
+        except Exception as exc:  # the delete may stop the instance before the answer
+            outcome.append(exc)
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    time.sleep(0.5)  # the slow request is in flight on the old fleet
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-2",
+        ProductionVariants=[
+            {"VariantName": "v2", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+    )
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-2")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+    assert _alive(old_instance)  # still draining the slow request
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+    deadline = time.monotonic() + 15
+    while _alive(old_instance) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(old_instance)
+    slow.join(timeout=30)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
