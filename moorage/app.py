@@ -93,6 +93,7 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     http = HttpServer(app, MAX_REQUEST_BYTES, too_large=app.too_large)
     server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
+    http.enforce_timeouts(settings.idle_timeout_seconds, settings.request_timeout_seconds)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -12,6 +12,11 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path = Path(".moorage")
@@ -24,6 +29,13 @@ class Settings:
         default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3)
     )
     stop_grace_seconds: float = 30.0
+    # client connections: idle keep-alive ones close after this; a request must arrive within that
+    idle_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_IDLE_TIMEOUT_SECONDS", 60.0)
+    )
+    request_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_REQUEST_TIMEOUT_SECONDS", 60.0)
+    )
 
     @property
     def cache_dir(self) -> Path:

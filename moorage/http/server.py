@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
@@ -50,13 +51,33 @@ class HttpServer:
         self.too_large = too_large
         self.connections: set[HttpProtocol] = set()
         self.draining = False
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __call__(self) -> HttpProtocol:
         return HttpProtocol(self)
 
+    def enforce_timeouts(self, idle_seconds: float, request_seconds: float) -> None:
+        """Close keep-alive connections idle for `idle_seconds`, and answer 408 to a request whose
+        head and body have not arrived within `request_seconds`, so slow or silent clients cannot
+        hold connections (and file descriptors) forever. A request being handled is left alone.
+
+        One sweep every few seconds instead of a timer per request keeps the hot path free of it."""
+        loop = asyncio.get_running_loop()
+        every = max(0.5, min(5.0, idle_seconds / 4, request_seconds / 4))
+
+        def sweep() -> None:
+            now = time.monotonic()
+            for connection in list(self.connections):
+                connection.expire(now, idle_seconds, request_seconds)
+            self._sweeper = loop.call_later(every, sweep)
+
+        self._sweeper = loop.call_later(every, sweep)
+
     async def drain(self, timeout: float) -> None:
         """Closes idle connections now, busy ones after their response, and the rest after `timeout`."""
         self.draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for connection in list(self.connections):
             connection.close_if_idle()
         loop = asyncio.get_running_loop()
@@ -83,6 +104,7 @@ class HttpProtocol(asyncio.Protocol):
         "_parser",
         "_pending",
         "_server",
+        "_since",
         "_task",
         "_transport",
         "_url",
@@ -106,12 +128,14 @@ class HttpProtocol(asyncio.Protocol):
         self._pending: deque[_Request] = deque()
         self._write_paused = False
         self._keep_alive = True
+        self._since = time.monotonic()  # when the connection last went idle, or its request began
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio subclasses
         self._server.connections.add(self)
+        self._since = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -144,6 +168,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._active = True
+        self._since = time.monotonic()
         self._url = b""
         self._headers = {}
         self._body = []
@@ -233,6 +258,7 @@ class HttpProtocol(asyncio.Protocol):
     def _send(self, response: Response, keep_alive: bool, hang_up: bool = True) -> None:
         """Writes a response; closes the connection after it unless keep-alive holds (or not `hang_up`)."""
         self._active = False
+        self._since = time.monotonic()
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -276,6 +302,20 @@ class HttpProtocol(asyncio.Protocol):
         raise _Abort
 
     # connection state
+
+    def expire(self, now: float, idle_seconds: float, request_seconds: float) -> None:
+        """Called by the server's sweep; see HttpServer.enforce_timeouts."""
+        if self._task is not None or self._pending:
+            return
+        if self._active:
+            if now - self._since > request_seconds:
+                self._pending.clear()
+                self._send(
+                    text_response(f"the request did not arrive within {request_seconds:g} s", 408),
+                    keep_alive=False,
+                )
+        elif now - self._since > idle_seconds:
+            self.abort()
 
     def close_if_idle(self) -> None:
         if not self._active and self._task is None and not self._pending:
