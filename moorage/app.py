@@ -56,11 +56,12 @@ class MoorageApp:
             return _PING
         return _NOT_FOUND
 
-    def too_large(self, url: bytes) -> Response:
-        """A body over the front door's limit, answered in the shape of the API it was sent to."""
-        if url.startswith(b"/endpoints/"):
-            return self.runtime.too_large()
-        return ControlApi.too_large()
+    def refusal(self, url: bytes, status: int, message: str) -> Response:
+        """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
+        runtime = url.startswith(b"/endpoints/")
+        if status == 413:
+            return self.runtime.too_large() if runtime else ControlApi.too_large()
+        return RuntimeApi.refusal(status, message) if runtime else ControlApi.refusal(status, message)
 
     async def startup(self) -> None:
         settings = self.settings
@@ -91,7 +92,7 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     app = MoorageApp(settings)
     await app.startup()
     loop = asyncio.get_running_loop()
-    http = HttpServer(app, MAX_REQUEST_BYTES, too_large=app.too_large)
+    http = HttpServer(app, MAX_REQUEST_BYTES, refusal=app.refusal)
     server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
     http.enforce_timeouts(settings.idle_timeout_seconds, settings.request_timeout_seconds)
     stop = asyncio.Event()

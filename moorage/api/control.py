@@ -93,6 +93,12 @@ class ControlApi:
         """The answer when the front door stops reading a request body over the limit."""
         return error_response(_too_large_error(), request_id(), _CONTENT_TYPE)
 
+    @staticmethod
+    def refusal(status: int, message: str) -> Response:
+        """A request the HTTP server could not take (unparseable, head too large, too slow)."""
+        response = error_response(SerializationException(message), request_id(), _CONTENT_TYPE)
+        return response._replace(status=status)
+
     def _handle(self, headers: Mapping[bytes, bytes], body: bytes) -> tuple[dict[str, Any], Any]:
         target = headers.get(b"x-amz-target")
         if target is None:

@@ -116,6 +116,11 @@ class RuntimeApi:
                 )
 
     @staticmethod
+    def refusal(status: int, message: str) -> Response:
+        """A request the HTTP server could not take (unparseable, head too large, too slow)."""
+        return error_response(ValidationError(message), request_id(), _JSON)._replace(status=status)
+
+    @staticmethod
     def too_large(rid: str | None = None) -> Response:
         """AWS's answer to a body over 6 MiB (also when the front door stops reading a huge one)."""
         return Response(

@@ -22,8 +22,9 @@ import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import regex
 from botocore.model import Shape
 
 from moorage.api.errors import SerializationException, ValidationException
@@ -53,7 +54,13 @@ _JAVA_SYNTAX = (
     ("\\p{ASCII}", "[\\x00-\\x7F]"),
     ("\\p{Alnum}", "a-zA-Z0-9"),
     ("\\z", "\\Z"),
+    # Java spells the supplementary planes as a UTF-16 surrogate pair range
+    ("\\uD800\\uDC00-\\uDBFF\\uDFFF", "\\U00010000-\\U0010FFFF"),
 )
+
+
+class _Pattern(Protocol):
+    def fullmatch(self, string: str) -> object | None: ...
 
 
 class _TypeMismatch(Exception):
@@ -276,15 +283,21 @@ def _size_violations(meta: Mapping[str, Any], size: int) -> list[str]:
 
 
 @functools.cache
-def _compiled(pattern: str) -> re.Pattern[str] | None:
+def _compiled(pattern: str) -> _Pattern | None:
     """Model patterns are Java regexes, matched in full. The Java-only classes the hosting models use are
-    translated; the rest Python cannot compile (Unicode categories such as ``\\p{L}``) are skipped."""
+    translated; Unicode categories (``\\p{L}`` in tag patterns) need the ``regex`` module, which
+    ``re`` cannot stand in for. A pattern neither compiles is skipped, never guessed at."""
     for java, python in _JAVA_SYNTAX:
         pattern = pattern.replace(java, python)
     try:
         return re.compile(pattern)
     except re.error:
+        pass
+    try:
+        compiled: _Pattern = regex.compile(pattern)
+    except regex.error:
         return None
+    return compiled
 
 
 def _parse_timestamp_text(text: str) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from moorage.api.errors import ValidationException, already_exists, not_found
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
+from moorage.control.tags import check_tags
 from moorage.store import Store
 from moorage.store.tables import EndpointConfigRow
 
@@ -29,6 +31,11 @@ def _check_variants(store: Store, caller: Caller, variants: list[Params]) -> Non
     names = [v["VariantName"] for v in variants]
     if len(set(names)) != len(names):
         raise ValidationException("ProductionVariants must have unique VariantName values.")
+    if not math.isfinite(sum(v.get("InitialVariantWeight", 1.0) for v in variants)):
+        raise ValidationException(
+            "The InitialVariantWeight values add up to more than a double can hold; weights are relative, "
+            "so use values such as 1 and 3."
+        )
     for variant in variants:
         if "ServerlessConfig" in variant:
             _check_serverless(variant)
@@ -73,6 +80,7 @@ def _check_serverless(variant: Params) -> None:
 
 def create_endpoint_config(store: Store, caller: Caller, params: Params) -> Params:
     name = params["EndpointConfigName"]
+    check_tags(params.get("Tags", []))
     arn = caller.arn("endpoint-config", name)
     _check_variants(store, caller, params["ProductionVariants"])
     spec = {k: v for k, v in params.items() if k != "Tags"}

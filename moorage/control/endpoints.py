@@ -18,6 +18,7 @@ from moorage.control.endpoint_configs import load_config
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
 from moorage.control.reconciler import Reconciler
+from moorage.control.tags import check_tags
 from moorage.store import Store
 from moorage.store.tables import EndpointRow
 
@@ -52,6 +53,7 @@ class Endpoints:
 
     def create(self, caller: Caller, params: Params) -> Params:
         name = params["EndpointName"]
+        check_tags(params.get("Tags", []))
         arn = caller.arn("endpoint", name)
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
         now = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -81,6 +82,8 @@ def list_page(
         if not isinstance(content, list) or len(content) != 3 or content[0] != order:
             raise ValidationException(_BAD_TOKEN + " It belongs to a listing with another sort order.")
         after = (content[1], content[2])
+        if isinstance(after[0], float) and not math.isfinite(after[0]):
+            raise ValidationException(_BAD_TOKEN)
         try:
             selected = [s for s in selected if (position(s) < after if descending else position(s) > after)]
         except TypeError as exc:

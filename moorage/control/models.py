@@ -13,6 +13,7 @@ from moorage.artifacts.locations import LocalLocation
 from moorage.artifacts.sources import model_source
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
+from moorage.control.tags import check_tags
 from moorage.store import Store
 from moorage.store.tables import ModelRow
 
@@ -38,6 +39,7 @@ def create_model(store: Store, caller: Caller, params: Params) -> Params:
         raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
     for container in [params["PrimaryContainer"]] if "PrimaryContainer" in params else params["Containers"]:
         _check_model_data(container)
+    check_tags(params.get("Tags", []))
     arn = caller.arn("model", name)
     spec = {k: v for k, v in params.items() if k != "Tags"}
     with store.session() as session:

@@ -43,14 +43,19 @@ def _resource(session: Session, arn: str) -> Tagged:
     return row
 
 
-def add_tags(store: Store, caller: Caller, params: Params) -> Params:
-    """Adds tags, replacing the value of a key that is already there (as AWS does)."""
-    added = params["Tags"]
-    for tag in added:
+def check_tags(tags: list[Params]) -> None:
+    """Refuse keys in the namespace AWS keeps for itself (on Create* as on AddTags)."""
+    for tag in tags:
         if tag["Key"].lower().startswith(_RESERVED_PREFIX):
             raise ValidationException(
                 f"Tag key {tag['Key']!r} uses the reserved prefix '{_RESERVED_PREFIX}'; choose another key."
             )
+
+
+def add_tags(store: Store, caller: Caller, params: Params) -> Params:
+    """Adds tags, replacing the value of a key that is already there (as AWS does)."""
+    added = params["Tags"]
+    check_tags(added)
     with store.session() as session:
         row = _resource(session, params["ResourceArn"])
         merged = {tag["Key"]: tag.get("Value", "") for tag in row.tags}

@@ -33,6 +33,9 @@ _Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool]
 
 # method, URL, lower-cased headers, body -> a response now, or an awaitable of one
 App = Callable[[bytes, bytes, Mapping[bytes, bytes], bytes], Response | Awaitable[Response]]
+# URL (as far as it was read), status, message -> the app's own error response for a request the
+# server refuses before the app sees it (unparseable, head or body too large, too slow)
+Refusal = Callable[[bytes, int, str], Response]
 
 
 class _Abort(Exception):
@@ -42,13 +45,10 @@ class _Abort(Exception):
 class HttpServer:
     """The protocol factory; it also owns the open connections so SIGTERM can drain them."""
 
-    def __init__(
-        self, app: App, max_body_bytes: int, too_large: Callable[[bytes], Response] | None = None
-    ) -> None:
+    def __init__(self, app: App, max_body_bytes: int, refusal: Refusal | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        # the answer, given the URL, to a body over the limit (the app's own error shape); else text
-        self.too_large = too_large
+        self.refusal = refusal  # None: refusals are plain text
         self.connections: set[HttpProtocol] = set()
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -154,7 +154,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pending.clear()
             if self._task is None:  # else the response in progress goes out first, then the connection closes
                 self._active = False
-                self._send(text_response(f"Bad Request: {exc}", 400), keep_alive=False)
+                self._send(self._refusal(400, f"The request is not valid HTTP/1.1: {exc}."), keep_alive=False)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -184,7 +184,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[name.lower()] = value
         self._head_size += len(name) + len(value)
         if self._head_size > MAX_HEAD_BYTES:
-            self._reject(431, f"the request head is larger than {MAX_HEAD_BYTES} bytes")
+            self._refuse(self._refusal(431, f"The request head is larger than {MAX_HEAD_BYTES} bytes."))
 
     def on_headers_complete(self) -> None:
         length = self._headers.get(b"content-length")
@@ -272,9 +272,6 @@ class HttpProtocol(asyncio.Protocol):
         if close and hang_up:
             transport.close()
 
-    def _reject(self, status: int, message: str) -> None:
-        self._refuse(text_response(message, status))
-
     def _answer_too_large(self) -> None:
         if self._task is not None or self._pending:  # pipelined behind another request: just close
             self._refuse(self._too_large())
@@ -283,10 +280,11 @@ class HttpProtocol(asyncio.Protocol):
         self._send(self._too_large(), keep_alive=False, hang_up=False)
 
     def _too_large(self) -> Response:
-        too_large = self._server.too_large
-        if too_large is None:
-            return text_response(f"the request body is larger than {self._max_body} bytes", 413)
-        return too_large(self._url)
+        return self._refusal(413, f"The request body is larger than {self._max_body} bytes.")
+
+    def _refusal(self, status: int, message: str) -> Response:
+        refusal = self._server.refusal
+        return text_response(message, status) if refusal is None else refusal(self._url, status, message)
 
     def _refuse(self, response: Response) -> None:
         """Answers and closes: nothing more is read from this connection.
@@ -310,10 +308,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._active:
             if now - self._since > request_seconds:
                 self._pending.clear()
-                self._send(
-                    text_response(f"the request did not arrive within {request_seconds:g} s", 408),
-                    keep_alive=False,
-                )
+                message = f"The request did not arrive within {request_seconds:g} s."
+                self._send(self._refusal(408, message), keep_alive=False)
         elif now - self._since > idle_seconds:
             self.abort()
 

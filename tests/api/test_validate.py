@@ -199,11 +199,17 @@ def test_unknown_members_are_not_errors() -> None:
     assert parse_json_request(operation, body) == {"EndpointName": "e"}
 
 
-def test_patterns_python_cannot_compile_are_skipped() -> None:
-    # Tag keys use Java Unicode classes (\p{L}); they go unchecked rather than wrongly refused.
+def test_unicode_category_patterns_are_enforced() -> None:
+    # Tag keys use Java Unicode classes (\p{L}, \p{Z}, \p{N}): letters of any script pass ...
     operation = load_service("sagemaker").operation_model("CreateEndpoint")
-    body = {"EndpointName": "e", "EndpointConfigName": "c", "Tags": [{"Key": "équipe", "Value": "数据"}]}
+    body = {"EndpointName": "e", "EndpointConfigName": "c", "Tags": [{"Key": "équipe 1", "Value": "数据"}]}
     assert parse_json_request(operation, json.dumps(body).encode()) == body
+    # ... control characters and punctuation outside the set do not
+    message = _problems(
+        "CreateEndpoint",
+        {"EndpointName": "e", "EndpointConfigName": "c", "Tags": [{"Key": "k\u0000", "Value": "v"}]},
+    )
+    assert "tags.1.member.key" in message and "regular expression pattern" in message
 
 
 RUNTIME_CASES: list[tuple[str, dict[str, Any], list[str]]] = [

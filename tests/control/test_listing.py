@@ -222,6 +222,7 @@ def test_input_is_not_modified() -> None:
         _token(b'{"after": null}'),
         _token(b'{"after": [["CreationTime", true], "not a number", "x"]}'),
         _token(b'{"after": [["CreationTime", true], 1.0]}'),
+        _token(b'{"after": [["CreationTime", true], NaN, "x"]}'),
     ],
 )
 def test_bad_token_is_validation_exception(token: str) -> None:

@@ -150,6 +150,14 @@ def test_routing_members_this_server_does_not_serve_are_refused(
     assert member in message and header in message and echo_endpoint in message
 
 
+def test_header_the_http_parser_refuses_is_a_validation_error(smr: Any, echo_endpoint: str) -> None:
+    with pytest.raises(smr.exceptions.ValidationError) as raised:
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", CustomAttributes="a\x01b"
+        )
+    assert "not valid HTTP/1.1" in raised.value.response["Error"]["Message"]
+
+
 def test_async_and_streaming_invocations_are_not_implemented(smr: Any, echo_endpoint: str) -> None:
     with pytest.raises(ClientError) as raised:
         smr.invoke_endpoint_async(EndpointName=echo_endpoint, InputLocation="s3://bucket/in.json")

@@ -73,6 +73,13 @@ def test_tag_errors(sm: Any, echo_model: str) -> None:
 
     error = _error(sm.add_tags, ResourceArn=arn, Tags=[{"Key": "aws:owner", "Value": "v"}])
     assert error["Code"] == "ValidationException" and "reserved" in error["Message"]
+    error = _error(
+        sm.create_model,
+        ModelName=unique("reserved"),
+        PrimaryContainer={"ModelDataUrl": echo_model},
+        Tags=[{"Key": "AWS:team", "Value": "v"}],
+    )
+    assert error["Code"] == "ValidationException" and "reserved" in error["Message"]
 
     job = "arn:aws:sagemaker:us-east-1:123456789012:training-job/x"
     assert _error(sm.list_tags, ResourceArn=job)["Code"] == "ValidationException"
