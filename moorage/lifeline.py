@@ -1,9 +1,13 @@
-"""Child processes that never outlive their parent, however the parent ends (SIGKILL included).
+"""How model processes relate to the server: they never outlive it, and they go first when memory runs out.
 
 Linux's PR_SET_PDEATHSIG delivers a signal to a process when the thread that forked it exits; the
 instance processes (children of the front door) and their workers (children of the instance's main
 process) both use it, so a crashed server leaves no model running behind it. Elsewhere it is a no-op
 apart from the check that the parent is still there.
+
+A model that leaks memory is the likeliest reason for the kernel's out-of-memory killer to act;
+raising the instances' `oom_score_adj` (no privilege needed to raise it) makes it pick a model
+process, which is then replaced like any crash, rather than the server or another program.
 """
 
 from __future__ import annotations
@@ -14,6 +18,24 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+
+
+OOM_SCORE_ADJ = 800  # of -1000..1000; inherited by the workers
+
+
+def prefer_for_oom_kill() -> None:
+    """Make this process (and its future children) the OOM killer's first choice, where Linux allows."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as adj:
+            adj.write(str(OOM_SCORE_ADJ))
+    except OSError:  # not Linux, or no /proc
+        pass
+
+
+def start_model_process(parent: int) -> None:
+    """Run in a new instance process before it executes: see the module docstring."""
+    die_with_parent(parent, signal.SIGTERM)  # SIGTERM: a clean stop of its workers
+    prefer_for_oom_kill()
 
 
 def die_with_parent(parent: int, signum: signal.Signals) -> None:

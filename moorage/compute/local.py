@@ -14,7 +14,7 @@ from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
-from moorage.lifeline import die_with_parent
+from moorage.lifeline import start_model_process
 
 _PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.01
@@ -88,8 +88,8 @@ class LocalProvider:
                 env=env,
                 cwd=str(spec.model_dir),
                 start_new_session=True,
-                # SIGTERM (a clean stop of its workers) if this server dies without stopping it
-                preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),
+                # stops if this server dies without stopping it; the OOM killer's first choice
+                preexec_fn=functools.partial(start_model_process, os.getpid()),
             )
         instance = LocalInstance(spec.instance_id, process, socket_dir)
         try:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moorage.lifeline import OOM_SCORE_ADJ
 from tests.e2e.conftest import FAST_WAIT, deploy
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import moorage_server
@@ -134,3 +135,15 @@ def test_killed_server_leaves_no_instances_and_loses_nothing_accepted(tmp_path: 
         assert _pid(smr, serving) != worker
         sm.get_waiter("endpoint_in_service").wait(EndpointName=creating, WaiterConfig=FAST_WAIT)
         assert _pid(smr, creating) > 0
+
+
+def test_model_processes_are_the_out_of_memory_killers_first_choice(
+    sm: Any, smr: Any, echo_model: str, server: Any
+) -> None:
+    """A leaking model is what the kernel kills when memory runs out, not the server; it is then replaced."""
+    name = deploy(sm, echo_model)
+    worker = _pid(smr, name)
+    for pid in (worker, _parent(worker)):
+        assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == str(OOM_SCORE_ADJ)
+    assert Path(f"/proc/{server.process.pid}/oom_score_adj").read_text().strip() != str(OOM_SCORE_ADJ)
+    sm.delete_endpoint(EndpointName=name)
