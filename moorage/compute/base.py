@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,8 +38,9 @@ class Instance(Protocol):
         """Wait until the instance exits; returns its exit status."""
         ...
 
-    def kill_worker(self, index: int) -> None:
-        """Kill one (hung) worker; the instance replaces it on the same address."""
+    def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
+        """Kill one (hung) worker; the instance replaces it on the same address. `on_gone` runs on
+        the event loop once the process has exited (its socket no longer accepts connections)."""
         ...
 
     async def stop(self, grace: float) -> None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
@@ -18,6 +19,9 @@ from moorage.lifeline import start_model_process
 
 _PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.01
+
+
+_EXIT_WAIT_SECONDS = 0.5
 
 
 class LocalInstance:
@@ -39,11 +43,28 @@ class LocalInstance:
     async def wait(self) -> int:
         return await self.process.wait()
 
-    def kill_worker(self, index: int) -> None:
+    def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
         pid = self._worker_pids().get(index)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if pid is None:
+            on_gone()
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            watch = os.pidfd_open(pid)  # readable once the process has exited (Linux 5.3+)
+        except (AttributeError, OSError):
+            watch = None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if watch is None:
+            loop.call_later(_EXIT_WAIT_SECONDS, on_gone)  # no pidfd: allow a moment for the exit
+            return
+
+        def gone() -> None:
+            loop.remove_reader(watch)
+            os.close(watch)
+            on_gone()
+
+        loop.add_reader(watch, gone)
 
     def _signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

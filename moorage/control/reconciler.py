@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,10 +367,11 @@ class Reconciler:
             instance = await self.provider.start(spec)
         finally:
             vf.route.starting -= 1
-        workers = [
-            WorkerRoute(WorkerClient(w.socket), instance.instance_id, w.index, _killer(instance, w.index))
-            for w in instance.workers
-        ]
+        workers = []
+        for w in instance.workers:
+            client = WorkerClient(w.socket)
+            kill = _killer(instance, w.index, client)
+            workers.append(WorkerRoute(client, instance.instance_id, w.index, kill))
         running = RunningInstance(instance, workers)
         vf.instances.append(running)
         vf.route.add_workers(workers)
@@ -444,5 +445,12 @@ class Reconciler:
                 running.monitor.cancel()
 
 
-def _killer(instance: Instance, index: int) -> Any:
-    return lambda: instance.kill_worker(index)
+def _killer(instance: Instance, index: int, client: WorkerClient) -> Callable[[], None]:
+    """Kill a hung worker; until its process is gone, its address takes no new connections (a
+    request connecting in that moment would be lost with it)."""
+
+    def kill() -> None:
+        client.replacing = True
+        instance.kill_worker(index, client.replaced)
+
+    return kill

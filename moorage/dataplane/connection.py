@@ -119,13 +119,17 @@ class _FutureReceiver:
 class WorkerClient:
     """Pooled connections to one worker; `outstanding` feeds least-outstanding-requests routing."""
 
-    __slots__ = ("_idle", "max_idle", "outstanding", "socket_path")
+    __slots__ = ("_idle", "max_idle", "outstanding", "replacing", "socket_path")
 
     def __init__(self, socket_path: str, max_idle: int = 64) -> None:
         self.socket_path = socket_path
         self.max_idle = max_idle
         self.outstanding = 0
+        self.replacing = False  # its worker was killed and has not exited yet: connect nowhere
         self._idle: list[Connection] = []
+
+    def replaced(self) -> None:
+        self.replacing = False
 
     def take_idle(self) -> Connection | None:
         while self._idle:
@@ -142,6 +146,8 @@ class WorkerClient:
             conn.close()
 
     async def connect(self) -> Connection:
+        if self.replacing:
+            raise WorkerUnavailable(f"the worker on {self.socket_path} is being replaced")
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_unix_connection(Connection, self.socket_path)

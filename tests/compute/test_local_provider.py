@@ -182,8 +182,13 @@ def test_killed_worker_is_reforked_on_the_same_socket(tmp_path: Path, run_dir: P
         client = WorkerClient(instance.workers[0].socket)
         try:
             before = (await _call(client, {}))["pid"]
-            instance.kill_worker(0)
-            instance.kill_worker(7)  # no such worker: nothing happens
+            gone = asyncio.Event()
+            instance.kill_worker(0, gone.set)
+            await asyncio.wait_for(gone.wait(), 15)  # told once the process has exited ...
+            assert not _running(before)
+            no_such = asyncio.Event()
+            instance.kill_worker(7, no_such.set)  # no such worker: nothing to kill, told at once
+            assert no_such.is_set()
             deadline = time.monotonic() + 15
             while True:
                 try:

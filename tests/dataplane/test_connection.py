@@ -245,3 +245,21 @@ def test_late_answer_never_reaches_the_next_request(tmp_path: Path) -> None:
         assert server.connections == 2
 
     asyncio.run(scenario())
+
+
+def test_no_connections_while_the_worker_is_being_replaced(tmp_path: Path) -> None:
+    """Between killing a hung worker and its exit, its socket may still accept: nothing may go there."""
+
+    async def scenario() -> None:
+        path = str(tmp_path / "w.sock")
+        async with TinyServer(path, answering(200)):
+            client = WorkerClient(path)
+            client.replacing = True
+            with pytest.raises(WorkerUnavailable, match="being replaced"):
+                await client.connect()
+            client.replaced()
+            reply = await client.request(_post(b"/invocations", b"{}"), timeout=5)
+            client.close()
+        assert reply.status == 200
+
+    asyncio.run(scenario())
