@@ -1,7 +1,8 @@
 """The front door: one port, control plane at `POST /`, runtime under `/endpoints/`.
 
 Start-up opens (and migrates) the store and brings back every endpoint the store says is InService
-before the port is opened; shutdown stops accepting, drains connections and stops every instance."""
+or Updating before the port is opened (Creating and Deleting ones resume in the background);
+shutdown stops accepting, drains connections and stops every instance."""
 
 from __future__ import annotations
 

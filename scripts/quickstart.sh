@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
 # Fresh machine to first answer: install into .venv, start `moorage serve` in the background, deploy the
-# recommender example with plain boto3 and print one recommendation. The server keeps running.
+# recommender example with plain boto3 and print one recommendation. The server keeps running; running
+# this again reuses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${MOORAGE_PORT:-7070}"
 STATE="${MOORAGE_STATE_DIR:-.moorage}"
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+URL="http://127.0.0.1:$PORT"
+source scripts/python.sh
+make_venv
 PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[example]'
+
+answers() {  # true when a Moorage server answers on $URL
+  .venv/bin/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/ping", timeout=1)' \
+    "$URL" >/dev/null 2>&1
+}
+
 mkdir -p "$STATE"
-if ! curl -fs "http://127.0.0.1:$PORT/ping" >/dev/null 2>&1; then
+if ! answers; then
   nohup .venv/bin/moorage serve --port "$PORT" --state-dir "$STATE" >"$STATE/server.log" 2>&1 &
   echo $! >"$STATE/server.pid"
   for _ in $(seq 1 300); do
-    curl -fs "http://127.0.0.1:$PORT/ping" >/dev/null 2>&1 && break
+    answers && break
+    if ! kill -0 "$(cat "$STATE/server.pid")" 2>/dev/null; then
+      echo "moorage serve exited; its log:" >&2
+      cat "$STATE/server.log" >&2
+      exit 1
+    fi
     sleep 0.1
   done
 fi
-.venv/bin/python examples/recommender/deploy.py --endpoint-url "http://127.0.0.1:$PORT"
-echo "Moorage is serving on http://127.0.0.1:$PORT (log: $STATE/server.log; stop: kill \$(cat $STATE/server.pid))."
+.venv/bin/python examples/recommender/deploy.py --endpoint-url "$URL" --reuse
+echo "Moorage is serving on $URL (log: $STATE/server.log; stop: kill \$(cat $STATE/server.pid))."

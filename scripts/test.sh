@@ -3,8 +3,8 @@
 # type checks and the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+source scripts/python.sh
+make_venv
 .venv/bin/python -m pip install -q -e '.[dev]'
 .venv/bin/ruff check moorage tests examples bench
 .venv/bin/ruff format --check moorage tests examples bench

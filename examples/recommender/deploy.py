@@ -7,7 +7,7 @@ local archive with a ``file://`` URL; then CreateModel -> CreateEndpointConfig -
 
 Only ``endpoint_url`` makes this talk to Moorage instead of AWS. Re-running replaces the endpoint,
 endpoint config and model of the same name (delete, then create), because the artifact may have
-changed; ``--reuse`` keeps an existing endpoint and only invokes it.
+changed; ``--reuse`` keeps an existing InService endpoint and only invokes it.
 
 Usage: python deploy.py [--endpoint-url http://127.0.0.1:7070] [--movies 5000] [--name recommender]
                         [--model-data s3://bucket/key | FILE] [--s3-bucket BUCKET] [--reuse]
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name
     exists = True
     try:
-        sm.describe_endpoint(EndpointName=name)
+        # only a serving endpoint is worth reusing; a Failed or half-made one is replaced
+        exists = sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
     except ClientError as e:
         if not _missing(e):
             raise
