@@ -147,3 +147,22 @@ def test_model_processes_are_the_out_of_memory_killers_first_choice(
         assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == str(OOM_SCORE_ADJ)
     assert Path(f"/proc/{server.process.pid}/oom_score_adj").read_text().strip() != str(OOM_SCORE_ADJ)
     sm.delete_endpoint(EndpointName=name)
+
+
+def test_update_accepted_before_a_crash_completes_after_restart(tmp_path: Path) -> None:
+    model = build_model_tar(tmp_path / "m" / "model.tar.gz", inference=SLOW_MODEL_FN).as_uri()
+    state = tmp_path / "state"
+    with moorage_server(state) as server:
+        sm = server.client()
+        name = deploy(sm, model)
+        slow = deploy(sm, model, environment={"LOAD_SECONDS": "5"}, wait=False)  # a config that loads slowly
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=slow)
+        assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
+        server.process.kill()
+        server.process.wait()
+    with moorage_server(state) as server:
+        sm, smr = server.client(), server.client("sagemaker-runtime")
+        assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
+        assert _pid(smr, name) > 0  # the old configuration serves while the update resumes
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+        assert sm.describe_endpoint(EndpointName=name)["EndpointConfigName"] == slow
