@@ -18,8 +18,6 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
-
-
 OOM_SCORE_ADJ = 800  # of -1000..1000; inherited by the workers
 
 

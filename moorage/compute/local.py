@@ -19,9 +19,7 @@ from moorage.lifeline import start_model_process
 
 _PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.01
-
-
-_EXIT_WAIT_SECONDS = 0.5
+_EXIT_WAIT_SECONDS = 0.5  # how long a killed worker gets to exit where no pidfd can tell
 
 
 class LocalInstance:

@@ -7,6 +7,7 @@ leaks into the next request. The batch size is always 1: index 0 is the only req
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -195,17 +196,22 @@ class Metrics:
 
 
 def system_properties(model_dir: str) -> dict[str, Any]:
-    try:
-        server_version = version("moorage")
-    except PackageNotFoundError:
-        server_version = "unknown"
     return {
         "model_dir": model_dir,
         "gpu_id": None,
         "batch_size": 1,
         "server_name": "moorage",
-        "server_version": server_version,
+        "server_version": _server_version(),
     }
+
+
+@functools.cache
+def _server_version() -> str:
+    """Read from the package metadata once: it takes milliseconds, and instance start-up asks twice."""
+    try:
+        return version("moorage")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _check(idx: int) -> None:
