@@ -18,6 +18,7 @@ import pytest
 from moorage.compute.base import InstanceSpec, InstanceStartError
 from moorage.compute.local import LocalInstance, LocalProvider
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
+from tests.support.processes import running
 
 ECHO = """
     import json
@@ -78,15 +79,6 @@ async def _call(client: WorkerClient, data: Any) -> dict[str, Any]:
     return result
 
 
-def _running(pid: int) -> bool:
-    """True while /proc shows the process and it is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_start_returns_answering_workers_and_stop_ends_every_process(tmp_path: Path, run_dir: Path) -> None:
     """start() returns one address per worker, each answering at once; stop() leaves no process behind."""
 
@@ -108,7 +100,7 @@ def test_start_returns_answering_workers_and_stop_ends_every_process(tmp_path: P
     pids = {instance.process.pid, *(r["pid"] for r in replies)}
     assert len(pids) == 3  # a main and two distinct worker processes
     assert instance.process.returncode is not None
-    assert not [pid for pid in pids if _running(pid)]
+    assert not [pid for pid in pids if running(pid)]
     assert not instance.socket_dir.exists()
 
 
@@ -131,7 +123,7 @@ def test_failing_model_fn_is_start_error_with_the_reason(tmp_path: Path, run_dir
     reason = str(caught.value)
     assert "model_fn raised ValueError: weights.bin is missing" in reason
     assert "inference.py line 6" in reason
-    assert not _running(int(pid_file.read_text()))
+    assert not running(int(pid_file.read_text()))
     assert not (run_dir / "i-test").exists()
     assert "weights.bin is missing" in (tmp_path / "instance.log").read_text()
 
@@ -170,7 +162,7 @@ def test_startup_timeout_is_start_error_and_kills_the_instance(tmp_path: Path, r
 
     with pytest.raises(InstanceStartError, match="did not become healthy within 1 s"):
         asyncio.run(scenario())
-    assert not _running(int(pid_file.read_text()))
+    assert not running(int(pid_file.read_text()))
     assert not (run_dir / "i-test").exists()
 
 
@@ -185,7 +177,7 @@ def test_killed_worker_is_reforked_on_the_same_socket(tmp_path: Path, run_dir: P
             gone = asyncio.Event()
             instance.kill_worker(0, gone.set)
             await asyncio.wait_for(gone.wait(), 15)  # told once the process has exited ...
-            assert not _running(before)
+            assert not running(before)
             no_such = asyncio.Event()
             instance.kill_worker(7, no_such.set)  # no such worker: nothing to kill, told at once
             assert no_such.is_set()
@@ -205,7 +197,7 @@ def test_killed_worker_is_reforked_on_the_same_socket(tmp_path: Path, run_dir: P
 
     before, after = asyncio.run(scenario())
     assert before != after
-    assert not _running(before) and not _running(after)
+    assert not running(before) and not running(after)
 
 
 def test_stop_after_the_instance_died(tmp_path: Path, run_dir: Path) -> None:
@@ -225,9 +217,9 @@ def test_stop_after_the_instance_died(tmp_path: Path, run_dir: Path) -> None:
     status, worker_pid = asyncio.run(scenario())
     assert status == -9
     deadline = time.monotonic() + 10
-    while _running(worker_pid) and time.monotonic() < deadline:
+    while running(worker_pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _running(worker_pid)
+    assert not running(worker_pid)
 
 
 def test_leftover_state_files_do_not_decide_start(tmp_path: Path, run_dir: Path) -> None:

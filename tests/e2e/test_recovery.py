@@ -13,16 +13,12 @@ from moorage.lifeline import OOM_SCORE_ADJ
 from tests.e2e.conftest import FAST_WAIT, deploy
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import moorage_server
+from tests.support.processes import parent_pid, running
 
 
 def _pid(smr: Any, name: str) -> int:
     response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
     return int(json.loads(response["Body"].read())["pid"])
-
-
-def _parent(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1])
 
 
 def test_restart_brings_endpoints_back(tmp_path: Path) -> None:
@@ -33,7 +29,7 @@ def test_restart_brings_endpoints_back(tmp_path: Path) -> None:
         name = deploy(sm, model)
         before = _pid(smr, name)
         created = sm.describe_endpoint(EndpointName=name)["CreationTime"]
-    assert not _alive(before)
+    assert not running(before)
     with moorage_server(state) as server:
         sm, smr = server.client(), server.client("sagemaker-runtime")
         described = sm.describe_endpoint(EndpointName=name)
@@ -45,19 +41,11 @@ def test_restart_brings_endpoints_back(tmp_path: Path) -> None:
         assert [m["ModelName"] for m in sm.list_models(NameContains=name)["Models"]] == [name]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-
-
 def test_killed_instance_is_replaced_while_others_serve(sm: Any, smr: Any, echo_model: str) -> None:
     name = deploy(sm, echo_model, instances=2)
     pids = {_pid(smr, name) for _ in range(20)}
     assert len(pids) == 2, "least-outstanding routing should reach both instances"
-    victim = _parent(next(iter(pids)))
+    victim = parent_pid(next(iter(pids)))
     os.kill(victim, signal.SIGKILL)
     ok = 0
     deadline = time.monotonic() + 60
@@ -75,7 +63,7 @@ def test_killed_instance_is_replaced_while_others_serve(sm: Any, smr: Any, echo_
     assert described["EndpointStatus"] == "InService"
     assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
     assert ok >= 5
-    assert not _alive(victim)
+    assert not running(victim)
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
 
@@ -120,15 +108,15 @@ def test_killed_server_leaves_no_instances_and_loses_nothing_accepted(tmp_path: 
         sm, smr = server.client(), server.client("sagemaker-runtime")
         serving = deploy(sm, model)
         worker = _pid(smr, serving)
-        instance = _parent(worker)
+        instance = parent_pid(worker)
         creating = deploy(sm, model, environment={"LOAD_SECONDS": "3"}, wait=False)
         assert sm.describe_endpoint(EndpointName=creating)["EndpointStatus"] == "Creating"
         server.process.kill()
         server.process.wait()
         deadline = time.monotonic() + 15
-        while (_alive(worker) or _alive(instance)) and time.monotonic() < deadline:
+        while (running(worker) or running(instance)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(instance) and not _alive(worker)
+        assert not running(instance) and not running(worker)
     with moorage_server(state) as server:
         sm, smr = server.client(), server.client("sagemaker-runtime")
         assert sm.describe_endpoint(EndpointName=serving)["EndpointStatus"] == "InService"
@@ -143,7 +131,7 @@ def test_model_processes_are_the_out_of_memory_killers_first_choice(
     """A leaking model is what the kernel kills when memory runs out, not the server; it is then replaced."""
     name = deploy(sm, echo_model)
     worker = _pid(smr, name)
-    for pid in (worker, _parent(worker)):
+    for pid in (worker, parent_pid(worker)):
         assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == str(OOM_SCORE_ADJ)
     assert Path(f"/proc/{server.process.pid}/oom_score_adj").read_text().strip() != str(OOM_SCORE_ADJ)
     sm.delete_endpoint(EndpointName=name)

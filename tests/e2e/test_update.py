@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar, unique
+from tests.support.processes import parent_pid, running
 
 SLOW_LOAD = """
 import json, time
@@ -125,7 +126,7 @@ def test_delete_while_the_old_fleet_drains_stops_it(sm: Any, smr: Any, echo_mode
     first = json.loads(
         smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")["Body"].read()
     )
-    old_instance = _parent(first["pid"])
+    old_instance = parent_pid(first["pid"])
     outcome: list[object] = []
 
     def slow_request() -> None:
@@ -146,22 +147,11 @@ def test_delete_while_the_old_fleet_drains_stops_it(sm: Any, smr: Any, echo_mode
     )
     sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-2")
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    assert _alive(old_instance)  # still draining the slow request
+    assert running(old_instance)  # still draining the slow request
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
     deadline = time.monotonic() + 15
-    while _alive(old_instance) and time.monotonic() < deadline:
+    while running(old_instance) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(old_instance)
+    assert not running(old_instance)
     slow.join(timeout=30)
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False

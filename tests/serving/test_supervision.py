@@ -8,6 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tests.support.processes import running
+
 from .conftest import StartInstance
 from .support import model_dir
 
@@ -37,7 +39,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path, start_instance: StartInstance) ->
     assert instance.wait_exit() == 0
     assert list(instance.socket_dir.iterdir()) == []
     for worker in info["workers"]:
-        assert not _alive(worker["pid"])
+        assert not running(worker["pid"])
 
 
 def test_sigterm_lets_the_request_in_progress_finish(tmp_path: Path, start_instance: StartInstance) -> None:
@@ -58,15 +60,6 @@ def test_workers_die_with_the_main(tmp_path: Path, start_instance: StartInstance
     instance.process.kill()
     instance.wait_exit()
     deadline = time.monotonic() + 10
-    while any(_alive(w["pid"]) for w in info["workers"]) and time.monotonic() < deadline:
+    while any(running(w["pid"]) for w in info["workers"]) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not any(_alive(w["pid"]) for w in info["workers"])
-
-
-def _alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (workers are reparented once the main dies)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not any(running(w["pid"]) for w in info["workers"])
