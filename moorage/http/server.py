@@ -21,7 +21,25 @@ from moorage.http.responses import Response, render_head, text_response
 
 logger = logging.getLogger("moorage.http")
 
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; past this: 431
+MAX_URL_BYTES = 16 * 1024  # past this: 414
+# Headers whose meaning a second copy would change (framing, routing, signing, the runtime's members):
+# a request repeating one is refused. Other repeated headers are joined with ", " as RFC 9110 allows.
+_SINGLE_HEADERS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"content-type",
+        b"expect",
+        b"authorization",
+        b"x-amz-target",
+        b"x-amz-date",
+        b"x-amz-security-token",
+        b"x-amz-content-sha256",
+    }
+)
+_SINGLE_PREFIXES = (b"x-amzn-sagemaker-",)
 # The 413 for a body over the limit goes out at once, but the connection stays open while the rest
 # of the body is read and dropped, so a client that sends the whole body before reading gets the 413
 # instead of a broken pipe; past this much more, it is closed at once.
@@ -34,8 +52,11 @@ _Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool]
 # method, URL, lower-cased headers, body -> a response now, or an awaitable of one
 App = Callable[[bytes, bytes, Mapping[bytes, bytes], bytes], Response | Awaitable[Response]]
 # URL (as far as it was read), status, message -> the app's own error response for a request the
-# server refuses before the app sees it (unparseable, head or body too large, too slow)
+# server refuses before the app sees it (unparseable, head or body too large, too slow), or for a
+# bug the server caught (500)
 Refusal = Callable[[bytes, int, str], Response]
+# URL -> the largest body a request to it may have (read once the head is complete)
+BodyLimit = Callable[[bytes], int]
 
 
 class _Abort(Exception):
@@ -45,10 +66,17 @@ class _Abort(Exception):
 class HttpServer:
     """The protocol factory; it also owns the open connections so SIGTERM can drain them."""
 
-    def __init__(self, app: App, max_body_bytes: int, refusal: Refusal | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        max_body_bytes: int,
+        refusal: Refusal | None = None,
+        body_limit: BodyLimit | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.refusal = refusal  # None: refusals are plain text
+        self.body_limit = body_limit  # None: max_body_bytes for every request
         self.connections: set[HttpProtocol] = set()
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -97,12 +125,15 @@ class HttpProtocol(asyncio.Protocol):
         "_body",
         "_body_size",
         "_discard",
+        "_head_bytes",
+        "_head_only",
         "_head_size",
         "_headers",
         "_keep_alive",
         "_max_body",
         "_parser",
         "_pending",
+        "_reading_head",
         "_server",
         "_since",
         "_task",
@@ -121,7 +152,10 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._body_size = 0
-        self._head_size = 0
+        self._head_size = 0  # bytes of URL and complete headers parsed
+        self._head_bytes = 0  # bytes received since the request began, until its head is complete
+        self._reading_head = True
+        self._head_only = False  # a HEAD request: the response goes out without its body
         self._discard = False  # answered 413; dropping the rest of the body, then closing
         self._active = False  # between the first byte of a request and its response
         self._task: asyncio.Future[Response] | None = None
@@ -143,6 +177,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._keep_alive:
             return
+        if self._reading_head:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -150,11 +186,11 @@ class HttpProtocol(asyncio.Protocol):
             self._keep_alive = False
             self.close_if_idle()
         except httptools.HttpParserError as exc:
-            self._keep_alive = False
-            self._pending.clear()
-            if self._task is None:  # else the response in progress goes out first, then the connection closes
-                self._active = False
-                self._send(self._refusal(400, f"The request is not valid HTTP/1.1: {exc}."), keep_alive=False)
+            self._reject(400, f"The request is not valid HTTP/1.1: {exc}.")
+            return
+        # httptools hands over a header only once it is complete, so an endless one is caught here
+        if self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
+            self._reject(431, f"The request head is larger than {MAX_HEAD_BYTES} bytes.")
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -179,14 +215,27 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
+        if len(self._url) > MAX_URL_BYTES:
+            self._refuse(self._refusal(414, f"The request URL is longer than {MAX_URL_BYTES} bytes."))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower()] = value
+        key = name.lower()
+        headers = self._headers
+        if key in headers:
+            if key in _SINGLE_HEADERS or key.startswith(_SINGLE_PREFIXES):
+                message = f"The request repeats the {name.decode('latin-1')} header; send it once."
+                self._refuse(self._refusal(400, message))
+            headers[key] += b", " + value
+        else:
+            headers[key] = value
         self._head_size += len(name) + len(value)
         if self._head_size > MAX_HEAD_BYTES:
             self._refuse(self._refusal(431, f"The request head is larger than {MAX_HEAD_BYTES} bytes."))
 
     def on_headers_complete(self) -> None:
+        self._reading_head = False
+        if self._server.body_limit is not None:
+            self._max_body = self._server.body_limit(self._url)
         length = self._headers.get(b"content-length")
         expects_continue = self._headers.get(b"expect", b"").lower() == b"100-continue"
         if length is not None and length.isdigit() and int(length) > self._max_body:
@@ -208,6 +257,8 @@ class HttpProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._reading_head = True
+        self._head_bytes = 0
         if self._discard:
             self.abort()
             raise _Abort
@@ -227,11 +278,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _handle(self, request: _Request) -> None:
         method, url, headers, body, keep_alive = request
+        self._head_only = method == b"HEAD"
         try:
             result = self._app(method, url, headers, body)
-        except Exception as exc:  # a bug here, not in user code: the invoker catches that
+        except Exception:  # a bug here, not in user code: the invoker catches that
             logger.exception("internal error")
-            result = text_response(f"internal error: {exc}", 500)
+            result = self._refusal(500, "internal error")
         if type(result) is Response:
             self._send(result, keep_alive)
         else:
@@ -249,7 +301,7 @@ class HttpProtocol(asyncio.Protocol):
             response = task.result()
         except BaseException as exc:
             logger.error("internal error", exc_info=exc)
-            response = text_response("internal error", 500)
+            response = self._refusal(500, "internal error")
         self._send(response, keep_alive)
         while self._pending and self._task is None and not self._closing():
             self._handle(self._pending.popleft())
@@ -265,7 +317,10 @@ class HttpProtocol(asyncio.Protocol):
         close = not (keep_alive and self._keep_alive) or self._server.draining
         head = render_head(response, close)
         body = response.body
-        if len(body) < _SMALL:
+        if self._head_only:  # Content-Length says what GET would send; no body follows
+            self._head_only = False
+            transport.write(head)
+        elif len(body) < _SMALL:
             transport.write(head + body)
         else:
             transport.writelines((head, body))
@@ -285,6 +340,14 @@ class HttpProtocol(asyncio.Protocol):
     def _refusal(self, status: int, message: str) -> Response:
         refusal = self._server.refusal
         return text_response(message, status) if refusal is None else refusal(self._url, status, message)
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answers a request the parser cannot go on with, then closes (after any response in progress)."""
+        self._keep_alive = False
+        self._pending.clear()
+        if self._task is None:
+            self._active = False
+            self._send(self._refusal(status, message), keep_alive=False)
 
     def _refuse(self, response: Response) -> None:
         """Answers and closes: nothing more is read from this connection.

@@ -19,7 +19,8 @@ def _method_not_allowed(allowed: bytes) -> Response:
     return Response(405, b"Method Not Allowed", TEXT, b"Allow: %s\r\n" % allowed)
 
 
-_GET_ONLY = _method_not_allowed(b"GET")
+_GET_ONLY = _method_not_allowed(b"GET, HEAD")
+_READS = (b"GET", b"HEAD")  # the server sends a HEAD answer without its body
 _POST_ONLY = _method_not_allowed(b"POST")
 
 
@@ -42,7 +43,7 @@ class App:
         if path == b"/invocations":
             return self._invoke(body, headers) if method == b"POST" else _POST_ONLY
         if path == b"/ping":
-            return _PING if method == b"GET" else _GET_ONLY
+            return _PING if method in _READS else _GET_ONLY
         if path == b"/execution-parameters":
-            return self._execution_parameters if method == b"GET" else _GET_ONLY
+            return self._execution_parameters if method in _READS else _GET_ONLY
         return _NOT_FOUND

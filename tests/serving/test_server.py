@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.raw_http import read_response
+
 from .support import Instance, model_dir
 
 ECHO = """
@@ -140,3 +142,14 @@ def test_large_response(echo: Instance) -> None:
     body = bytes(range(256)) * 3000
     reply = echo.invoke(body, content_type="application/octet-stream")
     assert (reply.status, reply.body) == (200, body)
+
+
+def test_head_ping_has_no_body(echo: Instance) -> None:
+    """A keep-alive client must not read a HEAD answer's body as the start of its next response."""
+    with _connect(echo) as sock:
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\n\r\nHEAD /ping HTTP/1.1\r\n\r\nGET /ping HTTP/1.1\r\n\r\n")
+        buffer = bytearray()
+        heads = [read_response(sock, buffer, head_only=True) for _ in range(2)]
+        got = read_response(sock, buffer)
+    assert got.body == b'{"status": "Healthy"}'
+    assert [(h.status, int(h.headers[b"content-length"])) for h in heads] == [(200, len(got.body))] * 2
