@@ -14,11 +14,13 @@ import tempfile
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
-from moorage.api.control import MAX_CONTROL_BODY, ControlApi, operations
+from moorage.api.control import ControlApi, operations
+from moorage.api.http import refusal_response
 from moorage.api.runtime import RuntimeApi
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
 from moorage.control.reconciler import Reconciler
+from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
 from moorage.dataplane.routes import RoutingTable
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer
@@ -26,11 +28,8 @@ from moorage.logs import EndpointLogs
 from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
-MAX_REQUEST_BYTES = MAX_CONTROL_BODY  # the runtime enforces its own 6 MiB below this
 _PING = json_response({"status": "Healthy"})
-_NOT_FOUND = json_response(
-    {"message": "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."}, 404
-)
+_NOT_FOUND = "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."
 
 
 class MoorageApp:
@@ -55,14 +54,19 @@ class MoorageApp:
             return self.control(headers, body)
         if path == b"/ping":
             return _PING
-        return _NOT_FOUND
+        return refusal_response(404, _NOT_FOUND, runtime=False)
+
+    def body_limit(self, url: bytes) -> int:
+        """InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a
+        bigger one is refused before it is read (so it cannot tie up the loop that serves invocations)."""
+        return MAX_PAYLOAD_BYTES if url.startswith(b"/endpoints/") else self.settings.max_control_body_bytes
 
     def refusal(self, url: bytes, status: int, message: str) -> Response:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
         runtime = url.startswith(b"/endpoints/")
         if status == 413:
-            return self.runtime.too_large() if runtime else ControlApi.too_large()
-        return RuntimeApi.refusal(status, message) if runtime else ControlApi.refusal(status, message)
+            message = RuntimeApi.TOO_LARGE if runtime else ControlApi.too_large_message(self.body_limit(url))
+        return refusal_response(status, message, runtime=runtime)
 
     async def startup(self) -> None:
         settings = self.settings
@@ -74,7 +78,10 @@ class MoorageApp:
             self.store, LocalProvider(self._run_dir), self.table, logs, settings, settings.default_region
         )
         self.control = ControlApi(
-            operations(self.store, self.reconciler), settings.account_id, settings.default_region
+            operations(self.store, self.reconciler),
+            settings.account_id,
+            settings.default_region,
+            settings.max_control_body_bytes,
         )
         await self.reconciler.restore()
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
@@ -93,7 +100,7 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     app = MoorageApp(settings)
     await app.startup()
     loop = asyncio.get_running_loop()
-    http = HttpServer(app, MAX_REQUEST_BYTES, refusal=app.refusal)
+    http = HttpServer(app, settings.max_control_body_bytes, refusal=app.refusal, body_limit=app.body_limit)
     server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
     http.enforce_timeouts(settings.idle_timeout_seconds, settings.request_timeout_seconds)
     stop = asyncio.Event()

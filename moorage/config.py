@@ -12,6 +12,10 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def _default_max_instances() -> int:
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
@@ -29,6 +33,20 @@ class Settings:
         default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3)
     )
     stop_grace_seconds: float = 30.0
+    # service quotas on instances (moorage/control/quotas.py)
+    max_instances: int = field(
+        default_factory=lambda: _env_int("MOORAGE_MAX_INSTANCES", _default_max_instances())
+    )
+    max_instances_per_endpoint: int = field(  # 0: half of max_instances
+        default_factory=lambda: _env_int("MOORAGE_MAX_INSTANCES_PER_ENDPOINT", 0)
+    )
+    max_instances_per_type: str = field(
+        default_factory=lambda: os.environ.get("MOORAGE_MAX_INSTANCES_PER_TYPE", "")
+    )
+    # the largest control-plane (POST /) request body; see docs/behaviour.md "Limits"
+    max_control_body_bytes: int = field(
+        default_factory=lambda: _env_int("MOORAGE_MAX_CONTROL_BODY_BYTES", 1024 * 1024)
+    )
     # client connections: idle keep-alive ones close after this; a request must arrive within that
     idle_timeout_seconds: float = field(
         default_factory=lambda: _env_float("MOORAGE_IDLE_TIMEOUT_SECONDS", 60.0)

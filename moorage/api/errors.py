@@ -18,6 +18,9 @@ class AwsError(Exception):
 
     code: ClassVar[str] = "InternalFailure"
     status: ClassVar[int] = 500
+    # False for the few answers AWS sends without an error type (boto3 then names the error by the
+    # HTTP status): the renderer leaves out __type and x-amzn-ErrorType and writes "message".
+    typed: ClassVar[bool] = True
 
     def __init__(self, message: str = "", **fields: Any) -> None:
         super().__init__(message)
@@ -55,6 +58,18 @@ class UnknownOperationException(AwsError):
     """X-Amz-Target names no operation of the service."""
 
     code, status = "UnknownOperationException", 400
+
+
+class UnknownPath(UnknownOperationException):
+    """A path no API on the port serves (AWS's REST front ends answer 404 for these)."""
+
+    status = 404
+
+
+class RequestTimeout(AwsError):
+    """The request did not fully arrive in time; botocore's standard retry mode retries this code."""
+
+    code, status = "RequestTimeout", 408
 
 
 class ThrottlingException(AwsError):
@@ -129,6 +144,13 @@ class ModelError(AwsError):
         )
 
 
+class PayloadTooLarge(AwsError):
+    """A runtime body over 6 MiB. AWS answers 413 with only ``{"message": ...}``, so boto3 raises a
+    ``ClientError`` whose code is ``413``; the same shape here keeps users' error handling working."""
+
+    code, status, typed = "413", 413, False
+
+
 class ModelNotReadyException(AwsError):
     code, status = "ModelNotReadyException", 429
 
@@ -139,14 +161,18 @@ class InternalDependencyException(AwsError):
 
 def render_error(err: AwsError, request_id: str, *, json_content_type: str) -> tuple[int, Headers, bytes]:
     """Status, headers and body for ``err``. The code goes in both ``__type`` and ``x-amzn-errortype``: the
-    awsJson parser reads the first, and the restJson parser needs one of them to raise the modelled class."""
-    body = json.dumps({"__type": err.code, "Message": err.message, **err.fields}).encode()
+    awsJson parser reads the first, and the restJson parser needs one of them to raise the modelled class.
+    An untyped error (``typed`` False) has neither, as AWS sends it."""
     headers: Headers = [
         (b"content-type", json_content_type.encode("latin-1")),
         (b"x-amzn-requestid", request_id.encode("latin-1")),
-        (b"x-amzn-errortype", err.code.encode("latin-1")),
-        (b"content-length", str(len(body)).encode()),
     ]
+    if err.typed:
+        body = json.dumps({"__type": err.code, "Message": err.message, **err.fields}).encode()
+        headers.append((b"x-amzn-errortype", err.code.encode("latin-1")))
+    else:
+        body = json.dumps({"message": err.message, **err.fields}).encode()
+    headers.append((b"content-length", str(len(body)).encode()))
     return err.status, headers, body
 
 

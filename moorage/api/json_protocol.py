@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -20,6 +21,13 @@ from moorage.api.errors import SerializationException, UnknownOperationException
 from moorage.api.validate import validate_input
 
 _PLAIN = frozenset({"string", "integer", "long", "float", "double", "boolean"})
+# A \uD800-\uDFFF escape: JSON allows it, but alone (not as half of a pair) it is no Unicode
+# character, and no store, log or encoder downstream can take it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_NOT_UNICODE = (
+    "The request body has a string that is not valid Unicode (a lone UTF-16 surrogate such as "
+    "\\ud800); send UTF-8 text."
+)
 
 
 def operation_for_target(service: ServiceModel, target: str) -> OperationModel:
@@ -39,11 +47,17 @@ def parse_json_request(operation: OperationModel, body: bytes) -> dict[str, Any]
     data: Any = {}
     if body.strip():
         try:
-            data = json.loads(body, parse_constant=_reject_constant)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            text = body.decode("utf-8")  # strict: also refuses encoded surrogates
+        except UnicodeDecodeError as exc:
+            raise SerializationException(f"The request body is not valid UTF-8: {exc}") from None
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as exc:
             raise SerializationException(f"The request body is not valid JSON: {exc}") from None
         except RecursionError:
             raise SerializationException("The request body is nested too deeply.") from None
+        if _SURROGATE_ESCAPE.search(text) and _has_surrogate(data):
+            raise SerializationException(_NOT_UNICODE)
     if not isinstance(data, dict):
         raise SerializationException("The request body must be a JSON object.")
     shape = operation.input_shape
@@ -104,6 +118,26 @@ def _epoch(value: Any) -> float:
         aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
         return round(aware.timestamp(), 3)
     return round(float(value), 3)  # already epoch seconds
+
+
+def _has_surrogate(data: Any) -> bool:
+    """Whether any string in decoded JSON (keys included) holds a lone surrogate; iterative, so depth
+    costs no stack."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -14,17 +14,23 @@ from urllib.parse import unquote
 
 from botocore.model import StructureShape
 
-from moorage.api.errors import AwsError, InternalFailure, NotImplementedOperation, ValidationError
-from moorage.api.http import error_response, request_id
+from moorage.api.errors import (
+    AwsError,
+    InternalFailure,
+    NotImplementedOperation,
+    PayloadTooLarge,
+    ValidationError,
+)
+from moorage.api.http import RUNTIME_CONTENT_TYPE, error_response, request_id
 from moorage.api.spec import load_service
 from moorage.api.validate import validate_members, validation_message
 from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES, Invocation, InvocationResult, invoke, not_found
 from moorage.dataplane.routes import RoutingTable
 from moorage.http.responses import Response
 
-_JSON = "application/json"
+_JSON = RUNTIME_CONTENT_TYPE
 _PREFIX = len(b"/endpoints/")
-_TOO_LARGE = b'{"message": "HTTP content length exceeded %d bytes."}' % MAX_PAYLOAD_BYTES
+_TOO_LARGE = f"HTTP content length exceeded {MAX_PAYLOAD_BYTES} bytes."  # AWS's words
 _HEADER_LIMITS = (
     (b"content-type", "contentType", 1024),
     (b"accept", "accept", 1024),
@@ -63,6 +69,8 @@ def _check_lengths(headers: Mapping[bytes, bytes]) -> None:
 
 
 class RuntimeApi:
+    TOO_LARGE = _TOO_LARGE
+
     def __init__(self, table: RoutingTable, account: str) -> None:
         self.table = table
         self.account = account
@@ -75,8 +83,8 @@ class RuntimeApi:
         try:
             if method != b"POST" or action != "invocations":
                 _refuse_path(method, path, action)
-            if len(body) > MAX_PAYLOAD_BYTES:
-                return self.too_large(rid)
+            if len(body) > MAX_PAYLOAD_BYTES:  # the HTTP server refuses these first; a backstop
+                raise PayloadTooLarge(_TOO_LARGE)
             _check_lengths(headers)
             endpoint = unquote(name) if "%" in name else name
             if self.table.get(endpoint) is None or not _UNSUPPORTED_NAMES.isdisjoint(headers):
@@ -114,18 +122,6 @@ class RuntimeApi:
                     f"{member} was given, but endpoint {endpoint} {missing}; this server does not serve "
                     f"that yet. Remove the {header.decode()} header."
                 )
-
-    @staticmethod
-    def refusal(status: int, message: str) -> Response:
-        """A request the HTTP server could not take (unparseable, head too large, too slow)."""
-        return error_response(ValidationError(message), request_id(), _JSON)._replace(status=status)
-
-    @staticmethod
-    def too_large(rid: str | None = None) -> Response:
-        """AWS's answer to a body over 6 MiB (also when the front door stops reading a huge one)."""
-        return Response(
-            413, _TOO_LARGE, b"application/json", b"x-amzn-RequestId: %s\r\n" % (rid or request_id()).encode()
-        )
 
 
 def _refuse_path(method: bytes, path: bytes, action: str) -> None:

@@ -20,7 +20,7 @@ import base64
 import binascii
 import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -111,7 +111,8 @@ class _Walker:
     def _list(self, shape: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list | tuple):
             return self._mismatch(path, value, "list")
-        self.problems.extend(_at(path, value, c) for c in _size_violations(shape.metadata, len(value)))
+        if self._oversized(shape, value, path):
+            return value
         member = shape.member
         if member.type_name in _CONTAINERS:
             out = []
@@ -129,7 +130,8 @@ class _Walker:
     def _map(self, shape: Any, value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             return self._mismatch(path, value, "map")
-        self.problems.extend(_at(path, value, c) for c in _size_violations(shape.metadata, len(value)))
+        if self._oversized(shape, value, path):
+            return value
         keys, key_failed = self._scalars(shape.key, list(value), path)
         if key_failed:
             self.problems.append(
@@ -151,6 +153,13 @@ class _Walker:
                     _at(path, value, f"Map value must satisfy constraint: [{', '.join(failed)}]")
                 )
         return dict(zip(keys, items, strict=True))
+
+    def _oversized(self, shape: Shape, value: Sized, path: str) -> bool:
+        """Report a container's size violations; past its maximum its entries are not walked, so the work
+        a request costs is bounded by the model's limits, not by what the client sent."""
+        violations = _size_violations(shape.metadata, len(value))
+        self.problems.extend(_at(path, value, c) for c in violations)
+        return bool(len(value) > shape.metadata.get("max", len(value)))
 
     def _scalars(self, shape: Shape, values: Sequence[Any], path: str) -> tuple[list[Any], list[str]]:
         """Convert scalar entries of a container; the caller reports their deduplicated violations once."""

@@ -17,6 +17,7 @@ from moorage.control.context import Caller
 from moorage.control.endpoint_configs import load_config
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
+from moorage.control.quotas import InstanceQuotas, instance_demand
 from moorage.control.reconciler import Reconciler
 from moorage.control.tags import check_tags
 from moorage.store import Store
@@ -28,9 +29,10 @@ _RETAINED = ("DesiredInstanceCount", "DesiredWeight")
 
 
 class Endpoints:
-    def __init__(self, store: Store, reconciler: Reconciler) -> None:
+    def __init__(self, store: Store, reconciler: Reconciler, quotas: InstanceQuotas) -> None:
         self.store = store
         self.reconciler = reconciler
+        self.quotas = quotas
 
     def _row(self, caller: Caller, name: str) -> EndpointRow:
         with self.store.session() as session:
@@ -56,10 +58,12 @@ class Endpoints:
         check_tags(params.get("Tags", []))
         arn = caller.arn("endpoint", name)
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
-        now = time.time()
         with self.store.session() as session:
             if (existing := _lookup(session, name)) is not None:
                 raise ValidationException(already_exists("endpoint", existing.arn))
+        self.quotas.check(self.store, name, instance_demand(snapshot["config"]))
+        now = time.time()
+        with self.store.session() as session:
             session.add(
                 EndpointRow(
                     name=name,
@@ -92,6 +96,7 @@ class Endpoints:
             _retain_variant_properties(
                 snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", [])
             )
+        self.quotas.check(self.store, row.name, instance_demand(snapshot["config"]))
         now = time.time()
         with self.store.session() as session:
             current = session.get(EndpointRow, row.name)

@@ -38,8 +38,8 @@ def _encode_token(content: dict[str, Any]) -> str:
 def _decode_token(token: str, member: str) -> Any:
     try:
         return json.loads(base64.urlsafe_b64decode(token.encode()))[member]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValidationException(_BAD_TOKEN) from exc
+    except (ValueError, KeyError, TypeError, RecursionError):  # anything a client can make up
+        raise ValidationException(_BAD_TOKEN) from None
 
 
 def list_page(

@@ -162,12 +162,21 @@ def test_unknown_members_are_dropped_and_null_is_absent() -> None:
     }
 
 
+def test_surrogate_pairs_are_one_character() -> None:
+    body = b'{"NextToken": "\\ud83d\\ude00"}'
+    params = parse_json_request(_sm().operation_model("ListEndpoints"), body)
+    assert params == {"NextToken": "\U0001f600"}
+
+
 @pytest.mark.parametrize(
     ("body", "text"),
     [
         (b"{", "not valid JSON"),
         (b'{"EndpointName": "a",}', "not valid JSON"),
-        (b"\xff\xfe{", "not valid JSON"),
+        (b"\xff\xfe{", "not valid UTF-8"),
+        (b'{"EndpointName": "a\xed\xa0\x80"}', "not valid UTF-8"),
+        (b'{"EndpointName": "a\\ud800"}', "not valid Unicode"),
+        (b'{"Tags": [{"Key": "k", "Value": "v"}], "x\\udfff": 1}', "not valid Unicode"),
         (b'{"EndpointName": NaN}', "not valid JSON"),
         (b'{"EndpointName": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
         (b"[]", "must be a JSON object"),

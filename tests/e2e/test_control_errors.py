@@ -90,8 +90,9 @@ def test_unknown_operation_is_named(sm: Any) -> None:
     assert "ListTrainingJobs" in error["Message"]
 
 
-def test_request_over_the_front_door_limit_is_a_serialization_error(sm: Any) -> None:
-    huge = "v" * (17 * 1024 * 1024)  # botocore checks no maximum length, so this reaches the server
+@pytest.mark.parametrize("size", [2 * 1024 * 1024, 17 * 1024 * 1024])
+def test_request_over_the_control_plane_limit_is_a_serialization_error(sm: Any, size: int) -> None:
+    huge = "v" * size  # botocore checks no maximum length, so this reaches the server
     error = _error(
         sm.create_model,
         ModelName=unique("huge"),
@@ -100,7 +101,7 @@ def test_request_over_the_front_door_limit_is_a_serialization_error(sm: Any) -> 
         Tags=[{"Key": "k", "Value": huge}],
     )
     assert error["Code"] == "SerializationException"
-    assert "larger than 16777216 bytes" in error["Message"]
+    assert "larger than 1048576 bytes" in error["Message"]
 
 
 def test_duplicate_from_another_region_names_the_existing_arn(server: Any, sm: Any, echo_model: str) -> None:
