@@ -5,6 +5,11 @@ instance processes (children of the front door) and their workers (children of t
 process) both use it, so a crashed server leaves no model running behind it. Elsewhere it is a no-op
 apart from the check that the parent is still there.
 
+An instance makes these calls itself, first thing in its own start-up (the server passes its pid in
+``MOORAGE_PARENT_PID``), rather than in a ``preexec_fn`` between fork and exec: the server has threads
+(``asyncio.to_thread``), and running Python in a child forked from a threaded process can deadlock.
+The parent check covers a server that died before the child got that far.
+
 A model that leaks memory is the likeliest reason for the kernel's out-of-memory killer to act;
 raising the instances' `oom_score_adj` (no privilege needed to raise it) makes it pick a model
 process, which is then replaced like any crash, rather than the server or another program.
@@ -16,8 +21,10 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 _PR_SET_PDEATHSIG = 1
+PARENT_PID_VARIABLE = "MOORAGE_PARENT_PID"
 OOM_SCORE_ADJ = 800  # of -1000..1000; inherited by the workers
 
 
@@ -30,9 +37,11 @@ def prefer_for_oom_kill() -> None:
         pass
 
 
-def start_model_process(parent: int) -> None:
-    """Run in a new instance process before it executes: see the module docstring."""
-    die_with_parent(parent, signal.SIGTERM)  # SIGTERM: a clean stop of its workers
+def start_model_process(environ: Mapping[str, str]) -> None:
+    """Run first in a new instance process started by the server: see the module docstring."""
+    parent = environ.get(PARENT_PID_VARIABLE)
+    if parent:
+        die_with_parent(int(parent), signal.SIGTERM)  # SIGTERM: a clean stop of its workers
     prefer_for_oom_kill()
 
 

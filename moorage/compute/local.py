@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
-from moorage.lifeline import start_model_process
+from moorage.lifeline import PARENT_PID_VARIABLE
 
 _PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.01
@@ -91,7 +90,13 @@ class LocalProvider:
         socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("instance.json", "failure.json"):  # only this start's files may decide its outcome
             (socket_dir / stale).unlink(missing_ok=True)
-        env = {**os.environ, **spec.environment, "MOORAGE_INSTANCE_ID": spec.instance_id}
+        env = {
+            **os.environ,
+            **spec.environment,
+            "MOORAGE_INSTANCE_ID": spec.instance_id,
+            # the instance ties its life to this server's as it starts (moorage/lifeline.py)
+            PARENT_PID_VARIABLE: str(os.getpid()),
+        }
         with open(spec.log_path, "ab") as log:
             process = await asyncio.create_subprocess_exec(
                 spec.python,
@@ -107,8 +112,6 @@ class LocalProvider:
                 env=env,
                 cwd=str(spec.model_dir),
                 start_new_session=True,
-                # stops if this server dies without stopping it; the OOM killer's first choice
-                preexec_fn=functools.partial(start_model_process, os.getpid()),
             )
         instance = LocalInstance(spec.instance_id, process, socket_dir)
         try:

@@ -5,6 +5,9 @@ import sys
 
 
 def run() -> int:
+    from moorage.lifeline import start_model_process
+
+    start_model_process(os.environ)  # before anything slow: the server may already be gone
     # Thread limits must be in the environment before numpy or user code is first imported.
     from moorage.serving.settings import limit_threads
 
