@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import scipy.sparse  # type: ignore[import-untyped]
 
 from moorage.serving import codecs, defaults
-from moorage.serving.errors import NotAcceptable, RequestError, UnsupportedMediaType
+from moorage.serving.errors import NotAcceptable, RequestError, ServingError, UnsupportedMediaType
 
 from .support import Instance, model_dir
 
@@ -61,6 +62,13 @@ def test_decode_npz_dict_and_sparse() -> None:
     sparse = defaults.input_fn(_sparse(), "application/x-npz")
     assert scipy.sparse.issparse(sparse)
     np.testing.assert_array_equal(sparse.toarray(), np.eye(3))
+
+
+def test_sparse_npz_without_scipy_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # import fails as in an env without scipy
+    with pytest.raises(ServingError, match=r"Add scipy to code/requirements\.txt"):
+        defaults.input_fn(_sparse(), "application/x-npz")
+    assert sorted(defaults.input_fn(_npz(a=np.arange(3)), "application/x-npz")) == ["a"]
 
 
 @pytest.mark.parametrize("content_type", ["application/x-npy", "application/x-npz"])

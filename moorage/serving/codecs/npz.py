@@ -9,6 +9,7 @@ import io
 from typing import Any
 
 from moorage.serving.codecs.npy import as_bytes
+from moorage.serving.errors import ServingError
 
 # The members `scipy.sparse.save_npz` always writes.
 _SPARSE_MEMBERS = frozenset({"format", "shape", "data"})
@@ -39,6 +40,11 @@ def encode(obj: Any) -> bytes:
 
 def _scipy_sparse() -> Any:
     """Imported only for sparse payloads: scipy is heavy and optional."""
-    import scipy.sparse  # type: ignore[import-untyped]
-
+    try:
+        import scipy.sparse  # type: ignore[import-untyped]
+    except ImportError:
+        raise ServingError(
+            "This application/x-npz payload is a scipy sparse matrix, and scipy is not installed in the "
+            "model's environment. Add scipy to code/requirements.txt."
+        ) from None
     return scipy.sparse
