@@ -14,8 +14,9 @@ import tempfile
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
-from moorage.api.control import ControlApi, operations
+from moorage.api import control
 from moorage.api.http import refusal_response
+from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
@@ -39,7 +40,7 @@ class MoorageApp:
         self.settings = settings
         self.table = RoutingTable()
         self.runtime = RuntimeApi(self.table, settings.account_id)
-        self.control: ControlApi | None = None
+        self.control: JsonServices | None = None
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
         self._run_dir: Path | None = None
@@ -65,7 +66,7 @@ class MoorageApp:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
         runtime = url.startswith(b"/endpoints/")
         if status == 413:
-            message = RuntimeApi.TOO_LARGE if runtime else ControlApi.too_large_message(self.body_limit(url))
+            message = RuntimeApi.TOO_LARGE if runtime else JsonService.too_large_message(self.body_limit(url))
         return refusal_response(status, message, runtime=runtime)
 
     async def startup(self) -> None:
@@ -77,11 +78,16 @@ class MoorageApp:
         self.reconciler = Reconciler(
             self.store, LocalProvider(self._run_dir), self.table, logs, settings, settings.default_region
         )
-        self.control = ControlApi(
-            operations(self.store, self.reconciler),
-            settings.account_id,
-            settings.default_region,
-            settings.max_control_body_bytes,
+        self.control = JsonServices(
+            [
+                JsonService(
+                    "sagemaker",
+                    control.operations(self.store, self.reconciler),
+                    settings.account_id,
+                    settings.default_region,
+                    settings.max_control_body_bytes,
+                ),
+            ]
         )
         await self.reconciler.restore()
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
