@@ -1,4 +1,4 @@
-"""`moorage serve` and `moorage logs`."""
+"""The `moorage` command: `serve` and `logs` here; `ls`, `describe`, `invoke` in client_commands.py."""
 
 from __future__ import annotations
 
@@ -53,6 +53,40 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ls(args: argparse.Namespace) -> int:
+    from moorage.client_commands import list_endpoints
+
+    return list_endpoints(args.endpoint_url)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from moorage.client_commands import describe_endpoint
+
+    return describe_endpoint(args.endpoint, args.endpoint_url, as_json=args.json)
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from moorage.client_commands import Invocation, invoke_endpoint
+
+    invocation = Invocation(
+        endpoint=args.endpoint,
+        body=args.body,
+        content_type=args.content_type,
+        accept=args.accept,
+        target_variant=args.target_variant,
+        custom_attributes=args.custom_attributes,
+    )
+    return invoke_endpoint(invocation, args.endpoint_url)
+
+
+def _add_endpoint_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the Moorage server (default: $AWS_ENDPOINT_URL, else http://127.0.0.1:7070)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moorage", description="Self-hosted SageMaker Hosting.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     logs.set_defaults(func=_logs)
+    ls = commands.add_parser("ls", help="list endpoints with their variants' instances and weights")
+    _add_endpoint_url(ls)
+    ls.set_defaults(func=_ls)
+    describe = commands.add_parser("describe", help="show one endpoint, its variants and any deployment")
+    describe.add_argument("endpoint")
+    describe.add_argument("--json", action="store_true", help="the raw DescribeEndpoint response")
+    _add_endpoint_url(describe)
+    describe.set_defaults(func=_describe)
+    invoke = commands.add_parser("invoke", help="call InvokeEndpoint; the answer's body goes to stdout")
+    invoke.add_argument("endpoint")
+    invoke.add_argument("--body", required=True, help="the request body: TEXT, @FILE, or @- for stdin")
+    invoke.add_argument("--content-type", metavar="TYPE")
+    invoke.add_argument("--accept", metavar="TYPE")
+    invoke.add_argument("--target-variant", metavar="NAME")
+    invoke.add_argument("--custom-attributes", metavar="TEXT")
+    _add_endpoint_url(invoke)
+    invoke.set_defaults(func=_invoke)
     return parser
 
 
