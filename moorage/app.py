@@ -18,11 +18,13 @@ from moorage.api import control
 from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
+from moorage.clock import SystemClock
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
 from moorage.control.reconciler import Reconciler
 from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
 from moorage.dataplane.routes import RoutingTable
+from moorage.fleet import FleetContext
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer
 from moorage.logs import EndpointLogs
@@ -38,6 +40,7 @@ class MoorageApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clock = SystemClock()
         self.table = RoutingTable()
         self.runtime = RuntimeApi(self.table, settings.account_id)
         self.control: JsonServices | None = None
@@ -75,14 +78,20 @@ class MoorageApp:
         # Unix socket paths must stay short, so instance sockets live in a private temp dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="moorage-"))
         logs = EndpointLogs(settings.log_dir)
-        self.reconciler = Reconciler(
-            self.store, LocalProvider(self._run_dir), self.table, logs, settings, settings.default_region
+        fleet = FleetContext(
+            provider=LocalProvider(self._run_dir),
+            logs=logs,
+            clock=self.clock,
+            settings=settings.fleet(),
+            region=settings.default_region,
+            account=settings.account_id,
         )
+        self.reconciler = Reconciler(self.store, self.table, fleet)
         self.control = JsonServices(
             [
                 JsonService(
                     "sagemaker",
-                    control.operations(self.store, self.reconciler),
+                    control.operations(self.store, self.reconciler, settings),
                     settings.account_id,
                     settings.default_region,
                     settings.max_control_body_bytes,

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moorage.fleet.settings import FleetSettings
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -54,6 +56,13 @@ class Settings:
     request_timeout_seconds: float = field(
         default_factory=lambda: _env_float("MOORAGE_REQUEST_TIMEOUT_SECONDS", 60.0)
     )
+
+    def fleet(self) -> FleetSettings:
+        return FleetSettings(
+            stop_grace_seconds=self.stop_grace_seconds,
+            cache_dir=self.cache_dir,
+            max_unpacked_bytes=self.max_unpacked_bytes,
+        )
 
     @property
     def cache_dir(self) -> Path:

@@ -4,7 +4,7 @@ Lists are replaced, never mutated in place, so a request always sees a consisten
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from moorage.dataplane.connection import WorkerClient
@@ -50,6 +50,12 @@ class EndpointRoute:
 
     def __post_init__(self) -> None:
         self.by_name = {v.name: v for v in self.variants}
+        self.total_weight = sum(v.weight for v in self.variants)
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Change variant weights; nothing awaits in between, so a request sees old or new, never a mix."""
+        for variant in self.variants:
+            variant.weight = weights.get(variant.name, variant.weight)
         self.total_weight = sum(v.weight for v in self.variants)
 
 

@@ -1,0 +1,34 @@
+"""Deploying a fleet: plan every variant from the snapshot, then start all of its instances."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from moorage.artifacts import ArtifactError
+from moorage.compute.base import InstanceStartError
+from moorage.fleet.endpoint import EndpointFleet
+from moorage.fleet.plan import DeploymentFailed, check_supported, prepare_variant
+from moorage.fleet.settings import FleetContext
+from moorage.fleet.variant import VariantFleet
+
+
+async def deploy_fleet(endpoint: str, snapshot: dict[str, Any], ctx: FleetContext) -> EndpointFleet:
+    """Prepare every variant and start all of its instances; nothing is left running if this fails."""
+    config = snapshot["config"]
+    check_supported(config)
+    if (config.get("DataCaptureConfig") or {}).get("EnableCapture"):
+        ctx.logs.write(
+            endpoint, "DataCaptureConfig is recorded but not acted on: this server does not capture data yet."
+        )
+    try:
+        plans = [await prepare_variant(endpoint, snapshot, pv, ctx) for pv in config["ProductionVariants"]]
+        fleet = EndpointFleet(endpoint, [VariantFleet(endpoint, plan, ctx) for plan in plans], ctx)
+        await fleet.start()
+    except (InstanceStartError, ArtifactError) as exc:
+        raise DeploymentFailed(str(exc)) from exc
+    except (DeploymentFailed, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        raise DeploymentFailed(f"Internal error while deploying: {exc!r}") from exc
+    return fleet

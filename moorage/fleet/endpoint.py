@@ -1,0 +1,44 @@
+"""An endpoint's fleet: its variants and the route the data plane uses to reach them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from moorage.dataplane.routes import EndpointRoute
+from moorage.fleet.settings import FleetContext
+from moorage.fleet.variant import VariantFleet
+
+
+class EndpointFleet:
+    def __init__(self, name: str, variants: list[VariantFleet], ctx: FleetContext) -> None:
+        self.name = name
+        self.variants = variants
+        log_group = f"arn:aws:logs:{ctx.region}:{ctx.account}:log-group:/aws/sagemaker/Endpoints/{name}"
+        self.route = EndpointRoute(name, [v.route for v in variants], log_group)
+
+    def variant(self, name: str) -> VariantFleet | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    async def start(self) -> None:
+        """Start every variant's instances at once; if any fails, none is left running."""
+        results = await asyncio.gather(*(v.start() for v in self.variants), return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await self.retire(drain=False, grace=2.0)
+            raise failure
+
+    def activate(self) -> None:
+        for variant in self.variants:
+            variant.activate()
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """New variant weights for the traffic split, applied in one step."""
+        self.route.set_weights(weights)
+
+    def instance_counts(self) -> dict[str, int]:
+        return {v.name: v.current for v in self.variants}
+
+    async def retire(self, drain: bool, grace: float | None = None) -> None:
+        """Stop every instance, after its in-flight requests if `drain`."""
+        await asyncio.gather(*(v.close(drain, grace) for v in self.variants))

@@ -1,0 +1,148 @@
+"""From an endpoint snapshot to variant plans: refuse what this server cannot run, then prepare each
+variant's model (download, unpack, environment) within its download bound.
+
+A snapshot is the endpoint config and models as they were when the deployment was accepted, plus the
+variants' current capacity (`"capacity"`, written when weights or instance counts change)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.artifacts import PreparedModel, UnpackLimits, prepare_model
+from moorage.fleet.settings import FleetContext
+
+INVOCATION_TIMEOUT = 60.0
+DEFAULT_STARTUP_TIMEOUT = 600.0
+DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
+DEFAULT_ROUTING = "LEAST_OUTSTANDING_REQUESTS"
+_ROUTING = frozenset({"LEAST_OUTSTANDING_REQUESTS", "RANDOM"})
+
+# Endpoint-config features that change what the endpoint does; running without them would look like
+# success while doing something else, so the endpoint fails instead and says what to remove.
+_UNSERVED_CONFIG = {
+    "AsyncInferenceConfig": "asynchronous inference (InvokeEndpointAsync)",
+    "ShadowProductionVariants": "shadow variants",
+    "ExplainerConfig": "online explainability",
+}
+
+
+class DeploymentFailed(Exception):
+    """str() is the endpoint's FailureReason."""
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """Everything needed to start instances of one production variant."""
+
+    name: str
+    prepared: PreparedModel
+    environment: dict[str, str]
+    startup_timeout: float
+    instances: int
+    weight: float
+    timeout: float
+    routing: str
+
+
+def check_supported(config: dict[str, Any]) -> None:
+    """Refuse endpoint configs that ask for a mode this server does not run yet."""
+    for member, feature in _UNSERVED_CONFIG.items():
+        if config.get(member):
+            raise DeploymentFailed(
+                f"Endpoint config {config['EndpointConfigName']} sets {member}: {feature} is not supported "
+                f"by this server yet. Remove {member} to serve the model in real time."
+            )
+    for variant in config["ProductionVariants"]:
+        strategy = (variant.get("RoutingConfig") or {}).get("RoutingStrategy", DEFAULT_ROUTING)
+        if strategy not in _ROUTING:
+            raise DeploymentFailed(
+                f"Variant {variant['VariantName']} asks for RoutingStrategy {strategy}, which this server "
+                "does not support yet. Use LEAST_OUTSTANDING_REQUESTS or RANDOM."
+            )
+
+
+def primary_container(model: dict[str, Any]) -> dict[str, Any]:
+    if "PrimaryContainer" in model:
+        container: dict[str, Any] = model["PrimaryContainer"]
+    else:
+        containers = model.get("Containers") or []
+        if len(containers) != 1:
+            raise DeploymentFailed(
+                f"Model {model['ModelName']} has {len(containers)} containers; inference pipelines and "
+                "multi-container endpoints are not supported by this server yet. Use one PrimaryContainer."
+            )
+        container = containers[0]
+    if container.get("Mode") == "MultiModel":
+        raise DeploymentFailed(
+            f"Model {model['ModelName']} uses Mode=MultiModel, which this server does not support yet. "
+            "Deploy each model as its own endpoint or variant."
+        )
+    return container
+
+
+def invocation_timeout(environment: dict[str, str]) -> float:
+    """InvokeEndpoint allows 60 s; the model server timeout may only shorten it (read as seconds)."""
+    for key in ("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS", "SAGEMAKER_MODEL_SERVER_TIMEOUT"):
+        value = environment.get(key)
+        if value:
+            with contextlib.suppress(ValueError):
+                return max(0.001, min(INVOCATION_TIMEOUT, float(value)))
+    return INVOCATION_TIMEOUT
+
+
+def variant_capacity(snapshot: dict[str, Any], variant: dict[str, Any]) -> tuple[int, float]:
+    """(instances, weight) a variant should have now: its last capacity change, else the config's."""
+    current = (snapshot.get("capacity") or {}).get(variant["VariantName"], {})
+    instances = int(current.get("instances", variant.get("InitialInstanceCount", 1)))
+    weight = float(current.get("weight", variant.get("InitialVariantWeight", 1.0)))
+    return instances, weight
+
+
+async def prepare_variant(
+    endpoint: str, snapshot: dict[str, Any], pv: dict[str, Any], ctx: FleetContext
+) -> VariantPlan:
+    """Download and unpack the variant's model and build its environment, within its download bound."""
+    model = snapshot["models"][pv["ModelName"]]
+    container = primary_container(model)
+    environment = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+    limits = UnpackLimits(max_total_bytes=ctx.settings.max_unpacked_bytes)
+    source = container.get("ModelDataUrl") or "ModelDataSource"
+    ctx.logs.write(
+        endpoint, f"Variant {pv['VariantName']}: preparing model {model['ModelName']} from {source}"
+    )
+    timeout = float(pv.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
+    try:
+        prepared = await asyncio.wait_for(
+            asyncio.to_thread(
+                prepare_model,
+                container,
+                ctx.settings.cache_dir,
+                limits,
+                lambda line: ctx.logs.write(endpoint, line),
+            ),
+            timeout,
+        )
+    except TimeoutError:
+        raise DeploymentFailed(
+            f"Variant {pv['VariantName']}: ModelDataDownloadTimeoutInSeconds ({timeout:.0f} s) passed while "
+            f"the model data from {source} was still being downloaded, unpacked or given its environment. "
+            "Raise ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
+        ) from None
+    if prepared.env_dir is not None:
+        environment.setdefault("VIRTUAL_ENV", str(prepared.env_dir))
+        environment["PATH"] = f"{prepared.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    instances, weight = variant_capacity(snapshot, pv)
+    return VariantPlan(
+        name=pv["VariantName"],
+        prepared=prepared,
+        environment=environment,
+        startup_timeout=float(pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)),
+        instances=instances,
+        weight=weight,
+        timeout=invocation_timeout(environment),
+        routing=(pv.get("RoutingConfig") or {}).get("RoutingStrategy", DEFAULT_ROUTING),
+    )

@@ -1,0 +1,36 @@
+"""What every fleet needs: where instances come from, where they log, the clock, and timing settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from moorage.clock import Clock
+from moorage.compute.base import InstanceProvider
+from moorage.logs import EndpointLogs
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    # an instance leaving a fleet gets SIGTERM, then SIGKILL after this (SageMaker's 30 s)
+    stop_grace_seconds: float = 30.0
+    # the longest wait for a leaving instance's in-flight requests (the 60 s invocation budget + margin)
+    drain_seconds: float = 65.0
+    # repeated instance failures (exits, hangs, failed starts) wait this long before the next attempt,
+    # doubling up to the maximum; an instance that served this long resets the count
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 60.0
+    steady_seconds: float = 60.0
+    # where models are cached and how big an unpacked artifact may be
+    cache_dir: Path = Path(".moorage/cache")
+    max_unpacked_bytes: int = 32 * 1024**3
+
+
+@dataclass(frozen=True)
+class FleetContext:
+    provider: InstanceProvider
+    logs: EndpointLogs
+    clock: Clock
+    settings: FleetSettings
+    region: str
+    account: str

@@ -1,0 +1,266 @@
+"""One production variant's instances, kept at their desired number.
+
+A single task per variant (`_keep`) converges the fleet on `desired`: it starts missing instances (each
+joins the routing table only once it is warm) and removes extra ones (they leave the routing table at
+once, finish their in-flight requests, then get SIGTERM and, after the grace period, SIGKILL). Instances
+that exit on their own, or that a health check gives up on, are replaced by the same loop; repeated
+failures back off exponentially instead of spinning."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.compute.base import InstanceSpec, InstanceStartError
+from moorage.dataplane.routes import VariantRoute
+from moorage.fleet.member import Member
+from moorage.fleet.plan import VariantPlan
+from moorage.fleet.settings import FleetContext
+
+_DRAIN_POLL_SECONDS = 0.05
+
+
+@dataclass
+class VariantProblem:
+    """Why the variant is not what it should be (VariantStatus.StatusMessage), and since when."""
+
+    message: str
+    since: float  # epoch seconds
+
+
+class VariantFleet:
+    def __init__(self, endpoint: str, plan: VariantPlan, ctx: FleetContext) -> None:
+        self.endpoint = endpoint
+        self.plan = plan
+        self.ctx = ctx
+        self.route = VariantRoute(plan.name, plan.weight, plan.timeout)
+        self.members: list[Member] = []
+        self.desired = plan.instances
+        self.closed = False
+        self.problem: VariantProblem | None = None
+        self._starting = 0
+        self._failures = 0  # instance failures in a row (exits, hangs, failed starts)
+        self._retry_at = 0.0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._leaving: set[asyncio.Task[None]] = set()
+        self._resize: asyncio.Future[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def current(self) -> int:
+        """Instances taking traffic now (CurrentInstanceCount)."""
+        return len(self.members)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start `desired` instances at once, all or nothing: a new fleet, before it takes traffic."""
+        results = await asyncio.gather(
+            *(self._start_member() for _ in range(self.desired)), return_exceptions=True
+        )
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await self.close(drain=False, grace=2.0)
+            raise failure
+
+    def activate(self) -> None:
+        """From now on, keep the fleet at its desired size: replace what fails, apply resizes."""
+        self._tasks.append(asyncio.create_task(self._keep(), name=f"fleet:{self.endpoint}/{self.name}"))
+
+    async def resize(self, count: int) -> None:
+        """Grow or shrink to `count` instances; returns once the fleet has that many.
+
+        New instances take traffic only once warm; removed ones drain first. If new instances cannot
+        start, the fleet keeps what runs, `desired` falls back to it and InstanceStartError says why."""
+        if self._resize is not None and not self._resize.done():
+            self._resize.cancel()
+        self.desired = count
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._resize = done
+        self._wake.set()
+        await done
+
+    async def close(self, drain: bool, grace: float | None = None) -> None:
+        """Stop every instance (after their in-flight requests if `drain`). Cancelling this cuts the
+        drain short but never the stop: nobody else would stop them."""
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self._resize is not None and not self._resize.done():
+            self._resize.cancel()
+        leaving = list(self.members)
+        self.members = []
+        for member in leaving:
+            member.stopping = True
+        grace = self.ctx.settings.stop_grace_seconds if grace is None else grace
+        stops = [self._retire(member, drain, grace) for member in leaving]
+        try:
+            await asyncio.shield(asyncio.gather(*stops, *self._leaving, return_exceptions=True))
+        finally:
+            # only now: a request still draining on one of these may retry on another of them
+            self.route.workers = []
+
+    # ---- converging on `desired` ---------------------------------------------------------------
+
+    async def _keep(self) -> None:
+        while not self.closed:
+            await self._converge()
+            if self._resize is not None and not self._resize.done() and self.current == self.desired:
+                self._resize.set_result(None)
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def _converge(self) -> None:
+        while not self.closed:
+            missing = self.desired - self.current
+            if missing < 0:
+                self._shrink(-missing)
+                continue
+            if missing == 0:
+                return
+            wait = self._retry_at - self.ctx.clock.monotonic()
+            if wait > 0 and await self._sleep_unless_woken(wait):
+                continue  # woken: the desired size may have changed
+            results = await asyncio.gather(
+                *(self._start_member() for _ in range(missing)), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for failure in failures:
+                if not isinstance(failure, InstanceStartError):
+                    raise failure
+                self._failed(f"a new instance did not start: {failure}", lived=0.0)
+            if failures and self._resize is not None and not self._resize.done():
+                self.desired = self.current
+                self._resize.set_exception(InstanceStartError(str(failures[0])))
+            if not failures and self.current >= self.desired:
+                self._recovered()
+
+    async def _sleep_unless_woken(self, seconds: float) -> bool:
+        """Wait `seconds` on the clock, or less if something wakes the fleet; True when woken."""
+        sleep = asyncio.ensure_future(self.ctx.clock.sleep(seconds))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            woken.cancel()
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        return False
+
+    def _shrink(self, count: int) -> None:
+        """Take `count` instances out of the routing table now; they drain and stop in the background."""
+        victims = sorted(self.members, key=lambda m: (m.outstanding, -m.started))[:count]
+        for member in victims:
+            self._detach(member)
+            self.ctx.logs.write(
+                self.endpoint, f"Variant {self.name}: removing instance {member.instance_id} (scale-in)"
+            )
+            self._in_background(self._retire(member, drain=True, grace=self.ctx.settings.stop_grace_seconds))
+
+    # ---- instances -----------------------------------------------------------------------------
+
+    async def _start_member(self) -> Member:
+        plan = self.plan
+        spec = InstanceSpec(
+            instance_id=f"i-{secrets.token_hex(4)}",
+            endpoint_name=self.endpoint,
+            variant_name=plan.name,
+            model_dir=plan.prepared.model_dir,
+            python=plan.prepared.python,
+            environment=plan.environment,
+            log_path=self.ctx.logs.path(self.endpoint),
+            startup_timeout=plan.startup_timeout,
+        )
+        self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
+        self.route.starting += 1
+        try:
+            instance = await self.ctx.provider.start(spec)
+        finally:
+            self.route.starting -= 1
+        member = Member.of(instance, self.ctx.clock.monotonic())
+        if self.closed:  # the fleet was closed while this one was starting
+            await instance.stop(grace=2.0)
+            raise InstanceStartError("the fleet was closed while the instance started")
+        self.members.append(member)
+        self.route.add_workers(member.workers)
+        member.monitor = asyncio.create_task(self._watch(member))
+        self.ctx.logs.write(
+            self.endpoint,
+            f"Variant {plan.name}: instance {spec.instance_id} is healthy ({len(member.workers)} workers)",
+        )
+        return member
+
+    async def _watch(self, member: Member) -> None:
+        """An instance that exits on its own is replaced; the endpoint stays InService meanwhile."""
+        status = await member.instance.wait()
+        if member.stopping or self.closed:
+            return
+        self.lose(member, f"instance {member.instance_id} exited (status {status})", grace=0.0)
+
+    def lose(self, member: Member, reason: str, grace: float) -> None:
+        """Give up on a member that failed: out of the routing table now, stopped in the background,
+        replaced by `_keep` (after a back-off if failures repeat)."""
+        if member.stopping:
+            return
+        self._detach(member)
+        self._in_background(self._retire(member, drain=False, grace=grace))
+        self._failed(reason, lived=self.ctx.clock.monotonic() - member.started)
+        self._wake.set()
+
+    def _detach(self, member: Member) -> None:
+        member.stopping = True
+        self.route.remove_instance(member.instance_id)
+        if member in self.members:
+            self.members.remove(member)
+
+    async def _retire(self, member: Member, drain: bool, grace: float) -> None:
+        clock = self.ctx.clock
+        if drain:
+            deadline = clock.monotonic() + self.ctx.settings.drain_seconds
+            while member.outstanding and clock.monotonic() < deadline:
+                await clock.sleep(_DRAIN_POLL_SECONDS)
+        try:
+            await asyncio.shield(member.instance.stop(grace))
+        finally:
+            member.close_connections()
+            if member.monitor is not None and member.monitor is not asyncio.current_task():
+                member.monitor.cancel()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
+    # ---- failures and back-off ----------------------------------------------------------------
+
+    def _failed(self, reason: str, lived: float) -> None:
+        settings = self.ctx.settings
+        if lived >= settings.steady_seconds:
+            self._failures = 0
+        self._failures += 1
+        delay = 0.0
+        if self._failures > 1:
+            delay = min(
+                settings.backoff_initial_seconds * 2 ** (self._failures - 2), settings.backoff_max_seconds
+            )
+        self._retry_at = self.ctx.clock.monotonic() + delay
+        then = "replacing it now" if delay == 0 else f"next attempt in {delay:g} s"
+        count = f" ({self._failures} failures in a row)" if self._failures > 1 else ""
+        message = f"{reason[:400]}; {then}{count}."
+        since = self.problem.since if self.problem else self.ctx.clock.time()
+        self.problem = VariantProblem(message, since)
+        self.ctx.logs.write(self.endpoint, f"Variant {self.name}: {message}")
+
+    def _recovered(self) -> None:
+        """The fleet is whole again; the failure count only resets once an instance stays up
+        (`steady_seconds`), so a model that crashes soon after starting keeps backing off."""
+        self.problem = None
