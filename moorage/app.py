@@ -41,7 +41,7 @@ class MoorageApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.clock = SystemClock()
-        self.table = RoutingTable()
+        self.table = RoutingTable(settings.routing_seed)
         self.runtime = RuntimeApi(self.table, settings.account_id)
         self.control: JsonServices | None = None
         self.store: Store | None = None

@@ -34,7 +34,23 @@ class Settings:
     max_unpacked_bytes: int = field(
         default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3)
     )
-    stop_grace_seconds: float = 30.0
+    stop_grace_seconds: float = field(default_factory=lambda: _env_float("MOORAGE_STOP_GRACE_SECONDS", 30.0))
+    health_interval_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_HEALTH_INTERVAL_SECONDS", 5.0)
+    )
+    health_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_HEALTH_TIMEOUT_SECONDS", 2.0)
+    )
+    health_failures: int = field(default_factory=lambda: _env_int("MOORAGE_HEALTH_FAILURES", 2))
+    backoff_max_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_RESTART_BACKOFF_MAX_SECONDS", 60.0)
+    )
+    # seeds the weighted variant choice, for a reproducible traffic split (tests, demos)
+    routing_seed: int | None = field(
+        default_factory=lambda: (
+            int(os.environ["MOORAGE_ROUTING_SEED"]) if os.environ.get("MOORAGE_ROUTING_SEED") else None
+        )
+    )
     # service quotas on instances (moorage/control/quotas.py)
     max_instances: int = field(
         default_factory=lambda: _env_int("MOORAGE_MAX_INSTANCES", _default_max_instances())
@@ -60,6 +76,10 @@ class Settings:
     def fleet(self) -> FleetSettings:
         return FleetSettings(
             stop_grace_seconds=self.stop_grace_seconds,
+            health_interval_seconds=self.health_interval_seconds,
+            health_timeout_seconds=self.health_timeout_seconds,
+            health_failures=self.health_failures,
+            backoff_max_seconds=self.backoff_max_seconds,
             cache_dir=self.cache_dir,
             max_unpacked_bytes=self.max_unpacked_bytes,
         )

@@ -28,6 +28,7 @@ def operations(store: Store, reconciler: Reconciler, settings: Settings) -> dict
         "DescribeEndpoint": endpoints.describe,
         "ListEndpoints": endpoints.list,
         "UpdateEndpoint": endpoints.update,
+        "UpdateEndpointWeightsAndCapacities": endpoints.update_weights_and_capacities,
         "DeleteEndpoint": endpoints.delete,
         "AddTags": partial(tags.add_tags, store),
         "ListTags": partial(tags.list_tags, store),

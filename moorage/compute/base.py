@@ -43,6 +43,10 @@ class Instance(Protocol):
         the event loop once the process has exited (its socket no longer accepts connections)."""
         ...
 
+    async def ping(self, index: int, timeout: float) -> bool:
+        """GET /ping on one worker: True for a 200 within `timeout` seconds (the health check)."""
+        ...
+
     async def stop(self, grace: float) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds."""
         ...

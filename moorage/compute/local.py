@@ -29,6 +29,7 @@ class LocalInstance:
         self.process = process
         self.socket_dir = socket_dir
         self.workers: list[WorkerAddress] = []
+        self._health: dict[int, WorkerClient] = {}  # one kept-alive connection per worker for pings
 
     def _worker_pids(self) -> dict[int, int]:
         try:
@@ -63,11 +64,26 @@ class LocalInstance:
 
         loop.add_reader(watch, gone)
 
+    async def ping(self, index: int, timeout: float) -> bool:
+        client = self._health.get(index)
+        if client is None:
+            address = next((w for w in self.workers if w.index == index), None)
+            if address is None:
+                return False
+            client = self._health[index] = WorkerClient(address.socket, max_idle=1)
+        try:
+            response = await client.request(_PING, timeout=timeout)
+        except (WorkerUnavailable, WorkerLost, TimeoutError):
+            return False
+        return response.status == 200
+
     def _signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)
 
     async def stop(self, grace: float) -> None:
+        for client in self._health.values():
+            client.close()
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
@@ -139,17 +155,18 @@ class LocalProvider:
                 break
             if time.monotonic() > deadline:
                 raise InstanceStartError(
-                    f"The instance did not become healthy within {timeout:.0f} s (model_fn still running?). "
-                    "Raise ContainerStartupHealthCheckTimeoutInSeconds or make model loading faster."
+                    f"ContainerStartupHealthCheckTimeoutInSeconds ({timeout:.0f} s) passed while the instance "
+                    "was still loading the model (model_fn had not returned). Raise "
+                    "ContainerStartupHealthCheckTimeoutInSeconds or make model loading faster."
                 )
             await asyncio.sleep(_POLL_SECONDS)
         info = json.loads(ready_file.read_text())
         workers = [WorkerAddress(int(w["index"]), str(w["socket"])) for w in info["workers"]]
-        await asyncio.gather(*(_ping_until_healthy(w.socket, deadline) for w in workers))
+        await asyncio.gather(*(_ping_until_healthy(w.socket, deadline, timeout) for w in workers))
         return workers
 
 
-async def _ping_until_healthy(socket: str, deadline: float) -> None:
+async def _ping_until_healthy(socket: str, deadline: float, bound: float) -> None:
     client = WorkerClient(socket, max_idle=1)
     try:
         while True:
@@ -161,7 +178,8 @@ async def _ping_until_healthy(socket: str, deadline: float) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise InstanceStartError(
-                    f"The instance worker at {socket} never answered GET /ping with 200."
+                    f"ContainerStartupHealthCheckTimeoutInSeconds ({bound:.0f} s) passed while the instance "
+                    f"worker at {socket} was not answering GET /ping with 200."
                 )
             await asyncio.sleep(_POLL_SECONDS)
     finally:

@@ -6,6 +6,7 @@ reconciler does the work."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -18,8 +19,9 @@ from moorage.control.endpoint_configs import load_config
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
 from moorage.control.quotas import InstanceQuotas, instance_demand
-from moorage.control.reconciler import Reconciler
+from moorage.control.reconciler import Reconciler, VariantState
 from moorage.control.tags import check_tags
+from moorage.fleet.plan import variant_capacity
 from moorage.store import Store
 from moorage.store.tables import EndpointRow
 
@@ -61,7 +63,7 @@ class Endpoints:
         with self.store.session() as session:
             if (existing := _lookup(session, name)) is not None:
                 raise ValidationException(already_exists("endpoint", existing.arn))
-        self.quotas.check(self.store, name, instance_demand(snapshot["config"]))
+        self.quotas.check(self.store, name, instance_demand(snapshot))
         now = time.time()
         with self.store.session() as session:
             session.add(
@@ -96,7 +98,7 @@ class Endpoints:
             _retain_variant_properties(
                 snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", [])
             )
-        self.quotas.check(self.store, row.name, instance_demand(snapshot["config"]))
+        self.quotas.check(self.store, row.name, instance_demand(snapshot))
         now = time.time()
         with self.store.session() as session:
             current = session.get(EndpointRow, row.name)
@@ -111,6 +113,85 @@ class Endpoints:
                 current.deployment_config = params.get("DeploymentConfig")
         self.reconciler.update(row.name)
         return {"EndpointArn": row.arn}
+
+    def update_weights_and_capacities(self, caller: Caller, params: Params) -> Params:
+        """UpdateEndpointWeightsAndCapacities: Updating until every variant has its new instance count;
+        new weights take effect once the instances they send traffic to are warm."""
+        row = self._row(caller, params["EndpointName"])
+        counts: dict[str, int] = {}
+        weights: dict[str, float] = {}
+        for change in params["DesiredWeightsAndCapacities"]:
+            variant = change["VariantName"]
+            if variant in counts or variant in weights:
+                raise ValidationException(
+                    f"Variant {variant} appears more than once in DesiredWeightsAndCapacities; list each "
+                    "variant once."
+                )
+            if "ServerlessUpdateConfig" in change:
+                raise ValidationException(
+                    f"Variant {variant}: ServerlessUpdateConfig is not supported by this server yet; change "
+                    "a serverless variant with UpdateEndpoint."
+                )
+            if "DesiredWeight" not in change and "DesiredInstanceCount" not in change:
+                raise ValidationException(
+                    f"Variant {variant}: give DesiredWeight, DesiredInstanceCount or both."
+                )
+            if "DesiredInstanceCount" in change:
+                counts[variant] = change["DesiredInstanceCount"]
+            if "DesiredWeight" in change:
+                weights[variant] = change["DesiredWeight"]
+        self.change_capacity(row.name, counts, weights)
+        return {"EndpointArn": row.arn}
+
+    def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
+        """The one way instance counts and weights change (the API above, and autoscaling): checked,
+        recorded as the variants' desired capacity, then carried out by the reconciler."""
+        with self.store.session() as session:
+            row = session.get(EndpointRow, name)
+            if row is None:
+                raise ValidationException(f'Could not find endpoint "{name}".')
+            arn, status, deployed = row.arn, row.status, row.deployed
+        if status != "InService" or not deployed:
+            raise ValidationException(
+                f'Cannot update in-progress endpoint "{arn}". Its status is {status}; wait until it is '
+                "InService."
+            )
+        variants = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
+        unknown = sorted((set(counts) | set(weights)) - set(variants))
+        if unknown:
+            raise ValidationException(
+                f'The variant(s) "{unknown}" is/are not present in the endpoint configuration of endpoint '
+                f"{name}. Its variants are {sorted(variants)}."
+            )
+        for variant, count in counts.items():
+            if "ServerlessConfig" in variants[variant]:
+                raise ValidationException(
+                    f"Variant {variant} is serverless: it has no instance count to change."
+                )
+            if count < 1:
+                raise ValidationException(
+                    f"Variant {variant}: DesiredInstanceCount must be at least 1 for a real-time endpoint."
+                )
+        capacity = {
+            variant: dict(zip(("instances", "weight"), variant_capacity(deployed, pv), strict=True))
+            for variant, pv in variants.items()
+        }
+        for variant, count in counts.items():
+            capacity[variant]["instances"] = count
+        for variant, weight in weights.items():
+            capacity[variant]["weight"] = weight
+        if not math.isfinite(sum(float(c["weight"]) for c in capacity.values())):
+            raise ValidationException("The variant weights add up to more than a double can hold.")
+        target = {**deployed, "capacity": capacity}
+        self.quotas.check(self.store, name, instance_demand(target), replaces=True)
+        with self.store.session() as session:
+            current = session.get(EndpointRow, name)
+            assert current is not None
+            current.status = "Updating"
+            current.deployed = target
+            current.failure_reason = None
+            current.last_modified_time = time.time()
+        self.reconciler.change_capacity(name, counts, weights)
 
     def delete(self, caller: Caller, params: Params) -> Params:
         with self.store.session() as session:
@@ -134,11 +215,11 @@ class Endpoints:
             "LastDeploymentConfig": row.deployment_config,
         }
         if row.deployed:
-            counts = self.reconciler.current_instance_counts(row.name)
+            live = self.reconciler.variant_states(row.name)
             config = row.deployed["config"]
             resolved = row.deployed.get("accepted_at", row.creation_time)
             result["ProductionVariants"] = [
-                _variant_summary(v, row.deployed["models"], counts.get(v["VariantName"], 0), resolved)
+                _variant_summary(v, row.deployed, live.get(v["VariantName"]), resolved)
                 for v in config["ProductionVariants"]
             ]
             for member in (
@@ -205,15 +286,19 @@ def _images(model: Params, when: float) -> list[Params]:
     ]
 
 
-def _variant_summary(variant: Params, models: Params, current: int, when: float) -> Params:
+def _variant_summary(variant: Params, deployed: Params, live: VariantState | None, when: float) -> Params:
+    """Desired values are what the endpoint is moving to; current ones what serves right now."""
+    instances, weight = variant_capacity(deployed, variant)
     summary: Params = {
         "VariantName": variant["VariantName"],
-        "DeployedImages": _images(models.get(variant["ModelName"], {}), when),
-        "CurrentWeight": variant.get("InitialVariantWeight", 1.0),
-        "DesiredWeight": variant.get("InitialVariantWeight", 1.0),
-        "CurrentInstanceCount": current,
-        "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
+        "DeployedImages": _images(deployed["models"].get(variant["ModelName"], {}), when),
+        "CurrentWeight": live.weight if live else weight,
+        "DesiredWeight": weight,
+        "CurrentInstanceCount": live.instances if live else 0,
+        "DesiredInstanceCount": instances,
     }
+    if live and live.status:
+        summary["VariantStatus"] = live.status
     if "ServerlessConfig" in variant:
         summary["CurrentServerlessConfig"] = variant["ServerlessConfig"]
         summary["DesiredServerlessConfig"] = variant["ServerlessConfig"]
@@ -253,14 +338,16 @@ def _capture_summary(capture: Params) -> Params:
 
 
 def _retain_variant_properties(snapshot: Params, deployed: Params, excluded: list[Params]) -> None:
-    """RetainAllVariantProperties keeps the running instance counts and weights of same-named variants."""
+    """RetainAllVariantProperties keeps the desired instance counts and weights of same-named variants
+    (as UpdateEndpointWeightsAndCapacities or autoscaling last set them)."""
     skip = {e.get("VariantPropertyType") for e in excluded}
     old = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
     for variant in snapshot["config"]["ProductionVariants"]:
         previous = old.get(variant["VariantName"])
         if previous is None:
             continue
+        instances, weight = variant_capacity(deployed, previous)
         if "DesiredInstanceCount" not in skip and "InitialInstanceCount" in previous:
-            variant["InitialInstanceCount"] = previous["InitialInstanceCount"]
-        if "DesiredWeight" not in skip and "InitialVariantWeight" in previous:
-            variant["InitialVariantWeight"] = previous["InitialVariantWeight"]
+            variant["InitialInstanceCount"] = instances
+        if "DesiredWeight" not in skip:
+            variant["InitialVariantWeight"] = weight

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from moorage.api.errors import ResourceLimitExceeded
 from moorage.config import Settings
+from moorage.fleet.plan import variant_capacity
 from moorage.store import Store
 from moorage.store.tables import EndpointRow
 
@@ -25,14 +26,14 @@ SERVERLESS = "serverless"  # serverless variants run one instance here; counted 
 _HOLDING = frozenset({"Creating", "InService", "Updating", "SystemUpdating", "RollingBack"})
 
 
-def instance_demand(config: Mapping[str, Any]) -> Counter[str]:
-    """Instances an endpoint config asks for, by instance type."""
+def instance_demand(snapshot: Mapping[str, Any]) -> Counter[str]:
+    """Instances an endpoint snapshot asks for (its variants' current desired counts), by instance type."""
     demand: Counter[str] = Counter()
-    for variant in config.get("ProductionVariants", []):
+    for variant in snapshot["config"].get("ProductionVariants", []):
         if "ServerlessConfig" in variant:
             demand[SERVERLESS] += 1
         else:
-            demand[str(variant.get("InstanceType", ""))] += int(variant.get("InitialInstanceCount", 1))
+            demand[str(variant.get("InstanceType", ""))] += variant_capacity(snapshot, variant)[0]
     return demand
 
 
@@ -81,7 +82,7 @@ class InstanceQuotas:
             rows = session.scalars(select(EndpointRow).where(EndpointRow.status.in_(_HOLDING))).all()
             snapshots = [(row.name, row.deployed, row.pending) for row in rows]
         return _total(
-            instance_demand(snapshot["config"])
+            instance_demand(snapshot)
             for name, deployed, pending in snapshots
             if name != exclude
             for snapshot in (deployed, pending)

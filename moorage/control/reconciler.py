@@ -10,12 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
 from moorage.store import Store
 from moorage.store.tables import EndpointRow
+
+
+@dataclass(frozen=True)
+class VariantState:
+    """What a variant's fleet is doing right now, for DescribeEndpoint."""
+
+    instances: int
+    weight: float
+    status: list[dict[str, Any]]  # VariantStatus entries
 
 
 class Reconciler:
@@ -40,9 +50,22 @@ class Reconciler:
         previous = self._tasks.pop(name, None)
         self._run(name, self._delete(name, previous))
 
-    def current_instance_counts(self, name: str) -> dict[str, int]:
+    def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
+        """Resize variants (starting now) and then apply new weights; the endpoint is Updating meanwhile."""
         fleet = self.fleets.get(name)
-        return {} if fleet is None else fleet.instance_counts()
+        if fleet is None:
+            return
+        resizes = {v.name: v.resize(n) for v, n in ((fleet.variant(v), n) for v, n in counts.items()) if v}
+        self._run(name, self._change_capacity(fleet, resizes, weights))
+
+    def variant_states(self, name: str) -> dict[str, VariantState]:
+        fleet = self.fleets.get(name)
+        if fleet is None:
+            return {}
+        return {
+            v.name: VariantState(v.current, v.route.weight, [a.entry() for a in v.activities()])
+            for v in fleet.variants
+        }
 
     async def restore(self) -> None:
         """Rebuild what the store says should run; InService endpoints are warm before this returns."""
@@ -108,7 +131,8 @@ class Reconciler:
             row = session.get(EndpointRow, name)
             snapshot = row.pending if row else None
             old_config = row.config_name if row else ""
-        if not snapshot:
+        if not snapshot:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
+            self._save(name, status="InService")
             return
         new_config = snapshot["config"]["EndpointConfigName"]
         try:
@@ -143,6 +167,41 @@ class Reconciler:
             if row is not None:
                 session.delete(row)
         self.logs.write(name, "Endpoint deleted.")
+
+    async def _change_capacity(
+        self, fleet: EndpointFleet, resizes: dict[str, asyncio.Future[None]], weights: dict[str, float]
+    ) -> None:
+        name = fleet.name
+        results = await asyncio.gather(*resizes.values(), return_exceptions=True)
+        failed = {
+            variant: result
+            for variant, result in zip(resizes, results, strict=True)
+            if isinstance(result, BaseException)
+        }
+        # weights move only to variants whose instances are there to take the traffic
+        fleet.set_weights({v: w for v, w in weights.items() if v not in failed})
+        with self.store.session() as session:
+            row = session.get(EndpointRow, name)
+            if row is None or row.deployed is None:
+                return
+            capacity = {v: dict(c) for v, c in (row.deployed.get("capacity") or {}).items()}
+            for variant_name in failed:
+                variant = fleet.variant(variant_name)
+                assert variant is not None
+                capacity[variant_name]["instances"] = variant.current
+                capacity[variant_name]["weight"] = variant.route.weight
+            row.deployed = {**row.deployed, "capacity": capacity}
+            row.status = "InService"
+            row.failure_reason = (
+                "; ".join(
+                    f"Variant {v} could not reach its new instance count: {e}" for v, e in failed.items()
+                )[:1024]
+                or None
+            )
+            row.last_modified_time = self.clock.time()
+        for variant_name, error in failed.items():
+            self.logs.write(name, f"Variant {variant_name}: capacity change failed: {error}")
+        self.logs.write(name, "Capacity change finished; the endpoint is InService.")
 
     async def _resume(self, name: str, status: str, deployed: dict[str, Any]) -> None:
         self.logs.write(name, f"Server restarted: starting the instances of this {status} endpoint again.")

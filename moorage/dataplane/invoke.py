@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from moorage.api.errors import AwsError, ModelError, ServiceUnavailable, ValidationError
 from moorage.dataplane.connection import Connection, WorkerLost, WorkerResponse, WorkerUnavailable
-from moorage.dataplane.policy import choose_variant, choose_worker
+from moorage.dataplane.policy import choose_variant
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -113,7 +113,7 @@ class _Call:
         workers = self.variant.workers
         if self.tried:
             workers = [w for w in workers if w not in self.tried]
-        worker = choose_worker(workers)
+        worker = self.variant.pick(workers)
         if worker is None:
             self._wait_for_a_worker()
             return
@@ -210,7 +210,7 @@ def invoke(table: RoutingTable, inv: Invocation, account: str) -> asyncio.Future
     route = table.get(inv.endpoint)
     if route is None:
         raise not_found(inv.endpoint, account)
-    variant = choose_variant(route, inv.target_variant)
+    variant = choose_variant(route, inv.target_variant, table.rng)
     if variant is None:
         if inv.target_variant is not None:
             raise ValidationError(

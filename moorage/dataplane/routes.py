@@ -4,10 +4,12 @@ Lists are replaced, never mutated in place, so a request always sees a consisten
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from moorage.dataplane.connection import WorkerClient
+from moorage.dataplane.policy import WorkerChoice, choose_worker
 
 
 @dataclass(eq=False, slots=True)
@@ -25,6 +27,8 @@ class VariantRoute:
     name: str
     weight: float
     timeout: float
+    # the RoutingStrategy: picks a worker among `workers` (moorage/dataplane/policy.py)
+    pick: WorkerChoice = choose_worker
     workers: list[WorkerRoute] = field(default_factory=list)
     starting: int = 0
 
@@ -60,10 +64,13 @@ class EndpointRoute:
 
 
 class RoutingTable:
-    """Endpoint name (exact case, as InvokeEndpoint requires) to its current route."""
+    """Endpoint name (exact case, as InvokeEndpoint requires) to its current route.
 
-    def __init__(self) -> None:
+    `rng` draws the weighted variant choice; seed it (MOORAGE_ROUTING_SEED) for a reproducible split."""
+
+    def __init__(self, seed: int | None = None) -> None:
         self._routes: dict[str, EndpointRoute] = {}
+        self.rng = random.Random(seed)
 
     def get(self, name: str) -> EndpointRoute | None:
         return self._routes.get(name)

@@ -17,6 +17,7 @@ class Member:
     workers: list[WorkerRoute]
     started: float  # clock.monotonic() when it became healthy
     stopping: bool = False  # leaving the fleet: its exit is expected, not a failure
+    failed_pings: int = 0  # health checks failed in a row
     monitor: asyncio.Task[None] | None = None
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +95,7 @@ def invocation_timeout(environment: dict[str, str]) -> float:
     return INVOCATION_TIMEOUT
 
 
-def variant_capacity(snapshot: dict[str, Any], variant: dict[str, Any]) -> tuple[int, float]:
+def variant_capacity(snapshot: Mapping[str, Any], variant: Mapping[str, Any]) -> tuple[int, float]:
     """(instances, weight) a variant should have now: its last capacity change, else the config's."""
     current = (snapshot.get("capacity") or {}).get(variant["VariantName"], {})
     instances = int(current.get("instances", variant.get("InitialInstanceCount", 1)))

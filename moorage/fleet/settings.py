@@ -16,6 +16,11 @@ class FleetSettings:
     stop_grace_seconds: float = 30.0
     # the longest wait for a leaving instance's in-flight requests (the 60 s invocation budget + margin)
     drain_seconds: float = 65.0
+    # every instance's idle workers get GET /ping this often; one that does not answer within the
+    # timeout this many times in a row is taken out of the routing table and replaced
+    health_interval_seconds: float = 5.0
+    health_timeout_seconds: float = 2.0
+    health_failures: int = 2
     # repeated instance failures (exits, hangs, failed starts) wait this long before the next attempt,
     # doubling up to the maximum; an instance that served this long resets the count
     backoff_initial_seconds: float = 0.5

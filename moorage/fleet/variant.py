@@ -15,20 +15,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from moorage.compute.base import InstanceSpec, InstanceStartError
+from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import VariantRoute
+from moorage.fleet.health import probe
 from moorage.fleet.member import Member
 from moorage.fleet.plan import VariantPlan
 from moorage.fleet.settings import FleetContext
 
 _DRAIN_POLL_SECONDS = 0.05
+_HUNG_GRACE_SECONDS = 5.0  # a hung instance will not act on SIGTERM; it is out of the route already
 
 
-@dataclass
-class VariantProblem:
-    """Why the variant is not what it should be (VariantStatus.StatusMessage), and since when."""
+@dataclass(frozen=True)
+class VariantActivity:
+    """Something the variant is going through, shown as a DescribeEndpoint VariantStatus entry."""
 
+    status: str  # Creating | Updating | Deleting | ActivatingTraffic | Baking
     message: str
     since: float  # epoch seconds
+
+    def entry(self) -> dict[str, Any]:
+        return {"Status": self.status, "StatusMessage": self.message, "StartTime": self.since}
 
 
 class VariantFleet:
@@ -36,11 +43,12 @@ class VariantFleet:
         self.endpoint = endpoint
         self.plan = plan
         self.ctx = ctx
-        self.route = VariantRoute(plan.name, plan.weight, plan.timeout)
+        self.route = VariantRoute(plan.name, plan.weight, plan.timeout, pick=STRATEGIES[plan.routing])
         self.members: list[Member] = []
         self.desired = plan.instances
         self.closed = False
-        self.problem: VariantProblem | None = None
+        self.problem: VariantActivity | None = None  # failures the fleet is recovering from
+        self.resizing: VariantActivity | None = None
         self._starting = 0
         self._failures = 0  # instance failures in a row (exits, hangs, failed starts)
         self._retry_at = 0.0
@@ -71,21 +79,38 @@ class VariantFleet:
             raise failure
 
     def activate(self) -> None:
-        """From now on, keep the fleet at its desired size: replace what fails, apply resizes."""
+        """From now on, keep the fleet at its desired size and healthy: replace what fails or hangs,
+        apply resizes."""
         self._tasks.append(asyncio.create_task(self._keep(), name=f"fleet:{self.endpoint}/{self.name}"))
+        self._tasks.append(
+            asyncio.create_task(self._check_health(), name=f"health:{self.endpoint}/{self.name}")
+        )
 
-    async def resize(self, count: int) -> None:
-        """Grow or shrink to `count` instances; returns once the fleet has that many.
+    def resize(self, count: int) -> asyncio.Future[None]:
+        """Grow or shrink to `count` instances, starting now; the future is done once the fleet has that
+        many (its VariantStatus says so meanwhile).
 
         New instances take traffic only once warm; removed ones drain first. If new instances cannot
-        start, the fleet keeps what runs, `desired` falls back to it and InstanceStartError says why."""
+        start, the fleet keeps what runs, `desired` falls back to it and the future raises
+        InstanceStartError saying why."""
         if self._resize is not None and not self._resize.done():
             self._resize.cancel()
+        message = f"Changing the instance count from {self.current} to {count}."
+        self.resizing = activity = VariantActivity("Updating", message, self.ctx.clock.time())
         self.desired = count
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._resize = done
         self._wake.set()
-        await done
+
+        def finished(_: asyncio.Future[None]) -> None:
+            if self.resizing is activity:
+                self.resizing = None
+
+        done.add_done_callback(finished)
+        return done
+
+    def activities(self) -> list[VariantActivity]:
+        return [a for a in (self.resizing, self.problem) if a is not None]
 
     async def close(self, drain: bool, grace: float | None = None) -> None:
         """Stop every instance (after their in-flight requests if `drain`). Cancelling this cuts the
@@ -139,8 +164,6 @@ class VariantFleet:
             if failures and self._resize is not None and not self._resize.done():
                 self.desired = self.current
                 self._resize.set_exception(InstanceStartError(str(failures[0])))
-            if not failures and self.current >= self.desired:
-                self._recovered()
 
     async def _sleep_unless_woken(self, seconds: float) -> bool:
         """Wait `seconds` on the clock, or less if something wakes the fleet; True when woken."""
@@ -165,6 +188,33 @@ class VariantFleet:
                 self.endpoint, f"Variant {self.name}: removing instance {member.instance_id} (scale-in)"
             )
             self._in_background(self._retire(member, drain=True, grace=self.ctx.settings.stop_grace_seconds))
+
+    # ---- health -------------------------------------------------------------------------------
+
+    async def _check_health(self) -> None:
+        settings = self.ctx.settings
+        while not self.closed:
+            await self.ctx.clock.sleep(settings.health_interval_seconds)
+            members = [m for m in self.members if not m.stopping]
+            verdicts = await asyncio.gather(*(probe(m, settings.health_timeout_seconds) for m in members))
+            for member, healthy in zip(members, verdicts, strict=True):
+                if healthy is None or member.stopping:
+                    continue
+                member.failed_pings = 0 if healthy else member.failed_pings + 1
+                if member.failed_pings >= settings.health_failures:
+                    reason = (
+                        f"instance {member.instance_id} did not answer GET /ping within "
+                        f"{settings.health_timeout_seconds:g} s {member.failed_pings} times in a row (hung?)"
+                    )
+                    self.lose(member, reason, grace=min(settings.stop_grace_seconds, _HUNG_GRACE_SECONDS))
+            if self.problem is not None and self._steady():
+                self.problem = None
+
+    def _steady(self) -> bool:
+        """Whole again, and every instance has stayed up long enough to call the failures over."""
+        now = self.ctx.clock.monotonic()
+        steady = self.ctx.settings.steady_seconds
+        return self.current >= self.desired and all(now - m.started >= steady for m in self.members)
 
     # ---- instances -----------------------------------------------------------------------------
 
@@ -257,10 +307,5 @@ class VariantFleet:
         count = f" ({self._failures} failures in a row)" if self._failures > 1 else ""
         message = f"{reason[:400]}; {then}{count}."
         since = self.problem.since if self.problem else self.ctx.clock.time()
-        self.problem = VariantProblem(message, since)
+        self.problem = VariantActivity("Updating", message, since)
         self.ctx.logs.write(self.endpoint, f"Variant {self.name}: {message}")
-
-    def _recovered(self) -> None:
-        """The fleet is whole again; the failure count only resets once an instance stays up
-        (`steady_seconds`), so a model that crashes soon after starting keeps backing off."""
-        self.problem = None

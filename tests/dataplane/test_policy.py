@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 
 from moorage.dataplane.connection import WorkerClient
-from moorage.dataplane.policy import choose_variant, choose_worker
+from moorage.dataplane.policy import choose_random_instance, choose_variant, choose_worker
 from moorage.dataplane.routes import EndpointRoute, VariantRoute, WorkerRoute
 
 PICKS = 4000
+RNG = random.Random(7)
 
 
 def _endpoint(**weights: float) -> EndpointRoute:
@@ -18,13 +20,13 @@ def _endpoint(**weights: float) -> EndpointRoute:
     return EndpointRoute("ep", variants, log_stream_arn="arn:aws:logs:us-west-2:123456789012:log-group:ep")
 
 
-def _workers(*outstanding: int) -> list[WorkerRoute]:
+def _workers(*outstanding: int, instance: str = "i-1") -> list[WorkerRoute]:
     """Workers whose clients report the given outstanding counts (the policy's only input)."""
     workers = []
     for index, load in enumerate(outstanding):
         client = WorkerClient(f"/nonexistent/w{index}.sock")
         client.outstanding = load
-        workers.append(WorkerRoute(client, "i-1", index, kill=lambda: None))
+        workers.append(WorkerRoute(client, instance, index, kill=lambda: None))
     return workers
 
 
@@ -57,7 +59,7 @@ def test_choose_variant(weights: dict[str, float], target: str | None, expected:
     """Deterministic outcomes; repeated so a weighted draw cannot pass by luck."""
     route = _endpoint(**weights)
     for _ in range(200):
-        variant = choose_variant(route, target)
+        variant = choose_variant(route, target, RNG)
         assert (variant.name if variant else None) == expected
 
 
@@ -74,7 +76,7 @@ def test_choose_variant(weights: dict[str, float], target: str | None, expected:
 def test_weighted_shares(weights: dict[str, float]) -> None:
     """Each variant receives about weight/sum of the traffic (a statistical band, not an exact count)."""
     route = _endpoint(**weights)
-    picks = Counter(v.name for v in (choose_variant(route, None) for _ in range(PICKS)) if v is not None)
+    picks = Counter(v.name for v in (choose_variant(route, None, RNG) for _ in range(PICKS)) if v is not None)
     assert sum(picks.values()) == PICKS
     total = sum(weights.values())
     for name, weight in weights.items():
@@ -106,3 +108,22 @@ def test_ties_spread_evenly(outstanding: tuple[int, ...], tied: set[int]) -> Non
     assert set(picks) == tied
     for index in tied:
         assert abs(picks[index] / PICKS - 1 / len(tied)) < 0.05, picks
+
+
+def test_the_same_seed_gives_the_same_split() -> None:
+    route = _endpoint(A=1.0, B=1.0, C=2.0)
+    first, second = random.Random(42), random.Random(42)
+    picks = [choose_variant(route, None, first) for _ in range(500)]
+    assert picks == [choose_variant(route, None, second) for _ in range(500)]
+
+
+def test_random_picks_instances_evenly_regardless_of_load() -> None:
+    """RANDOM ignores how busy an instance is (LEAST_OUTSTANDING_REQUESTS would avoid the busy one),
+    then takes the least busy worker inside the chosen instance."""
+    busy = _workers(9, 5, instance="i-busy")
+    idle = _workers(0, 0, instance="i-idle")
+    picks = [choose_random_instance(busy + idle) for _ in range(PICKS)]
+    by_instance = Counter(w.instance_id for w in picks if w is not None)
+    assert abs(by_instance["i-busy"] / PICKS - 0.5) < 0.05, by_instance
+    assert {w.index for w in picks if w is not None and w.instance_id == "i-busy"} == {1}
+    assert choose_random_instance([]) is None

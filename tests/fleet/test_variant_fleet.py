@@ -39,7 +39,7 @@ async def test_scale_out_routes_new_instances_only_once_warm(provider: FakeProvi
     await asyncio.gather(fleet.start(), provider.clock.advance(1))
     fleet.activate()
     provider.start_seconds = 10
-    resize = asyncio.ensure_future(fleet.resize(3))
+    resize = fleet.resize(3)
     await provider.clock.advance(5)
     assert len(_routed(fleet)) == 1 and fleet.current == 1 and fleet.desired == 3  # still warming up
     await provider.clock.advance(6)
@@ -93,6 +93,8 @@ async def test_an_exited_instance_is_replaced(provider: FakeProvider, tmp_path: 
     assert fleet.problem is not None and "exited (status 1)" in fleet.problem.message
     await provider.clock.advance(1.5)
     assert fleet.current == 2 and len(provider.running()) == 2
+    assert fleet.problem is not None  # reported until the replacement has stayed up (steady_seconds)
+    await provider.clock.advance(70)
     assert fleet.problem is None
     await fleet.close(drain=False)
 
@@ -125,7 +127,9 @@ async def test_failing_replacements_keep_trying_and_say_why(provider: FakeProvid
     assert fleet.problem is not None and "no weights" in fleet.problem.message
     assert "failures in a row" in fleet.problem.message
     await provider.clock.advance(20)
-    assert fleet.current == 1 and fleet.problem is None
+    assert fleet.current == 1
+    await provider.clock.advance(70)
+    assert fleet.problem is None
     await fleet.close(drain=False)
 
 
@@ -138,4 +142,40 @@ async def test_a_scale_out_that_cannot_start_falls_back(provider: FakeProvider, 
         await asyncio.gather(fleet.resize(3), provider.clock.advance(3))
     await provider.clock.advance(5)
     assert fleet.desired == fleet.current == len(provider.running())
+    await fleet.close(drain=False)
+
+
+async def test_a_hung_instance_leaves_the_route_and_is_replaced(
+    provider: FakeProvider, tmp_path: Path
+) -> None:
+    fleet = _fleet(provider, tmp_path, instances=2, health_interval_seconds=5, health_failures=2)
+    await asyncio.gather(fleet.start(), provider.clock.advance(1))
+    fleet.activate()
+    hung = provider.started[0]
+    hung.answers_ping = False
+    await provider.clock.advance(5.5)
+    assert hung.instance_id in _routed(fleet)  # one missed ping is not enough
+    await provider.clock.advance(5)
+    assert hung.instance_id not in _routed(fleet) and fleet.current == 1
+    assert hung.stopped_with is not None and hung.stopped_with <= 5
+    assert fleet.problem is not None and "did not answer GET /ping" in fleet.problem.message
+    await provider.clock.advance(1.5)
+    assert fleet.current == 2 and hung.instance_id not in _routed(fleet)
+    await fleet.close(drain=False)
+
+
+async def test_busy_workers_are_not_pinged(provider: FakeProvider, tmp_path: Path) -> None:
+    """A worker running a long synchronous request cannot answer /ping; that is not a hang."""
+    fleet = _fleet(provider, tmp_path, health_interval_seconds=5, health_failures=2)
+    await asyncio.gather(fleet.start(), provider.clock.advance(1))
+    fleet.activate()
+    provider.started[0].answers_ping = False
+    for worker in fleet.members[0].workers:
+        worker.client.outstanding = 1
+    await provider.clock.advance(30)
+    assert fleet.current == 1 and provider.started[0].stopped_with is None
+    for worker in fleet.members[0].workers:
+        worker.client.outstanding = 0
+    await provider.clock.advance(11)
+    assert provider.started[0].stopped_with is not None
     await fleet.close(drain=False)
