@@ -11,7 +11,7 @@ import logging
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from moorage.api import control
@@ -19,15 +19,20 @@ from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
 from moorage.clock import SystemClock
+from moorage.compute.base import Instance
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
 from moorage.control.reconciler import Reconciler
 from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
 from moorage.dataplane.routes import RoutingTable
-from moorage.fleet import FleetContext
+from moorage.dataplane.stats import StatsBook
+from moorage.fleet import EndpointFleet, FleetContext
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer
 from moorage.logs import EndpointLogs
+from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from moorage.metrics.exposition import FleetCollector, registry, render
+from moorage.metrics.usage import UsageMeter
 from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
@@ -47,6 +52,10 @@ class MoorageApp:
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
         self._run_dir: Path | None = None
+        self.stats = StatsBook() if settings.metrics else None
+        self.usage = UsageMeter(self.clock, self._instances)
+        self.metrics = registry(FleetCollector(self._fleets, self.usage)) if settings.metrics else None
+        self._background: list[asyncio.Task[None]] = []
 
     def __call__(
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
@@ -58,7 +67,18 @@ class MoorageApp:
             return self.control(headers, body)
         if path == b"/ping":
             return _PING
+        if path == b"/metrics" and self.metrics is not None and method in (b"GET", b"HEAD"):
+            return Response(200, render(self.metrics), METRICS_CONTENT_TYPE)
         return refusal_response(404, _NOT_FOUND, runtime=False)
+
+    def _fleets(self) -> Iterable[EndpointFleet]:
+        return list(self.reconciler.fleets.values()) if self.reconciler is not None else []
+
+    def _instances(self) -> Iterator[Instance]:
+        for fleet in self._fleets():
+            for variant in fleet.variants:
+                for member in variant.members:
+                    yield member.instance
 
     def body_limit(self, url: bytes) -> int:
         """InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a
@@ -85,6 +105,7 @@ class MoorageApp:
             settings=settings.fleet(),
             region=settings.default_region,
             account=settings.account_id,
+            stats=self.stats,
         )
         self.reconciler = Reconciler(self.store, self.table, fleet)
         self.control = JsonServices(
@@ -99,9 +120,12 @@ class MoorageApp:
             ]
         )
         await self.reconciler.restore()
+        self._background.append(asyncio.create_task(self.usage.run(), name="usage"))
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
 
     async def shutdown(self) -> None:
+        for task in self._background:
+            task.cancel()
         if self.reconciler is not None:
             await self.reconciler.shutdown()
         if self.store is not None:

@@ -45,6 +45,10 @@ class Settings:
     backoff_max_seconds: float = field(
         default_factory=lambda: _env_float("MOORAGE_RESTART_BACKOFF_MAX_SECONDS", 60.0)
     )
+    # GET /metrics and the counters behind it (MOORAGE_METRICS=0 turns both off)
+    metrics: bool = field(
+        default_factory=lambda: os.environ.get("MOORAGE_METRICS", "1") not in ("0", "off", "false")
+    )
     # seeds the weighted variant choice, for a reproducible traffic split (tests, demos)
     routing_seed: int | None = field(
         default_factory=lambda: (

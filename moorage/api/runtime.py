@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 from urllib.parse import unquote
 
@@ -78,6 +79,7 @@ class RuntimeApi:
     def __call__(
         self, method: bytes, path: bytes, headers: Mapping[bytes, bytes], body: bytes
     ) -> Response | asyncio.Future[Response]:
+        begun = perf_counter()
         rid = request_id()
         name, _, action = path[_PREFIX:].decode("latin-1").partition("/")
         try:
@@ -99,7 +101,7 @@ class RuntimeApi:
                 inference_id=headers.get(b"x-amzn-sagemaker-inference-id"),
                 target_variant=target_variant.decode("latin-1") if target_variant is not None else None,
             )
-            pending = invoke(self.table, inv, self.account)
+            pending = invoke(self.table, inv, self.account, begun)
         except AwsError as err:
             return error_response(err, rid, _JSON)
         response: asyncio.Future[Response] = pending.get_loop().create_future()

@@ -26,6 +26,14 @@ class WorkerAddress:
     socket: str
 
 
+@dataclass(frozen=True)
+class ResourceUsage:
+    """What an instance's processes have used: CPU time so far, and resident memory now."""
+
+    cpu_seconds: float
+    rss_bytes: int
+
+
 class InstanceStartError(Exception):
     """The instance never became healthy; str() is a FailureReason a user can act on."""
 
@@ -41,6 +49,10 @@ class Instance(Protocol):
     def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
         """Kill one (hung) worker; the instance replaces it on the same address. `on_gone` runs on
         the event loop once the process has exited (its socket no longer accepts connections)."""
+        ...
+
+    def usage(self) -> ResourceUsage | None:
+        """CPU and memory of the instance's processes (main and workers); None when unknown."""
         ...
 
     async def ping(self, index: int, timeout: float) -> bool:

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
+from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
+from moorage.compute.procfs import process_usage
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
 from moorage.lifeline import PARENT_PID_VARIABLE
 
@@ -63,6 +64,12 @@ class LocalInstance:
             on_gone()
 
         loop.add_reader(watch, gone)
+
+    def usage(self) -> ResourceUsage | None:
+        if self.process.returncode is not None:
+            return None
+        pids = [self.process.pid, *self._worker_pids().values()]
+        return process_usage(pids)
 
     async def ping(self, index: int, timeout: float) -> bool:
         client = self._health.get(index)
@@ -155,8 +162,8 @@ class LocalProvider:
                 break
             if time.monotonic() > deadline:
                 raise InstanceStartError(
-                    f"ContainerStartupHealthCheckTimeoutInSeconds ({timeout:.0f} s) passed while the instance "
-                    "was still loading the model (model_fn had not returned). Raise "
+                    f"ContainerStartupHealthCheckTimeoutInSeconds ({timeout:.0f} s) passed while the "
+                    "instance was still loading the model (model_fn had not returned). Raise "
                     "ContainerStartupHealthCheckTimeoutInSeconds or make model loading faster."
                 )
             await asyncio.sleep(_POLL_SECONDS)

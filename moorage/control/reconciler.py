@@ -166,6 +166,8 @@ class Reconciler:
             row = session.get(EndpointRow, name)
             if row is not None:
                 session.delete(row)
+        if self.ctx.stats is not None:
+            self.ctx.stats.forget(name)
         self.logs.write(name, "Endpoint deleted.")
 
     async def _change_capacity(

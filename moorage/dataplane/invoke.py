@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from time import perf_counter
 
 from moorage.api.errors import AwsError, ModelError, ServiceUnavailable, ValidationError
 from moorage.dataplane.connection import Connection, WorkerLost, WorkerResponse, WorkerUnavailable
 from moorage.dataplane.policy import choose_variant
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
+from moorage.dataplane.stats import VariantStats
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 UNAVAILABLE_PATIENCE = 5.0
@@ -77,6 +79,7 @@ class _Call:
     """One request on its way to a worker: retries refused connections, enforces the time budget."""
 
     __slots__ = (
+        "begun",
         "conn",
         "connecting",
         "deadline",
@@ -84,6 +87,7 @@ class _Call:
         "pause",
         "raw",
         "route",
+        "sent",
         "timer",
         "tried",
         "variant",
@@ -96,11 +100,14 @@ class _Call:
         variant: VariantRoute,
         raw: bytes,
         future: asyncio.Future[InvocationResult],
+        begun: float,
     ) -> None:
         self.route = route
         self.variant = variant
         self.raw = raw
         self.future = future
+        self.begun = begun  # perf_counter() when the request arrived (OverheadLatency)
+        self.sent = 0.0  # perf_counter() when it went to the worker (ModelLatency)
         self.worker: WorkerRoute | None = None
         self.conn: Connection | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -127,6 +134,7 @@ class _Call:
 
     def _send(self, conn: Connection) -> None:
         self.conn = conn
+        self.sent = perf_counter()
         conn.send(self.raw, self)
         self.timer = self.future.get_loop().call_later(self.variant.timeout, self._on_timeout)
 
@@ -149,6 +157,9 @@ class _Call:
         if not self.deadline:
             self.deadline = now + min(UNAVAILABLE_PATIENCE, self.variant.timeout)
         if now >= self.deadline:
+            if (stats := self.variant.stats) is not None:
+                stats.invocations += 1
+                stats.errors_5xx += 1
             starting = f" ({self.variant.starting} starting)" if self.variant.starting else ""
             self._fail(
                 ServiceUnavailable(
@@ -171,6 +182,8 @@ class _Call:
         self._finish_exchange()
         assert self.worker is not None and self.conn is not None
         self.worker.client.release(self.conn)
+        if (stats := self.variant.stats) is not None:
+            self._record(stats, response.status)
         if not 200 <= response.status < 300:
             self._fail(
                 model_error(self.route, response.status, response.body.decode("utf-8", "replace")[:4096])
@@ -184,13 +197,36 @@ class _Call:
         elif not self.future.done():
             self.future.set_result(InvocationResult(self.variant.name, response))
 
+    def _record(self, stats: VariantStats, status: int) -> None:
+        now = perf_counter()
+        model = now - self.sent
+        stats.invocations += 1
+        stats.model_latency.observe(model * 1e6)
+        stats.overhead_latency.observe((now - self.begun - model) * 1e6)
+        if self.worker is not None:
+            self.worker.served += 1
+        if not 200 <= status < 300:
+            stats.model_errors += 1
+            if 400 <= status < 500:
+                stats.errors_4xx += 1
+            elif status >= 500:
+                stats.errors_5xx += 1
+
+    def _lost(self) -> None:
+        """Sent, but no answer came (the worker died or timed out): a model error without a status."""
+        if (stats := self.variant.stats) is not None:
+            stats.invocations += 1
+            stats.model_errors += 1
+
     def on_failure(self, exc: Exception) -> None:
+        self._lost()
         self._finish_exchange()
         if self.worker is not None:
             self.worker.client.close()  # its other pooled connections died with it
         self._fail(model_error(self.route, 0, LOST_MESSAGE if isinstance(exc, WorkerLost) else str(exc)))
 
     def _on_timeout(self) -> None:
+        self._lost()
         self.timer = None
         self._finish_exchange()
         if self.conn is not None:
@@ -205,8 +241,11 @@ class _Call:
             self.future.set_exception(err)
 
 
-def invoke(table: RoutingTable, inv: Invocation, account: str) -> asyncio.Future[InvocationResult]:
-    """Start an invocation; errors found before anything is sent are raised at once."""
+def invoke(
+    table: RoutingTable, inv: Invocation, account: str, begun: float
+) -> asyncio.Future[InvocationResult]:
+    """Start an invocation (`begun`: perf_counter() at its arrival); errors found before anything is
+    sent are raised at once."""
     route = table.get(inv.endpoint)
     if route is None:
         raise not_found(inv.endpoint, account)
@@ -219,5 +258,5 @@ def invoke(table: RoutingTable, inv: Invocation, account: str) -> asyncio.Future
             )
         raise ValidationError(f"Endpoint {route.name} has no variant with a weight above zero.")
     future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
-    _Call(route, variant, _encode(inv), future).start()
+    _Call(route, variant, _encode(inv), future, begun).start()
     return future

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from moorage.dataplane.connection import WorkerClient
 from moorage.dataplane.policy import WorkerChoice, choose_worker
+from moorage.dataplane.stats import VariantStats
 
 
 @dataclass(eq=False, slots=True)
@@ -20,6 +21,7 @@ class WorkerRoute:
     instance_id: str
     index: int
     kill: Callable[[], None]
+    served: int = 0  # responses it gave (InvocationsPerInstance, summed per instance)
 
 
 @dataclass(eq=False)
@@ -31,6 +33,7 @@ class VariantRoute:
     pick: WorkerChoice = choose_worker
     workers: list[WorkerRoute] = field(default_factory=list)
     starting: int = 0
+    stats: VariantStats | None = None  # None: metrics are off
 
     def add_workers(self, workers: list[WorkerRoute]) -> None:
         self.workers = [*self.workers, *workers]

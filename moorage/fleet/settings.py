@@ -7,6 +7,7 @@ from pathlib import Path
 
 from moorage.clock import Clock
 from moorage.compute.base import InstanceProvider
+from moorage.dataplane.stats import StatsBook
 from moorage.logs import EndpointLogs
 
 
@@ -39,3 +40,4 @@ class FleetContext:
     settings: FleetSettings
     region: str
     account: str
+    stats: StatsBook | None = None  # None: metrics are off

@@ -44,6 +44,7 @@ class VariantFleet:
         self.plan = plan
         self.ctx = ctx
         self.route = VariantRoute(plan.name, plan.weight, plan.timeout, pick=STRATEGIES[plan.routing])
+        self.route.stats = ctx.stats.variant(endpoint, plan.name) if ctx.stats is not None else None
         self.members: list[Member] = []
         self.desired = plan.instances
         self.closed = False
@@ -232,11 +233,14 @@ class VariantFleet:
         )
         self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
         self.route.starting += 1
+        begun = self.ctx.clock.monotonic()
         try:
             instance = await self.ctx.provider.start(spec)
         finally:
             self.route.starting -= 1
         member = Member.of(instance, self.ctx.clock.monotonic())
+        if self.route.stats is not None:
+            self.route.stats.setup_time.observe((member.started - begun) * 1e6)
         if self.closed:  # the fleet was closed while this one was starting
             await instance.stop(grace=2.0)
             raise InstanceStartError("the fleet was closed while the instance started")

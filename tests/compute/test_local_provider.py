@@ -160,10 +160,8 @@ def test_startup_timeout_is_start_error_and_kills_the_instance(tmp_path: Path, r
     async def scenario() -> None:
         await LocalProvider(run_dir).start(_spec(tmp_path, code, startup_timeout=1.0))
 
-    with pytest.raises(
-        InstanceStartError,
-        match=r"ContainerStartupHealthCheckTimeoutInSeconds \(1 s\) passed while the instance was still loading",
-    ):
+    bound = r"ContainerStartupHealthCheckTimeoutInSeconds \(1 s\) passed while the instance was still loading"
+    with pytest.raises(InstanceStartError, match=bound):
         asyncio.run(scenario())
     assert not running(int(pid_file.read_text()))
     assert not (run_dir / "i-test").exists()

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 
 import pytest
 
@@ -19,6 +20,10 @@ from .servers import Answer, Handler, Request, TinyServer, answering, dropping, 
 
 ACCOUNT = "123456789012"
 LOG_STREAM = "arn:aws:logs:us-west-2:123456789012:log-group:/aws/sagemaker/Endpoints/ep"
+
+
+def _invoke(table: RoutingTable, inv: Invocation) -> asyncio.Future[InvocationResult]:
+    return invoke(table, inv, ACCOUNT, perf_counter())
 
 
 @dataclass
@@ -66,7 +71,7 @@ def _invoke_ep(table: RoutingTable) -> InvocationResult:
     """Invoke endpoint "ep" on a table that may not hold it."""
 
     async def call() -> InvocationResult:
-        return await invoke(table, Invocation("ep", b"{}"), ACCOUNT)
+        return await _invoke(table, Invocation("ep", b"{}"))
 
     return asyncio.run(call())
 
@@ -86,7 +91,7 @@ def _run_with(
             workers = [await f.worker(name, handler) for name, handler in handlers.items()]
             table = _table(VariantRoute("AllTraffic", 1.0, timeout, workers=workers))
             try:
-                return await invoke(table, inv or Invocation("ep", b"{}"), ACCOUNT)
+                return await _invoke(table, inv or Invocation("ep", b"{}"))
             except AwsError as exc:
                 return exc
 
@@ -196,7 +201,7 @@ def test_refused_worker_falls_over_to_a_healthy_one(tmp_path: Path) -> None:
             healthy = await f.worker("healthy", answering(200))
             healthy.client.outstanding = 1  # so the idle-looking missing worker is always tried first
             table = _table(VariantRoute("AllTraffic", 1.0, 5.0, workers=[missing, healthy]))
-            results = [await invoke(table, Invocation("ep", b"%d" % i), ACCOUNT) for i in range(5)]
+            results = [await _invoke(table, Invocation("ep", b"%d" % i)) for i in range(5)]
             assert (missing.client.outstanding, healthy.client.outstanding) == (0, 1)
             return results, f
 
@@ -213,7 +218,7 @@ def test_waits_for_a_worker_that_comes_back(tmp_path: Path) -> None:
         async with fleet(tmp_path) as f:
             worker = await f.worker("late", None)
             table = _table(VariantRoute("AllTraffic", 1.0, 5.0, workers=[worker]))
-            pending = asyncio.ensure_future(invoke(table, Invocation("ep", b"hi"), ACCOUNT))
+            pending = asyncio.ensure_future(_invoke(table, Invocation("ep", b"hi")))
             await asyncio.sleep(0.15)
             assert not pending.done()
             async with TinyServer(worker.client.socket_path, answering(200)):
@@ -263,7 +268,7 @@ def test_outstanding_counts_return_to_zero(tmp_path: Path) -> None:
             for worker in workers:
                 table = _table(VariantRoute("AllTraffic", 1.0, 0.2, workers=[worker]))
                 with contextlib.suppress(ModelError):
-                    await invoke(table, Invocation("ep", b"{}"), ACCOUNT)
+                    await _invoke(table, Invocation("ep", b"{}"))
             return [w.client.outstanding for w in workers]
 
     assert asyncio.run(scenario()) == [0, 0, 0]
@@ -298,7 +303,7 @@ def test_all_weights_zero_is_validation_error(tmp_path: Path) -> None:
         async with fleet(tmp_path) as f:
             table = _table(VariantRoute("A", 0.0, 5.0, workers=[await f.worker("a", answering(200))]))
             with pytest.raises(ValidationError):
-                await invoke(table, Invocation("ep", b"{}"), ACCOUNT)
+                await _invoke(table, Invocation("ep", b"{}"))
 
     asyncio.run(scenario())
 
@@ -312,10 +317,9 @@ def test_target_variant_routes_to_that_variant(tmp_path: Path) -> None:
                 VariantRoute("A", 1.0, 5.0, workers=[await f.worker("a", answering(200))]),
                 VariantRoute("B", 0.0, 5.0, workers=[await f.worker("b", answering(200))]),
             )
-            picked = [(await invoke(table, Invocation("ep", b"{}"), ACCOUNT)).variant for _ in range(3)]
+            picked = [(await _invoke(table, Invocation("ep", b"{}"))).variant for _ in range(3)]
             targeted = [
-                (await invoke(table, Invocation("ep", b"{}", target_variant="B"), ACCOUNT)).variant
-                for _ in range(3)
+                (await _invoke(table, Invocation("ep", b"{}", target_variant="B"))).variant for _ in range(3)
             ]
             return picked + targeted, f
 
@@ -336,7 +340,7 @@ def test_caller_giving_up_releases_the_worker(tmp_path: Path) -> None:
             worker = await f.worker("slow", slow)
             table = _table(VariantRoute("AllTraffic", 1.0, 5.0, workers=[worker]))
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(invoke(table, Invocation("ep", b"{}"), ACCOUNT), 0.02)
+                await asyncio.wait_for(_invoke(table, Invocation("ep", b"{}")), 0.02)
             await asyncio.sleep(0.3)
             return worker.client.outstanding, f
 

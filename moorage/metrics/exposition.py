@@ -1,0 +1,154 @@
+"""GET /metrics: the AWS/SageMaker endpoint metrics in Prometheus' text format.
+
+Nothing is recorded through prometheus_client on the request path; a collector reads the data plane's
+running totals (moorage/dataplane/stats.py) and the usage meter when Prometheus scrapes. Names follow
+CloudWatch's (Invocations -> sagemaker_invocations_total, ModelLatency ->
+sagemaker_model_latency_microseconds, ...); docs/metrics.md has the whole mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from moorage.dataplane.stats import Histogram, VariantStats
+from moorage.fleet import EndpointFleet
+from moorage.metrics.usage import UsageMeter
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_VARIANT = ["endpoint", "variant"]
+_INSTANCE = ["endpoint", "variant", "instance"]
+
+
+class FleetCollector:
+    """A prometheus_client collector over the live fleets."""
+
+    def __init__(self, fleets: Callable[[], Iterable[EndpointFleet]], usage: UsageMeter) -> None:
+        self.fleets = fleets
+        self.usage = usage
+
+    def collect(self) -> Iterator[Metric]:
+        counters = {
+            "invocations": CounterMetricFamily(
+                "sagemaker_invocations",
+                "Invocations: InvokeEndpoint requests sent to the variant.",
+                labels=_VARIANT,
+            ),
+            "errors_4xx": CounterMetricFamily(
+                "sagemaker_invocation_4xx_errors",
+                "Invocation4XXErrors: requests the model answered with a 4xx status.",
+                labels=_VARIANT,
+            ),
+            "errors_5xx": CounterMetricFamily(
+                "sagemaker_invocation_5xx_errors",
+                "Invocation5XXErrors: requests answered with a 5xx status (by the model, or no instance "
+                "ready).",
+                labels=_VARIANT,
+            ),
+            "model_errors": CounterMetricFamily(
+                "sagemaker_invocation_model_errors",
+                "InvocationModelErrors: requests without a 2xx from the model (error status, lost, "
+                "timed out).",
+                labels=_VARIANT,
+            ),
+        }
+        histograms = {
+            "model_latency": HistogramMetricFamily(
+                "sagemaker_model_latency_microseconds",
+                "ModelLatency: time the model's container took to answer, in microseconds.",
+                labels=_VARIANT,
+            ),
+            "overhead_latency": HistogramMetricFamily(
+                "sagemaker_overhead_latency_microseconds",
+                "OverheadLatency: time the request spent in Moorage outside the model, in microseconds.",
+                labels=_VARIANT,
+            ),
+            "setup_time": HistogramMetricFamily(
+                "sagemaker_model_setup_time_microseconds",
+                "ModelSetupTime: time from starting an instance to it being healthy, in microseconds.",
+                labels=_VARIANT,
+            ),
+        }
+        instances = GaugeMetricFamily(
+            "sagemaker_variant_instances", "CurrentInstanceCount of the variant.", labels=_VARIANT
+        )
+        desired = GaugeMetricFamily(
+            "sagemaker_variant_desired_instances", "DesiredInstanceCount of the variant.", labels=_VARIANT
+        )
+        per_instance = CounterMetricFamily(
+            "sagemaker_invocations_per_instance",
+            "InvocationsPerInstance: requests each instance answered (CloudWatch's value is the variant's "
+            "rate divided by its instance count).",
+            labels=_INSTANCE,
+        )
+        concurrent = GaugeMetricFamily(
+            "sagemaker_concurrent_requests_per_model",
+            "ConcurrentRequestsPerModel: requests in flight on the instance now.",
+            labels=_INSTANCE,
+        )
+        cpu = GaugeMetricFamily(
+            "sagemaker_cpu_utilization_percent",
+            "CPUUtilization: CPU used by the instance's processes (100 = one core).",
+            labels=_INSTANCE,
+        )
+        memory = GaugeMetricFamily(
+            "sagemaker_memory_utilization_percent",
+            "MemoryUtilization: the instance's resident memory as a share of the machine's.",
+            labels=_INSTANCE,
+        )
+        for fleet in self.fleets():
+            for variant in fleet.variants:
+                labels = [fleet.name, variant.name]
+                instances.add_metric(labels, variant.current)
+                desired.add_metric(labels, variant.desired)
+                stats = variant.route.stats
+                if stats is not None:
+                    _add_stats(stats, labels, counters, histograms)
+                for member in variant.members:
+                    member_labels = [*labels, member.instance_id]
+                    if stats is not None:
+                        per_instance.add_metric(member_labels, sum(w.served for w in member.workers))
+                    concurrent.add_metric(member_labels, member.outstanding)
+                    utilization = self.usage.of(member.instance_id)
+                    if utilization is not None:
+                        cpu.add_metric(member_labels, utilization.cpu_percent)
+                        memory.add_metric(member_labels, utilization.memory_percent)
+        yield from counters.values()
+        yield from histograms.values()
+        yield from (instances, desired, per_instance, concurrent, cpu, memory)
+
+
+def _add_stats(
+    stats: VariantStats,
+    labels: list[str],
+    counters: dict[str, CounterMetricFamily],
+    histograms: dict[str, HistogramMetricFamily],
+) -> None:
+    for field, family in counters.items():
+        family.add_metric(labels, getattr(stats, field))
+    for field, histogram in histograms.items():
+        _add_histogram(histogram, labels, getattr(stats, field))
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    buckets = []
+    running = 0
+    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
+        running += count
+        buckets.append((_le(bound), running))
+    family.add_metric(labels, buckets, histogram.sum)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else f"{bound:g}"
+
+
+def registry(collector: FleetCollector) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)  # type: ignore[arg-type]
+    return reg
+
+
+def render(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)
