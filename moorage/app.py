@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import tempfile
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from moorage.api import control
+from moorage.api import control, scaling
 from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
@@ -22,7 +23,12 @@ from moorage.clock import SystemClock
 from moorage.compute.base import Instance
 from moorage.compute.local import LocalProvider
 from moorage.config import Settings
+from moorage.control.endpoints import Endpoints
+from moorage.control.quotas import InstanceQuotas
 from moorage.control.reconciler import Reconciler
+from moorage.control.scaling.engine import ScalingEngine
+from moorage.control.scaling.settings import ScalingSettings
+from moorage.control.scaling_port import FleetScalingPort
 from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
 from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import StatsBook
@@ -56,6 +62,7 @@ class MoorageApp:
         self.usage = UsageMeter(self.clock, self._instances)
         self.metrics = registry(FleetCollector(self._fleets, self.usage)) if settings.metrics else None
         self._background: list[asyncio.Task[None]] = []
+        self.scaling: ScalingEngine | None = None
 
     def __call__(
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
@@ -108,22 +115,34 @@ class MoorageApp:
             stats=self.stats,
         )
         self.reconciler = Reconciler(self.store, self.table, fleet)
+        endpoints = Endpoints(self.store, self.reconciler, InstanceQuotas.from_settings(settings))
+        port = FleetScalingPort(self.store, self.reconciler, endpoints, self.usage)
+        self.scaling = ScalingEngine(self.store, port, self.clock, ScalingSettings.from_environ(os.environ))
+        endpoints.on_delete.append(self.scaling.endpoint_deleted)
+        tables = {
+            "sagemaker": control.operations(self.store, endpoints),
+            "application-autoscaling": scaling.operations(self.store, port, self.clock, self.scaling),
+        }
         self.control = JsonServices(
             [
                 JsonService(
-                    "sagemaker",
-                    control.operations(self.store, self.reconciler, settings),
+                    service,
+                    table,
                     settings.account_id,
                     settings.default_region,
                     settings.max_control_body_bytes,
-                ),
+                )
+                for service, table in tables.items()
             ]
         )
         await self.reconciler.restore()
+        self.scaling.start()
         self._background.append(asyncio.create_task(self.usage.run(), name="usage"))
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
 
     async def shutdown(self) -> None:
+        if self.scaling is not None:
+            await self.scaling.stop()
         for task in self._background:
             task.cancel()
         if self.reconciler is not None:

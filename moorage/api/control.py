@@ -5,16 +5,12 @@ from __future__ import annotations
 from functools import partial
 
 from moorage.api.json_service import Operation
-from moorage.config import Settings
 from moorage.control import endpoint_configs, models, tags
 from moorage.control.endpoints import Endpoints
-from moorage.control.quotas import InstanceQuotas
-from moorage.control.reconciler import Reconciler
 from moorage.store import Store
 
 
-def operations(store: Store, reconciler: Reconciler, settings: Settings) -> dict[str, Operation]:
-    endpoints = Endpoints(store, reconciler, InstanceQuotas.from_settings(settings))
+def operations(store: Store, endpoints: Endpoints) -> dict[str, Operation]:
     return {
         "CreateModel": partial(models.create_model, store),
         "DescribeModel": partial(models.describe_model, store),

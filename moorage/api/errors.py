@@ -184,3 +184,33 @@ def not_found(kind: str, arn: str) -> str:
 def already_exists(kind: str, arn: str) -> str:
     """AWS wording for a duplicate create: ``Cannot create already existing model "arn:…".``"""
     return f'Cannot create already existing {kind} "{arn}".'
+
+
+# Application Auto Scaling (awsJson1_1, AnyScaleFrontendService). Validation problems are
+# ValidationException as on SageMaker; a missing scalable target or policy has its own code there.
+class ObjectNotFoundException(AwsError):
+    code, status = "ObjectNotFoundException", 400
+
+
+class LimitExceededException(AwsError):
+    code, status = "LimitExceededException", 400
+
+
+class ConcurrentUpdateException(AwsError):
+    """Two requests changed the same scalable target or policy at once; retrying succeeds."""
+
+    code, status = "ConcurrentUpdateException", 400
+
+
+class FailedResourceAccessException(AwsError):
+    code, status = "FailedResourceAccessException", 400
+
+
+class InvalidNextTokenException(AwsError):
+    code, status = "InvalidNextTokenException", 400
+
+
+class InternalServiceException(AwsError):
+    """Application Auto Scaling's spelling of an internal error (500, so SDKs retry it)."""
+
+    code, status = "InternalServiceException", 500

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -35,6 +36,8 @@ class Endpoints:
         self.store = store
         self.reconciler = reconciler
         self.quotas = quotas
+        # told the name of every endpoint that DeleteEndpoint accepts (autoscaling drops its targets)
+        self.on_delete: list[Callable[[str], object]] = []
 
     def _row(self, caller: Caller, name: str) -> EndpointRow:
         with self.store.session() as session:
@@ -61,7 +64,7 @@ class Endpoints:
         arn = caller.arn("endpoint", name)
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
         with self.store.session() as session:
-            if (existing := _lookup(session, name)) is not None:
+            if (existing := lookup(session, name)) is not None:
                 raise ValidationException(already_exists("endpoint", existing.arn))
         self.quotas.check(self.store, name, instance_demand(snapshot))
         now = time.time()
@@ -199,6 +202,8 @@ class Endpoints:
             row.status = "Deleting"
             row.last_modified_time = time.time()
             name = row.name
+        for listener in self.on_delete:
+            listener(name)
         self.reconciler.delete(name)
         return {}
 
@@ -265,13 +270,13 @@ class Endpoints:
         return {"Endpoints": page, "NextToken": token}
 
 
-def _lookup(session: Session, name: str) -> EndpointRow | None:
+def lookup(session: Session, name: str) -> EndpointRow | None:
     """Endpoint names are unique regardless of case, so any spelling finds the endpoint."""
     return session.scalars(select(EndpointRow).where(EndpointRow.name_key == name.lower())).first()
 
 
 def _find(session: Session, caller: Caller, name: str) -> EndpointRow:
-    row = _lookup(session, name)
+    row = lookup(session, name)
     if row is None:
         raise ValidationException(not_found("endpoint", caller.arn("endpoint", name)))
     return row

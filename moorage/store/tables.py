@@ -53,3 +53,67 @@ class EndpointRow(Base):
     deployment_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     tags: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# Application Auto Scaling (SageMaker endpoint variants). A scalable target is keyed the way AWS keys it:
+# ResourceId + ScalableDimension (the namespace is implied by the dimension).
+class ScalableTargetRow(Base):
+    __tablename__ = "scalable_targets"
+
+    resource_id: Mapped[str] = mapped_column(String(1600), primary_key=True)
+    scalable_dimension: Mapped[str] = mapped_column(String(128), primary_key=True)
+    service_namespace: Mapped[str] = mapped_column(String(32))
+    # Lower-cased endpoint name: DeleteEndpoint deregisters the endpoint's targets whatever the spelling.
+    endpoint_key: Mapped[str] = mapped_column(String(63), index=True)
+    endpoint_name: Mapped[str] = mapped_column(String(63))
+    variant_name: Mapped[str] = mapped_column(String(63))
+    arn: Mapped[str] = mapped_column(String(2048))
+    min_capacity: Mapped[int] = mapped_column(Integer)
+    max_capacity: Mapped[int] = mapped_column(Integer)
+    suspended_state: Mapped[dict[str, bool]] = mapped_column(JSON)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    creation_time: Mapped[float] = mapped_column(Float)
+    # When MinCapacity/MaxCapacity last changed, until the engine has brought the variant's desired
+    # instance count inside them (None: nothing to enforce). Stored, so a restart still enforces them.
+    bounds_pending_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ScalingPolicyRow(Base):
+    __tablename__ = "scaling_policies"
+
+    # A policy name is unique per scalable target, as on AWS.
+    resource_id: Mapped[str] = mapped_column(String(1600), primary_key=True)
+    scalable_dimension: Mapped[str] = mapped_column(String(128), primary_key=True)
+    policy_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    arn: Mapped[str] = mapped_column(String(2048), unique=True)
+    service_namespace: Mapped[str] = mapped_column(String(32))
+    policy_type: Mapped[str] = mapped_column(String(32))
+    # The TargetTrackingScalingPolicyConfiguration as accepted, echoed by DescribeScalingPolicies.
+    configuration: Mapped[dict[str, Any]] = mapped_column(JSON)
+    alarms: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    creation_time: Mapped[float] = mapped_column(Float)
+
+
+class ScalingActivityRow(Base):
+    __tablename__ = "scaling_activities"
+
+    # Insertion order: newest first in DescribeScalingActivities, and a stable NextToken position.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    activity_id: Mapped[str] = mapped_column(String(64), unique=True)
+    service_namespace: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(1600), index=True)
+    scalable_dimension: Mapped[str] = mapped_column(String(128))
+    # scale-out | scale-in (policy decisions, which cooldowns count), bounds (Min/MaxCapacity changed),
+    # not-scaled (an alarm fired but the capacity could not move; shown with IncludeNotScaledActivities)
+    kind: Mapped[str] = mapped_column(String(16))
+    policy_name: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # the desired instance count before the change, and the one it sets (cooldowns need both)
+    from_capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str] = mapped_column(Text)
+    cause: Mapped[str] = mapped_column(Text)
+    start_time: Mapped[float] = mapped_column(Float)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status_code: Mapped[str] = mapped_column(String(16), index=True)
+    status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    not_scaled_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)

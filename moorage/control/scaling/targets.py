@@ -1,0 +1,227 @@
+"""Scalable targets: RegisterScalableTarget (create, or update only the members given),
+DescribeScalableTargets, DeregisterScalableTarget, and the deregistration AWS does itself when an
+endpoint is deleted. Deregistering a target deletes its scaling policies, as on AWS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from moorage.api.errors import ConcurrentUpdateException, LimitExceededException, ValidationException
+from moorage.clock import Clock
+from moorage.control.context import Caller
+from moorage.control.scaling.paging import page
+from moorage.control.scaling.ports import FleetPort
+from moorage.control.scaling.resources import (
+    TargetKey,
+    VariantRef,
+    check_combination,
+    scalable_variant,
+    service_linked_role,
+    target_arn,
+    target_not_found,
+)
+from moorage.store import Store
+from moorage.store.tables import ScalableTargetRow, ScalingPolicyRow
+
+Params = dict[str, Any]
+MAX_TARGETS = 500  # AWS's quota of scalable targets per resource type
+SUSPENSIONS = ("DynamicScalingInSuspended", "DynamicScalingOutSuspended", "ScheduledScalingSuspended")
+_DEFAULT_PAGE = 50
+_TAGGED_EXISTING = (
+    "The scalable target that you tried to tag already exists. To update tags on an existing scalable "
+    "target, use the TagResource API."
+)
+
+
+class ScalableTargets:
+    """The three target operations. `bounds_changed` is told when a target's Min/MaxCapacity changed, so
+    the engine brings the variant inside them without waiting for its next period."""
+
+    def __init__(
+        self, store: Store, fleet: FleetPort, clock: Clock, bounds_changed: Callable[[], None]
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.clock = clock
+        self.bounds_changed = bounds_changed
+
+    def register(self, caller: Caller, params: Params) -> Params:
+        key = TargetKey.of(params)
+        ref = scalable_variant(key)
+        if not self.fleet.exists(ref.endpoint, ref.variant):
+            raise ValidationException(
+                f"SageMaker endpoint variant doesn't exist: {key.resource_id}. Create the endpoint first, "
+                "or check the endpoint and variant names."
+            )
+        try:
+            with self.store.session() as session:
+                row = find(session, key)
+                arn, bounds_changed = (
+                    self._create(session, caller, key, ref, params)
+                    if row is None
+                    else self._update(row, ref, params)
+                )
+        except IntegrityError:
+            raise ConcurrentUpdateException(
+                f"Another request registered {key.resource_id} at the same time; retry the request."
+            ) from None
+        if bounds_changed:
+            self.bounds_changed()
+        return {"ScalableTargetARN": arn}
+
+    def _create(
+        self, session: Session, caller: Caller, key: TargetKey, ref: VariantRef, params: Params
+    ) -> tuple[str, bool]:
+        if "MinCapacity" not in params:
+            raise ValidationException("Minimum capacity must be specified")
+        if "MaxCapacity" not in params:
+            raise ValidationException("Maximum capacity must be specified")
+        count = session.scalar(
+            select(func.count())
+            .select_from(ScalableTargetRow)
+            .where(ScalableTargetRow.service_namespace == key.namespace)
+        )
+        if count is not None and count >= MAX_TARGETS:
+            raise LimitExceededException(
+                f"Your account already has {MAX_TARGETS} scalable targets for SageMaker endpoint variants, "
+                "the most allowed; deregister one you no longer need."
+            )
+        self._check_capacities(params["MinCapacity"], params["MaxCapacity"], ref)
+        now = self.clock.time()
+        row = ScalableTargetRow(
+            resource_id=key.resource_id,
+            scalable_dimension=key.dimension,
+            service_namespace=key.namespace,
+            endpoint_key=ref.endpoint.lower(),
+            endpoint_name=ref.endpoint,
+            variant_name=ref.variant,
+            arn=target_arn(caller),
+            min_capacity=params["MinCapacity"],
+            max_capacity=params["MaxCapacity"],
+            suspended_state={name: bool(params.get("SuspendedState", {}).get(name)) for name in SUSPENSIONS},
+            tags=params.get("Tags", {}),
+            creation_time=now,
+            bounds_pending_since=now,
+        )
+        session.add(row)
+        session.flush()
+        return row.arn, True
+
+    def _update(self, row: ScalableTargetRow, ref: VariantRef, params: Params) -> tuple[str, bool]:
+        if "Tags" in params:
+            raise ValidationException(_TAGGED_EXISTING)
+        minimum = params.get("MinCapacity", row.min_capacity)
+        maximum = params.get("MaxCapacity", row.max_capacity)
+        self._check_capacities(minimum, maximum, ref)
+        changed = (minimum, maximum) != (row.min_capacity, row.max_capacity)
+        row.min_capacity, row.max_capacity = minimum, maximum
+        if "SuspendedState" in params:  # only the flags given change
+            row.suspended_state = {**row.suspended_state, **params["SuspendedState"]}
+        if changed:
+            row.bounds_pending_since = self.clock.time()
+        return row.arn, changed
+
+    def _check_capacities(self, minimum: int, maximum: int, ref: VariantRef) -> None:
+        if minimum < 0:
+            raise ValidationException("Minimum capacity cannot be less than 0")
+        if maximum < minimum:
+            raise ValidationException("Maximum capacity cannot be less than minimum capacity")
+        if minimum == 0 and not self.fleet.is_async(ref.endpoint):
+            raise ValidationException(
+                f"Minimum capacity cannot be 0 for endpoint/{ref.endpoint}/variant/{ref.variant}: only an "
+                "endpoint whose endpoint configuration has AsyncInferenceConfig can scale in to 0 instances. "
+                "Use a MinCapacity of at least 1."
+            )
+
+    def describe(self, caller: Caller, params: Params) -> Params:
+        namespace = params["ServiceNamespace"]
+        resource_ids: list[str] = params.get("ResourceIds") or []
+        dimension = params.get("ScalableDimension")
+        if dimension is not None and not resource_ids:
+            raise ValidationException("ResourceIds must be specified when ScalableDimension is specified")
+        check_combination(namespace, dimension, resource_ids)
+        query = select(ScalableTargetRow).where(ScalableTargetRow.service_namespace == namespace)
+        if resource_ids:
+            query = query.where(ScalableTargetRow.resource_id.in_(resource_ids))
+        if dimension is not None:
+            query = query.where(ScalableTargetRow.scalable_dimension == dimension)
+        with self.store.session() as session:
+            rows = session.scalars(
+                query.order_by(ScalableTargetRow.resource_id, ScalableTargetRow.scalable_dimension)
+            ).all()
+        chosen, token = page(
+            rows, lambda r: (r.resource_id, r.scalable_dimension), params, default_max=_DEFAULT_PAGE
+        )
+        return {"ScalableTargets": [_summary(r, caller) for r in chosen], "NextToken": token}
+
+    def deregister(self, caller: Caller, params: Params) -> Params:
+        key = TargetKey.of(params)
+        with self.store.session() as session:
+            row = find(session, key)
+            if row is None:
+                raise target_not_found(key)
+            _remove(session, row)
+        return {}
+
+
+def find(session: Session, key: TargetKey) -> ScalableTargetRow | None:
+    row = session.get(ScalableTargetRow, (key.resource_id, key.dimension))
+    return row if row is not None and row.service_namespace == key.namespace else None
+
+
+def key_of(row: ScalableTargetRow) -> TargetKey:
+    return TargetKey(row.service_namespace, row.resource_id, row.scalable_dimension)
+
+
+def deregister_endpoint(store: Store, endpoint: str) -> list[str]:
+    """What AWS does when an endpoint is deleted: its variants stop being scalable targets and their
+    policies go. Any spelling of the name works, as for DeleteEndpoint. Returns the ResourceIds removed."""
+    with store.session() as session:
+        rows = session.scalars(
+            select(ScalableTargetRow).where(ScalableTargetRow.endpoint_key == endpoint.lower())
+        ).all()
+        for row in rows:
+            _remove(session, row)
+        return [row.resource_id for row in rows]
+
+
+def registered_variants(store: Store, endpoint: str) -> set[str]:
+    """The endpoint's variants that are scalable targets (UpdateEndpoint may not change their instance
+    type on AWS)."""
+    with store.session() as session:
+        return set(
+            session.scalars(
+                select(ScalableTargetRow.variant_name).where(
+                    ScalableTargetRow.endpoint_key == endpoint.lower()
+                )
+            ).all()
+        )
+
+
+def _remove(session: Session, row: ScalableTargetRow) -> None:
+    session.execute(
+        delete(ScalingPolicyRow).where(
+            ScalingPolicyRow.resource_id == row.resource_id,
+            ScalingPolicyRow.scalable_dimension == row.scalable_dimension,
+        )
+    )
+    session.delete(row)
+
+
+def _summary(row: ScalableTargetRow, caller: Caller) -> Params:
+    return {
+        "ServiceNamespace": row.service_namespace,
+        "ResourceId": row.resource_id,
+        "ScalableDimension": row.scalable_dimension,
+        "MinCapacity": row.min_capacity,
+        "MaxCapacity": row.max_capacity,
+        "RoleARN": service_linked_role(caller.account),
+        "CreationTime": row.creation_time,
+        "SuspendedState": {name: bool(row.suspended_state.get(name)) for name in SUSPENSIONS},
+        "ScalableTargetARN": row.arn,
+    }

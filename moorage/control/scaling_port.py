@@ -1,0 +1,78 @@
+"""The scaling engine's view of the fleets (its FleetPort): what a variant is doing, read from the live
+fleet, the data plane's running totals and the usage meter, and the one way it changes a variant's
+size, UpdateEndpointWeightsAndCapacities' own path (`Endpoints.change_capacity`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moorage.api.errors import AwsError
+from moorage.control.endpoints import Endpoints, lookup
+from moorage.control.reconciler import Reconciler
+from moorage.control.scaling.ports import CapacityChangeRefused, VariantReading
+from moorage.fleet.plan import variant_capacity
+from moorage.metrics.usage import UsageMeter
+from moorage.store import Store
+from moorage.store.tables import EndpointRow
+
+
+class FleetScalingPort:
+    def __init__(self, store: Store, reconciler: Reconciler, endpoints: Endpoints, usage: UsageMeter) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.endpoints = endpoints
+        self.usage = usage
+
+    def read(self, endpoint: str, variant: str) -> VariantReading | None:
+        row = self._row(endpoint)
+        fleet = self.reconciler.fleets.get(row.name) if row is not None else None
+        live = fleet.variant(variant) if fleet is not None else None
+        spec = _variant(row.deployed if row is not None else None, variant)
+        if row is None or live is None or spec is None:
+            return None
+        assert row.deployed is not None
+        desired, _ = variant_capacity(row.deployed, spec)  # an accepted change shows at once
+        stats = live.route.stats
+        usage = [u for u in (self.usage.of(m.instance_id) for m in live.members) if u is not None]
+        return VariantReading(
+            instances=live.current,
+            desired=desired,
+            invocations=stats.invocations if stats else 0,
+            invocation_4xx=stats.errors_4xx if stats else 0,
+            invocation_5xx=stats.errors_5xx if stats else 0,
+            model_errors=stats.model_errors if stats else 0,
+            model_latency_us_sum=stats.model_latency.sum if stats else 0.0,
+            overhead_latency_us_sum=stats.overhead_latency.sum if stats else 0.0,
+            latency_count=stats.model_latency.count if stats else 0,
+            concurrent=sum(m.outstanding for m in live.members),
+            cpu_percent=sum(u.cpu_percent for u in usage) / len(usage) if usage else 0.0,
+            memory_percent=sum(u.memory_percent for u in usage) / len(usage) if usage else 0.0,
+        )
+
+    def exists(self, endpoint: str, variant: str) -> bool:
+        row = self._row(endpoint)
+        return row is not None and _variant(row.deployed or row.pending, variant) is not None
+
+    def is_async(self, endpoint: str) -> bool:
+        row = self._row(endpoint)
+        snapshot = (row.deployed or row.pending) if row is not None else None
+        return bool(snapshot) and "AsyncInferenceConfig" in snapshot["config"]  # type: ignore[index]
+
+    async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:
+        row = self._row(endpoint)
+        if row is None:
+            raise CapacityChangeRefused(f"Endpoint {endpoint} no longer exists.")
+        try:
+            self.endpoints.change_capacity(row.name, {variant: count}, {})
+        except AwsError as err:
+            raise CapacityChangeRefused(err.message) from None
+
+    def _row(self, endpoint: str) -> EndpointRow | None:
+        with self.store.session() as session:
+            return lookup(session, endpoint)
+
+
+def _variant(snapshot: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    if not snapshot:
+        return None
+    return next((v for v in snapshot["config"]["ProductionVariants"] if v["VariantName"] == name), None)
