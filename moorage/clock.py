@@ -31,3 +31,19 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> bool:
+    """Wait `seconds` on `clock`, or less if `wake` is set meanwhile; True (and `wake` cleared) when
+    woken, so a loop that waits for its next turn still reacts at once to new work."""
+    sleep = asyncio.ensure_future(clock.sleep(seconds))
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleep.cancel()
+        woken.cancel()
+    if wake.is_set():
+        wake.clear()
+        return True
+    return False

@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from moorage.clock import sleep_or_wake
 from moorage.compute.base import InstanceSpec, InstanceStartError
 from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import VariantRoute
@@ -152,7 +153,7 @@ class VariantFleet:
             if missing == 0:
                 return
             wait = self._retry_at - self.ctx.clock.monotonic()
-            if wait > 0 and await self._sleep_unless_woken(wait):
+            if wait > 0 and await sleep_or_wake(self.ctx.clock, wait, self._wake):
                 continue  # woken: the desired size may have changed
             results = await asyncio.gather(
                 *(self._start_member() for _ in range(missing)), return_exceptions=True
@@ -165,20 +166,6 @@ class VariantFleet:
             if failures and self._resize is not None and not self._resize.done():
                 self.desired = self.current
                 self._resize.set_exception(InstanceStartError(str(failures[0])))
-
-    async def _sleep_unless_woken(self, seconds: float) -> bool:
-        """Wait `seconds` on the clock, or less if something wakes the fleet; True when woken."""
-        sleep = asyncio.ensure_future(self.ctx.clock.sleep(seconds))
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleep.cancel()
-            woken.cancel()
-        if self._wake.is_set():
-            self._wake.clear()
-            return True
-        return False
 
     def _shrink(self, count: int) -> None:
         """Take `count` instances out of the routing table now; they drain and stop in the background."""

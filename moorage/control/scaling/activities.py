@@ -14,10 +14,9 @@ from typing import Any, Literal
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from moorage.api.errors import ValidationException
 from moorage.clock import Clock
 from moorage.control.scaling.paging import page
-from moorage.control.scaling.resources import TargetKey, check_combination
+from moorage.control.scaling.resources import TargetKey, described_rows
 from moorage.control.scaling.tracking import PastActivity
 from moorage.store import Store
 from moorage.store.tables import ScalingActivityRow
@@ -222,17 +221,7 @@ def past(store: Store, resource_id: str) -> tuple[PastActivity | None, PastActiv
 
 
 def describe(store: Store, params: Params) -> Params:
-    namespace = params["ServiceNamespace"]
-    resource_id = params.get("ResourceId")
-    dimension = params.get("ScalableDimension")
-    if dimension is not None and resource_id is None:
-        raise ValidationException("ResourceId must be specified when ScalableDimension is specified")
-    check_combination(namespace, dimension, [resource_id] if resource_id else [])
-    query = select(ScalingActivityRow).where(ScalingActivityRow.service_namespace == namespace)
-    if resource_id is not None:
-        query = query.where(ScalingActivityRow.resource_id == resource_id)
-    if dimension is not None:
-        query = query.where(ScalingActivityRow.scalable_dimension == dimension)
+    query = described_rows(ScalingActivityRow, params)
     include_not_scaled = bool(params.get("IncludeNotScaledActivities"))
     if not include_not_scaled:
         query = query.where(ScalingActivityRow.kind != "not-scaled")

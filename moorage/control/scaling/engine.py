@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from moorage.clock import Clock
+from moorage.clock import Clock, sleep_or_wake
 from moorage.control.scaling import activities
 from moorage.control.scaling.policies import trackers
 from moorage.control.scaling.ports import CapacityChangeRefused, FleetPort, VariantReading
@@ -116,7 +116,7 @@ class ScalingEngine:
                 await self._guarded(self._look())
                 deadline = max(deadline + interval, now)
                 continue
-            if await self._sleep_unless_woken(deadline - now):
+            if await sleep_or_wake(self.clock, deadline - now, self._wake):
                 await self._guarded(self._settle(retry_refused=False))
 
     async def _guarded(self, work: Awaitable[None]) -> None:
@@ -125,19 +125,6 @@ class ScalingEngine:
             await work
         except Exception:
             log.exception("autoscaling evaluation failed; trying again at the next look")
-
-    async def _sleep_unless_woken(self, seconds: float) -> bool:
-        sleep = asyncio.ensure_future(self.clock.sleep(seconds))
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleep, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleep.cancel()
-            woken.cancel()
-        if self._wake.is_set():
-            self._wake.clear()
-            return True
-        return False
 
     async def _look(self) -> None:
         """Sample every target; at the end of a period, close the datapoints and evaluate the policies."""

@@ -24,7 +24,7 @@ from moorage.control.scaling.paging import page
 from moorage.control.scaling.resources import (
     TargetKey,
     VariantRef,
-    check_combination,
+    described_rows,
     policy_arn,
     policy_not_found,
     target_not_registered,
@@ -104,17 +104,7 @@ class ScalingPolicies:
             ) from None
 
     def describe(self, caller: Caller, params: Params) -> Params:
-        namespace = params["ServiceNamespace"]
-        resource_id = params.get("ResourceId")
-        dimension = params.get("ScalableDimension")
-        if dimension is not None and resource_id is None:
-            raise ValidationException("ResourceId must be specified when ScalableDimension is specified")
-        check_combination(namespace, dimension, [resource_id] if resource_id else [])
-        query = select(ScalingPolicyRow).where(ScalingPolicyRow.service_namespace == namespace)
-        if resource_id is not None:
-            query = query.where(ScalingPolicyRow.resource_id == resource_id)
-        if dimension is not None:
-            query = query.where(ScalingPolicyRow.scalable_dimension == dimension)
+        query = described_rows(ScalingPolicyRow, params)
         if params.get("PolicyNames"):
             query = query.where(ScalingPolicyRow.policy_name.in_(params["PolicyNames"]))
         with self.store.session() as session:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, select
 
 from moorage.api.errors import ObjectNotFoundException, ValidationException
 from moorage.control.context import Caller
+from moorage.store.tables import ScalingActivityRow, ScalingPolicyRow
 
 SAGEMAKER = "sagemaker"
 VARIANT_INSTANCES = "sagemaker:variant:DesiredInstanceCount"
@@ -138,3 +141,23 @@ def tracking_alarms(caller: Caller, key: TargetKey) -> list[dict[str, str]]:
 def service_linked_role(account: str) -> str:
     """SageMaker targets always use this role on AWS, whatever RoleARN the request gave."""
     return _SERVICE_LINKED_ROLE.format(account=account)
+
+
+TargetRows = TypeVar("TargetRows", ScalingPolicyRow, ScalingActivityRow)
+
+
+def described_rows(table: type[TargetRows], params: dict[str, Any]) -> Select[TargetRows]:
+    """The rows a DescribeScalingPolicies / DescribeScalingActivities request asks about: one namespace,
+    optionally one ResourceId, and one dimension only together with a ResourceId (as AWS insists)."""
+    namespace = params["ServiceNamespace"]
+    resource_id = params.get("ResourceId")
+    dimension = params.get("ScalableDimension")
+    if dimension is not None and resource_id is None:
+        raise ValidationException("ResourceId must be specified when ScalableDimension is specified")
+    check_combination(namespace, dimension, [resource_id] if resource_id else [])
+    query = select(table).where(table.service_namespace == namespace)
+    if resource_id is not None:
+        query = query.where(table.resource_id == resource_id)
+    if dimension is not None:
+        query = query.where(table.scalable_dimension == dimension)
+    return query
