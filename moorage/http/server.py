@@ -125,6 +125,7 @@ class HttpProtocol(asyncio.Protocol):
         "_body",
         "_body_size",
         "_discard",
+        "_final",
         "_head_bytes",
         "_head_only",
         "_head_size",
@@ -160,6 +161,7 @@ class HttpProtocol(asyncio.Protocol):
         self._active = False  # between the first byte of a request and its response
         self._task: asyncio.Future[Response] | None = None
         self._pending: deque[_Request] = deque()
+        self._final: Response | None = None  # a refusal owed once the requests before it are answered
         self._write_paused = False
         self._keep_alive = True
         self._since = time.monotonic()  # when the connection last went idle, or its request began
@@ -186,10 +188,11 @@ class HttpProtocol(asyncio.Protocol):
             self._keep_alive = False
             self.close_if_idle()
         except httptools.HttpParserError as exc:
-            self._reject(400, f"The request is not valid HTTP/1.1: {exc}.")
+            if self._keep_alive:  # else a callback has already refused the request (_refuse)
+                self._reject(400, f"The request is not valid HTTP/1.1: {exc}.")
             return
         # httptools hands over a header only once it is complete, so an endless one is caught here
-        if self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
+        if self._keep_alive and self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
             self._reject(431, f"The request head is larger than {MAX_HEAD_BYTES} bytes.")
 
     def pause_writing(self) -> None:
@@ -305,6 +308,9 @@ class HttpProtocol(asyncio.Protocol):
         self._send(response, keep_alive)
         while self._pending and self._task is None and not self._closing():
             self._handle(self._pending.popleft())
+        if self._final is not None and self._task is None and not self._pending:
+            final, self._final = self._final, None
+            self._send(final, keep_alive=False)
         self._update_reading()
 
     def _send(self, response: Response, keep_alive: bool, hang_up: bool = True) -> None:
@@ -314,7 +320,9 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        close = not (keep_alive and self._keep_alive) or self._server.draining
+        # once reading has stopped, the connection closes after the last response owed (the refusal)
+        ending = not self._keep_alive and self._final is None
+        close = not keep_alive or ending or self._server.draining
         head = render_head(response, close)
         body = response.body
         if self._head_only:  # Content-Length says what GET would send; no body follows
@@ -342,25 +350,23 @@ class HttpProtocol(asyncio.Protocol):
         return text_response(message, status) if refusal is None else refusal(self._url, status, message)
 
     def _reject(self, status: int, message: str) -> None:
-        """Answers a request the parser cannot go on with, then closes (after any response in progress)."""
-        self._keep_alive = False
-        self._pending.clear()
-        if self._task is None:
-            self._active = False
-            self._send(self._refusal(status, message), keep_alive=False)
+        """Answers a request the parser cannot go on with, then closes: see `_end_with`."""
+        self._end_with(self._refusal(status, message))
 
     def _refuse(self, response: Response) -> None:
-        """Answers and closes: nothing more is read from this connection.
-
-        A request pipelined behind one still being answered gets no answer: the connection closes
-        once the response in progress is out.
-        """
-        self._active = False
-        self._pending.clear()
-        self._keep_alive = False
-        if self._task is None:
-            self._send(response, keep_alive=False)
+        """`_end_with` from inside a parser callback: the parser stops here too."""
+        self._end_with(response)
         raise _Abort
+
+    def _end_with(self, response: Response) -> None:
+        """Nothing more is read from this connection. Requests that arrived complete before the bad
+        bytes are still answered, in order; then `response`; then the connection closes."""
+        self._active = False
+        self._keep_alive = False
+        if self._task is None and not self._pending:
+            self._send(response, keep_alive=False)
+        else:
+            self._final = response
 
     # connection state
 

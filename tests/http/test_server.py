@@ -21,8 +21,15 @@ def _app(
         raise RuntimeError("a bug with a secret in its message")
     if url == b"/async-boom":
         return _async_boom()
+    if url == b"/slow":
+        return _slow()
     echoed = {k.decode(): v.decode("latin-1") for k, v in headers.items()}
     return json_response({"method": method.decode(), "headers": echoed, "size": len(body)})
+
+
+async def _slow() -> Response:
+    await asyncio.sleep(0.2)
+    return json_response({"slow": True})
 
 
 async def _async_boom() -> Response:
@@ -131,3 +138,33 @@ def test_refusal_messages_are_json(url: str) -> None:
     reply = exchange(url, b"NOT HTTP\r\n\r\n")
     assert reply.status == 400
     assert json.loads(reply.body)["__type"] == "Refused"
+
+
+def test_requests_before_bad_bytes_are_answered_while_one_is_in_flight(url: str) -> None:
+    """A slow (async) request, a good one pipelined behind it, then junk: both good ones are answered,
+    in order, then the refusal, then the connection closes."""
+    with connect(url) as sock:
+        sock.sendall(
+            b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\nGARBAGE\r\n\r\n"
+        )
+        buffer = bytearray()
+        replies = [read_response(sock, buffer) for _ in range(3)]
+        assert read_rest(sock) == b""
+    assert [r.status for r in replies] == [200, 200, 400]
+    assert replies[0].json()["slow"] is True
+    assert replies[1].json()["method"] == "GET"
+    assert replies[2].json()["__type"] == "Refused"
+    assert b"close" not in replies[0].headers.get(b"connection", b"")
+    assert replies[2].headers[b"connection"] == b"close"
+
+
+def test_a_refused_header_behind_an_in_flight_request_is_answered_after_it(url: str) -> None:
+    with connect(url) as sock:
+        sock.sendall(
+            b"GET /slow HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\nX-Amz-Target: a\r\nX-Amz-Target: b\r\n\r\n"
+        )
+        buffer = bytearray()
+        first, second = read_response(sock, buffer), read_response(sock, buffer)
+        assert read_rest(sock) == b""
+    assert (first.status, second.status) == (200, 400)
+    assert "repeats" in second.json()["message"]
