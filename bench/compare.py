@@ -13,7 +13,8 @@ retries of ``bench/run.py`` apply), so both see the same machine. Scenarios:
   UpdateEndpointWeightsAndCapacities call (1 -> 2 instances) to the new instance's first answer
   (read from /metrics), over ``--repeats`` scale-outs.
 
-Usage: python bench/compare.py SCENARIO [--baseline-src DIR] [--conc 1,8,32] [--duration 15] [--quick]
+Usage: python bench/compare.py SCENARIO [--baseline-src DIR] [--conc 1,8,32] [--duration 15] [--rounds 5]
+       [--quick]
 """
 
 from __future__ import annotations
@@ -125,10 +126,12 @@ def compare(a: argparse.Namespace) -> dict[str, Any]:
             targets.append(run.Target(side.label, server, url))
         for t in targets:
             run_wrk(wrk, t.url, 8, a.warmup, env={"N_USERS": str(run.USERS)})
-        for i, conc in enumerate(a.conc):
-            for t in targets if i % 2 == 0 else targets[::-1]:
-                r = run.measured_run(wrk, t, stack, conc, a.duration, a.attempts, a.quiet_wait)
-                results["load"].append(r)
+        for round_ in range(a.rounds):
+            for i, conc in enumerate(a.conc):
+                for t in targets if (i + round_) % 2 == 0 else targets[::-1]:
+                    r = run.measured_run(wrk, t, stack, conc, a.duration, a.attempts, a.quiet_wait)
+                    r["round"] = round_
+                    results["load"].append(r)
     finally:
         for tree in reversed(stack):
             tree.stop()
@@ -223,24 +226,34 @@ def render(results: dict[str, Any], a: argparse.Namespace) -> str:
         )
         return "\n".join(lines)
     left, right = results["sides"]
+    rounds = 1 + max(r.get("round", 0) for r in results["load"])
     lines = [
         f"## {results['scenario']}: {left} (A) against {right} (B) — 5k model, {os.cpu_count()} CPUs, "
-        f"{a.duration} s per run, {time.strftime('%Y-%m-%d %H:%M')}",
+        f"{a.duration} s per run, {rounds} rounds, {time.strftime('%Y-%m-%d %H:%M')}",
         "",
-        "| c | A req/s | B req/s | B/A | A p50 / p99 ms | B p50 / p99 ms | CPU µs/req A / B | errors A / B |",
+        "Medians over the rounds; B/A is the median of the per-round ratios (A and B run back to back in "
+        "each round, in alternating order), with their range.",
+        "",
+        "| c | A req/s | B req/s | B/A (range) | A p50 ms | B p50 ms | CPU µs/req A / B | errors A / B |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    by_conc: dict[int, dict[str, dict[str, Any]]] = {}
+    runs: dict[int, dict[int, dict[str, dict[str, Any]]]] = {}
     for r in results["load"]:
-        by_conc.setdefault(r["concurrency"], {})[r["server"]] = r
-    for conc, pair in sorted(by_conc.items()):
-        x, y = pair[left], pair[right]
+        runs.setdefault(r["concurrency"], {}).setdefault(r.get("round", 0), {})[r["server"]] = r
+    for conc, by_round in sorted(runs.items()):
+        pairs = [(p[left], p[right]) for p in by_round.values() if left in p and right in p]
+        ratios = sorted(y["rps"] / x["rps"] for x, y in pairs)
+        med = statistics.median
+
+        def col(side: int, key: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]] = pairs) -> float:
+            return float(statistics.median(p[side][key] for p in pairs))
+
         lines.append(
-            f"| {conc} | {x['rps']:.0f} | {y['rps']:.0f} | {y['rps'] / x['rps']:.3f} | "
-            f"{x['p50_us'] / 1000:.2f} / {x['p99_us'] / 1000:.2f} | "
-            f"{y['p50_us'] / 1000:.2f} / {y['p99_us'] / 1000:.2f} | "
-            f"{x['server_cpu_us_per_req']:.0f} / {y['server_cpu_us_per_req']:.0f} | "
-            f"{x['errors']} / {y['errors']} |"
+            f"| {conc} | {col(0, 'rps'):.0f} | {col(1, 'rps'):.0f} | "
+            f"{med(ratios):.3f} ({ratios[0]:.2f} to {ratios[-1]:.2f}) | "
+            f"{col(0, 'p50_us') / 1000:.2f} | {col(1, 'p50_us') / 1000:.2f} | "
+            f"{col(0, 'server_cpu_us_per_req'):.0f} / {col(1, 'server_cpu_us_per_req'):.0f} | "
+            f"{sum(x['errors'] for x, _ in pairs)} / {sum(y['errors'] for _, y in pairs)} |"
         )
     return "\n".join(lines)
 
@@ -256,6 +269,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--attempts", type=int, default=2)
     ap.add_argument("--quiet-wait", type=float, default=60.0)
+    ap.add_argument("--rounds", type=int, default=1, help="A/B rounds per concurrency; medians reported")
     ap.add_argument("--repeats", type=int, default=5, help="scale-outs timed (scaleout)")
     ap.add_argument("--omp-threads", default="1")
     ap.add_argument("--quick", action="store_true", help="smoke check: 3 s runs, no retries")

@@ -43,6 +43,7 @@ from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
 _PING = json_response({"status": "Healthy"})
+RUNTIME_PREFIX = b"/endpoints/"
 _NOT_FOUND = "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."
 
 
@@ -53,7 +54,7 @@ class MoorageApp:
         self.settings = settings
         self.clock = SystemClock()
         self.table = RoutingTable(settings.routing_seed)
-        self.runtime = RuntimeApi(self.table, settings.account_id)
+        self.runtime = RuntimeApi(self.table, settings.account_id, timed=settings.metrics)
         self.control: JsonServices | None = None
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
@@ -89,8 +90,9 @@ class MoorageApp:
 
     def body_limit(self, url: bytes) -> int:
         """InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a
-        bigger one is refused before it is read (so it cannot tie up the loop that serves invocations)."""
-        return MAX_PAYLOAD_BYTES if url.startswith(b"/endpoints/") else self.settings.max_control_body_bytes
+        bigger one is refused before it is read (so it cannot tie up the loop that serves invocations).
+        The HTTP server applies the same rule (`prefix_limit`) as the head arrives."""
+        return MAX_PAYLOAD_BYTES if url.startswith(RUNTIME_PREFIX) else self.settings.max_control_body_bytes
 
     def refusal(self, url: bytes, status: int, message: str) -> Response:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
@@ -158,7 +160,12 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     app = MoorageApp(settings)
     await app.startup()
     loop = asyncio.get_running_loop()
-    http = HttpServer(app, settings.max_control_body_bytes, refusal=app.refusal, body_limit=app.body_limit)
+    http = HttpServer(
+        app,
+        settings.max_control_body_bytes,
+        refusal=app.refusal,
+        prefix_limit=(RUNTIME_PREFIX, MAX_PAYLOAD_BYTES),
+    )
     server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
     http.enforce_timeouts(settings.idle_timeout_seconds, settings.request_timeout_seconds)
     stop = asyncio.Event()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -15,7 +16,7 @@ from moorage.api.errors import AwsError, ModelError, ServiceUnavailable, Validat
 from moorage.dataplane.connection import Connection, WorkerLost, WorkerResponse, WorkerUnavailable
 from moorage.dataplane.policy import choose_variant
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
-from moorage.dataplane.stats import VariantStats
+from moorage.dataplane.stats import LATENCY_BUCKETS_US, VariantStats
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 UNAVAILABLE_PATIENCE = 5.0
@@ -134,7 +135,8 @@ class _Call:
 
     def _send(self, conn: Connection) -> None:
         self.conn = conn
-        self.sent = perf_counter()
+        if self.variant.stats is not None:
+            self.sent = perf_counter()
         conn.send(self.raw, self)
         self.timer = self.future.get_loop().call_later(self.variant.timeout, self._on_timeout)
 
@@ -198,11 +200,20 @@ class _Call:
             self.future.set_result(InvocationResult(self.variant.name, response))
 
     def _record(self, stats: VariantStats, status: int) -> None:
+        """The request's share of its variant's metrics; histogram updates written out, as a call per
+        observation costs more than the update itself."""
         now = perf_counter()
-        model = now - self.sent
+        model = (now - self.sent) * 1e6
+        overhead = (now - self.begun) * 1e6 - model
         stats.invocations += 1
-        stats.model_latency.observe(model * 1e6)
-        stats.overhead_latency.observe((now - self.begun - model) * 1e6)
+        histogram = stats.model_latency
+        histogram.counts[bisect_left(LATENCY_BUCKETS_US, model)] += 1
+        histogram.sum += model
+        histogram.count += 1
+        histogram = stats.overhead_latency
+        histogram.counts[bisect_left(LATENCY_BUCKETS_US, overhead)] += 1
+        histogram.sum += overhead
+        histogram.count += 1
         if self.worker is not None:
             self.worker.served += 1
         if not 200 <= status < 300:
@@ -244,8 +255,8 @@ class _Call:
 def invoke(
     table: RoutingTable, inv: Invocation, account: str, begun: float
 ) -> asyncio.Future[InvocationResult]:
-    """Start an invocation (`begun`: perf_counter() at its arrival); errors found before anything is
-    sent are raised at once."""
+    """Start an invocation (`begun`: perf_counter() at its arrival, when metrics are kept); errors found
+    before anything is sent are raised at once."""
     route = table.get(inv.endpoint)
     if route is None:
         raise not_found(inv.endpoint, account)

@@ -55,8 +55,8 @@ App = Callable[[bytes, bytes, Mapping[bytes, bytes], bytes], Response | Awaitabl
 # server refuses before the app sees it (unparseable, head or body too large, too slow), or for a
 # bug the server caught (500)
 Refusal = Callable[[bytes, int, str], Response]
-# URL -> the largest body a request to it may have (read once the head is complete)
-BodyLimit = Callable[[bytes], int]
+# (URL prefix, the largest body a request under it may have); other URLs get max_body_bytes
+PrefixLimit = tuple[bytes, int]
 
 
 class _Abort(Exception):
@@ -71,12 +71,12 @@ class HttpServer:
         app: App,
         max_body_bytes: int,
         refusal: Refusal | None = None,
-        body_limit: BodyLimit | None = None,
+        prefix_limit: PrefixLimit | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.refusal = refusal  # None: refusals are plain text
-        self.body_limit = body_limit  # None: max_body_bytes for every request
+        self.prefix_limit = prefix_limit  # None: max_body_bytes for every request
         self.connections: set[HttpProtocol] = set()
         self.draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -192,7 +192,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(400, f"The request is not valid HTTP/1.1: {exc}.")
             return
         # httptools hands over a header only once it is complete, so an endless one is caught here
-        if self._keep_alive and self._reading_head and self._head_bytes > MAX_HEAD_BYTES:
+        if self._head_bytes > MAX_HEAD_BYTES and self._reading_head and self._keep_alive:
             self._reject(431, f"The request head is larger than {MAX_HEAD_BYTES} bytes.")
 
     def pause_writing(self) -> None:
@@ -223,22 +223,25 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.lower()
-        headers = self._headers
-        if key in headers:
-            if key in _SINGLE_HEADERS or key.startswith(_SINGLE_PREFIXES):
-                message = f"The request repeats the {name.decode('latin-1')} header; send it once."
-                self._refuse(self._refusal(400, message))
-            headers[key] += b", " + value
-        else:
-            headers[key] = value
+        first = self._headers.setdefault(key, value)  # one dict operation when the header is new
+        # (CPython shares the empty and one-byte values: such a repeat goes unnoticed, and means
+        # nothing different anyway)
+        if first is not value:
+            self._repeated(key, name, first, value)
         self._head_size += len(name) + len(value)
         if self._head_size > MAX_HEAD_BYTES:
             self._refuse(self._refusal(431, f"The request head is larger than {MAX_HEAD_BYTES} bytes."))
 
+    def _repeated(self, key: bytes, name: bytes, first: bytes, value: bytes) -> None:
+        if key in _SINGLE_HEADERS or key.startswith(_SINGLE_PREFIXES):
+            message = f"The request repeats the {name.decode('latin-1')} header; send it once."
+            self._refuse(self._refusal(400, message))
+        self._headers[key] = first + b", " + value
+
     def on_headers_complete(self) -> None:
         self._reading_head = False
-        if self._server.body_limit is not None:
-            self._max_body = self._server.body_limit(self._url)
+        if (limit := self._server.prefix_limit) is not None:  # a comparison, not a call, per request
+            self._max_body = limit[1] if self._url.startswith(limit[0]) else self._server.max_body_bytes
         length = self._headers.get(b"content-length")
         expects_continue = self._headers.get(b"expect", b"").lower() == b"100-continue"
         if length is not None and length.isdigit() and int(length) > self._max_body:
@@ -281,7 +284,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _handle(self, request: _Request) -> None:
         method, url, headers, body, keep_alive = request
-        self._head_only = method == b"HEAD"
+        if method == b"HEAD":
+            self._head_only = True
         try:
             result = self._app(method, url, headers, body)
         except Exception:  # a bug here, not in user code: the invoker catches that
