@@ -4,6 +4,7 @@ Each scenario starts two servers (sides A and B) that differ in one thing, deplo
 with plain boto3 and runs wrk against both, alternating the order per concurrency (the quiet gate and
 retries of ``bench/run.py`` apply), so both see the same machine. Scenarios:
 
+- ``same``: two identical servers (an A/A run: the spread this box gives two equal sides).
 - ``hotpath``: the code in ``--baseline-src`` (a checkout of an earlier commit) against this one.
 - ``metrics``: MOORAGE_METRICS=0 against the default (metrics on).
 - ``variants``: one variant against two variants with weights 50/50 (the router's cost); the same
@@ -62,6 +63,8 @@ def scenario_sides(name: str, baseline: Path | None) -> tuple[Side, Side]:
         if baseline is None:
             raise SystemExit("hotpath needs --baseline-src DIR (e.g. a git worktree of the earlier commit)")
         return Side("before", src=baseline), Side("after")
+    if name == "same":  # an A/A run: how far two identical servers differ on this box
+        return Side("first"), Side("second")
     if name == "metrics":
         return Side("metrics off", env={"MOORAGE_METRICS": "0"}), Side("metrics on")
     if name == "variants":
@@ -260,7 +263,7 @@ def render(results: dict[str, Any], a: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("scenario", choices=["hotpath", "metrics", "variants", "instances", "scaleout"])
+    ap.add_argument("scenario", choices=["same", "hotpath", "metrics", "variants", "instances", "scaleout"])
     ap.add_argument("--baseline-src", type=Path, default=None, help="checkout of the earlier code (hotpath)")
     ap.add_argument("--conc", default="1,8,32")
     ap.add_argument(
