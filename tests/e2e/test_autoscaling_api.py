@@ -271,10 +271,15 @@ def test_light_load_scales_in_and_disable_scale_in_holds(
         traffic.per_second = 2  # 40 a minute per instance of 3, far under 90 % of the target
         eventually(lambda: variant_counts(sm, name) == (1, 1), what="a scale-in to the minimum")
         low = next(a["AlarmName"] for a in alarms if "AlarmLow" in a["AlarmName"])
-        listed = aas.describe_scaling_activities(**target(name))["ScalingActivities"]
-        assert listed[0]["Cause"] == f"monitor alarm {low} in state ALARM triggered policy follow"
-        assert listed[0]["StatusCode"] == "Successful"
-        assert listed[0]["Description"] == "Setting desired instance count to 1."
+
+        def latest() -> dict[str, Any]:
+            activity: dict[str, Any] = aas.describe_scaling_activities(**target(name))["ScalingActivities"][0]
+            return activity
+
+        # the engine marks the activity fulfilled at its next look after the instances are gone
+        eventually(lambda: latest()["StatusCode"] == "Successful", what="the scale-in to be fulfilled")
+        assert latest()["Cause"] == f"monitor alarm {low} in state ALARM triggered policy follow"
+        assert latest()["Description"] == "Setting desired instance count to 1."
 
         policy(disable_scale_in=True)
         traffic.per_second = 15
