@@ -43,7 +43,7 @@ def _refusal(url: bytes, status: int, message: str) -> Response:
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     loop = asyncio.new_event_loop()
-    http = HttpServer(_app, 1024, refusal=_refusal, body_limit=lambda u: 64 if u == b"/small" else 1024)
+    http = HttpServer(_app, 1024, refusal=_refusal, prefix_limit=(b"/small", 64))
     server = loop.run_until_complete(loop.create_server(http, "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
