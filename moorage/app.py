@@ -69,7 +69,7 @@ class MoorageApp:
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
     ) -> Response | Awaitable[Response]:
         path = url.partition(b"?")[0]
-        if path.startswith(b"/endpoints/"):
+        if path.startswith(RUNTIME_PREFIX):
             return self.runtime(method, path, headers, body)
         if path == b"/" and method == b"POST" and self.control is not None:
             return self.control(headers, body)
@@ -88,17 +88,12 @@ class MoorageApp:
                 for member in variant.members:
                     yield member.instance
 
-    def body_limit(self, url: bytes) -> int:
-        """InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a
-        bigger one is refused before it is read (so it cannot tie up the loop that serves invocations).
-        The HTTP server applies the same rule (`prefix_limit`) as the head arrives."""
-        return MAX_PAYLOAD_BYTES if url.startswith(RUNTIME_PREFIX) else self.settings.max_control_body_bytes
-
     def refusal(self, url: bytes, status: int, message: str) -> Response:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
-        runtime = url.startswith(b"/endpoints/")
-        if status == 413:
-            message = RuntimeApi.TOO_LARGE if runtime else JsonService.too_large_message(self.body_limit(url))
+        runtime = url.startswith(RUNTIME_PREFIX)
+        if status == 413:  # over the HTTP server's per-path limit (`prefix_limit` in serve())
+            limit = self.settings.max_control_body_bytes
+            message = RuntimeApi.TOO_LARGE if runtime else JsonService.too_large_message(limit)
         return refusal_response(status, message, runtime=runtime)
 
     async def startup(self) -> None:
@@ -160,6 +155,8 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     app = MoorageApp(settings)
     await app.startup()
     loop = asyncio.get_running_loop()
+    # InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a bigger
+    # one is refused before it is read (so it cannot tie up the loop that serves invocations)
     http = HttpServer(
         app,
         settings.max_control_body_bytes,

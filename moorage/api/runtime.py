@@ -75,7 +75,7 @@ class RuntimeApi:
     def __init__(self, table: RoutingTable, account: str, timed: bool = True) -> None:
         self.table = table
         self.account = account
-        self.timed = timed  # take the arrival time (OverheadLatency); off when metrics are
+        self.timed = timed  # take the arrival time (OverheadLatency) only when metrics are kept
 
     def __call__(
         self, method: bytes, path: bytes, headers: Mapping[bytes, bytes], body: bytes

@@ -92,10 +92,7 @@ class Endpoints:
         name = params["EndpointName"]
         row = self._row(caller, name)
         if row.status != "InService":
-            raise ValidationException(
-                f'Cannot update in-progress endpoint "{row.arn}". Its status is {row.status}; wait until it '
-                "is InService (a Failed endpoint can only be deleted)."
-            )
+            raise _in_progress(row.arn, row.status)
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
         if params.get("RetainAllVariantProperties") and row.deployed:
             _retain_variant_properties(
@@ -155,10 +152,7 @@ class Endpoints:
                 raise ValidationException(f'Could not find endpoint "{name}".')
             arn, status, deployed = row.arn, row.status, row.deployed
         if status != "InService" or not deployed:
-            raise ValidationException(
-                f'Cannot update in-progress endpoint "{arn}". Its status is {status}; wait until it is '
-                "InService."
-            )
+            raise _in_progress(arn, status)
         variants = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
         unknown = sorted((set(counts) | set(weights)) - set(variants))
         if unknown:
@@ -273,6 +267,14 @@ class Endpoints:
 def lookup(session: Session, name: str) -> EndpointRow | None:
     """Endpoint names are unique regardless of case, so any spelling finds the endpoint."""
     return session.scalars(select(EndpointRow).where(EndpointRow.name_key == name.lower())).first()
+
+
+def _in_progress(arn: str, status: str) -> ValidationException:
+    """AWS's refusal of an update (of any kind) to an endpoint that is not InService."""
+    return ValidationException(
+        f'Cannot update in-progress endpoint "{arn}". Its status is {status}; wait until it is InService '
+        "(a Failed endpoint can only be deleted)."
+    )
 
 
 def _find(session: Session, caller: Caller, name: str) -> EndpointRow:

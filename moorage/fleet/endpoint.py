@@ -36,9 +36,6 @@ class EndpointFleet:
         """New variant weights for the traffic split, applied in one step."""
         self.route.set_weights(weights)
 
-    def instance_counts(self) -> dict[str, int]:
-        return {v.name: v.current for v in self.variants}
-
     async def retire(self, drain: bool, grace: float | None = None) -> None:
         """Stop every instance, after its in-flight requests if `drain`."""
         await asyncio.gather(*(v.close(drain, grace) for v in self.variants))

@@ -51,7 +51,6 @@ class VariantFleet:
         self.closed = False
         self.problem: VariantActivity | None = None  # failures the fleet is recovering from
         self.resizing: VariantActivity | None = None
-        self._starting = 0
         self._failures = 0  # instance failures in a row (exits, hangs, failed starts)
         self._retry_at = 0.0
         self._wake = asyncio.Event()
