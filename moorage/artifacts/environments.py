@@ -28,9 +28,15 @@ _CHATTER = ("Using Python", "Using CPython", "Creating virtual environment", "Ac
 
 
 def find_requirements(
-    model_dir: Path, environment: Mapping[str, Any], log: Callable[[str], None]
+    model_dir: Path, environment: Mapping[str, Any], log: Callable[[str], None], code_dir: Path | None = None
 ) -> Path | None:
-    """The requirements file to install: in SAGEMAKER_SUBMIT_DIRECTORY if it is local, else code/."""
+    """The requirements file to install: in SAGEMAKER_SUBMIT_DIRECTORY if it is local, else code/.
+
+    ``code_dir`` is the unpacked archive SAGEMAKER_SUBMIT_DIRECTORY named; only it is looked in then.
+    """
+    if code_dir is not None:
+        requirements = code_dir / "requirements.txt"
+        return requirements if requirements.is_file() else None
     candidates: list[Path] = []
     submit = str(environment.get("SAGEMAKER_SUBMIT_DIRECTORY") or "").strip()
     if submit:

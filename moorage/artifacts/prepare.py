@@ -10,6 +10,7 @@ from typing import Any
 
 from moorage.artifacts.environments import ensure_environment, find_requirements
 from moorage.artifacts.materialize import empty_model_dir, materialize
+from moorage.artifacts.sourcedir import fetch_submit_dir
 from moorage.artifacts.sources import model_source
 from moorage.artifacts.unpack import UnpackLimits
 
@@ -23,6 +24,7 @@ class PreparedModel:
     model_dir: Path  # unpacked, ready model directory (shared read-mostly by all instances of this artifact)
     python: str  # interpreter that instances must run with (a cached venv's python, or sys.executable)
     env_dir: Path | None  # the per-model venv, None when there is no code/requirements.txt
+    code_dir: Path | None = None  # the unpacked archive SAGEMAKER_SUBMIT_DIRECTORY names, if it names one
 
 
 def _ignore(_line: str) -> None:
@@ -46,8 +48,10 @@ def prepare_model(
     source = model_source(container)
     model_dir = empty_model_dir(cache_dir) if source is None else materialize(source, cache_dir, limits, log)
     environment = container.get("Environment") or {}
-    requirements = find_requirements(model_dir, environment, log)
+    code_dir = fetch_submit_dir(environment, model_dir, cache_dir, limits, log)
+    requirements = find_requirements(model_dir, environment, log, code_dir)
     if requirements is None:
-        return PreparedModel(model_dir=model_dir, python=sys.executable, env_dir=None)
-    env_dir = ensure_environment(requirements, model_dir, cache_dir, log)
-    return PreparedModel(model_dir=model_dir, python=str(env_dir / "bin" / "python"), env_dir=env_dir)
+        return PreparedModel(model_dir=model_dir, python=sys.executable, env_dir=None, code_dir=code_dir)
+    env_dir = ensure_environment(requirements, code_dir or model_dir, cache_dir, log)
+    python = str(env_dir / "bin" / "python")
+    return PreparedModel(model_dir=model_dir, python=python, env_dir=env_dir, code_dir=code_dir)

@@ -15,6 +15,7 @@ from typing import Any
 
 from moorage.artifacts import PreparedModel, UnpackLimits, prepare_model
 from moorage.fleet.settings import FleetContext
+from moorage.serving.settings import CODE_DIR_VARIABLE
 
 INVOCATION_TIMEOUT = 60.0
 DEFAULT_STARTUP_TIMEOUT = 600.0
@@ -136,6 +137,8 @@ async def prepare_variant(
     if prepared.env_dir is not None:
         environment.setdefault("VIRTUAL_ENV", str(prepared.env_dir))
         environment["PATH"] = f"{prepared.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    if prepared.code_dir is not None:
+        environment[CODE_DIR_VARIABLE] = str(prepared.code_dir)
     instances, weight = variant_capacity(snapshot, pv)
     return VariantPlan(
         name=pv["VariantName"],

@@ -19,6 +19,8 @@ DEFAULT_PROGRAM = "inference.py"
 DEFAULT_ACCEPT = "application/json"
 # Asynchronous inference accepts payloads up to 1 GB; the front door enforces the tighter per-API limits.
 DEFAULT_MAX_BODY_BYTES = 1 << 30
+# Set by the server when SAGEMAKER_SUBMIT_DIRECTORY names an archive: where it was unpacked.
+CODE_DIR_VARIABLE = "MOORAGE_CODE_DIR"
 
 
 def limit_threads(environ: MutableMapping[str, str]) -> None:
@@ -110,6 +112,9 @@ def _available_cpus() -> int:
 
 
 def _code_dir(model_dir: Path, environ: Mapping[str, str]) -> Path:
+    fetched = environ.get(CODE_DIR_VARIABLE, "")
+    if fetched:
+        return Path(fetched).absolute()
     submit = environ.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
     if submit.startswith("file://"):
         submit = submit[len("file://") :]
