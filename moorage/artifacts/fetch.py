@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
@@ -44,17 +45,44 @@ class ObjectInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class _StoreChoice:
+    endpoint_url: str
+    anonymous: bool
+
+
+_store: _StoreChoice | None = None
+
+
+def use_store(endpoint_url: str | None, anonymous: bool = False) -> None:
+    """The S3 store the server's own downloads use: the one its port passes S3 requests to (the
+    embedded store needs no signature). None: boto3's own settings (``AWS_ENDPOINT_URL_S3`` …)."""
+    global _store
+    _store = None if endpoint_url is None else _StoreChoice(endpoint_url, anonymous)
+
+
 def s3_client() -> Any:
     """A fresh client per call: boto3 sessions are not thread-safe and this runs in worker threads."""
     session = boto3.session.Session()
-    custom_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    store = _store
+    custom_endpoint = (
+        store.endpoint_url
+        if store is not None
+        else os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
     config = Config(
         retries={"mode": "standard", "max_attempts": 5},
         connect_timeout=10,
         read_timeout=120,
         s3={"addressing_style": "path"} if custom_endpoint else {},
+        signature_version=UNSIGNED if store is not None and store.anonymous else None,
     )
-    return session.client("s3", region_name=session.region_name or _DEFAULT_REGION, config=config)
+    return session.client(
+        "s3",
+        region_name=session.region_name or _DEFAULT_REGION,
+        endpoint_url=custom_endpoint,
+        config=config,
+    )
 
 
 def head_object(client: Any, location: S3Location, field: str) -> ObjectInfo:

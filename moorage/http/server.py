@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -59,6 +59,40 @@ Refusal = Callable[[bytes, int, str], Response]
 PrefixLimit = tuple[bytes, int]
 
 
+class StreamSink(Protocol):
+    """What a streamed request's handler writes its response to (the client connection)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self, keep_alive: bool) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class StreamHandler(Protocol):
+    """A request whose body and response are passed along as they arrive (the S3 pass-through),
+    instead of being read whole first. `start` comes at the end of the head; the handler writes
+    the whole response, framing included, to the sink and calls `finish` once it is done."""
+
+    def start(self, sink: StreamSink) -> None: ...
+
+    def body(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+# method, URL, lower-cased headers -> a handler if this request is to be streamed, else None
+Streams = Callable[[bytes, bytes, Mapping[bytes, bytes]], StreamHandler | None]
+
+
 class _Abort(Exception):
     """Stops the parser after the connection has been answered and closed."""
 
@@ -72,8 +106,11 @@ class HttpServer:
         max_body_bytes: int,
         refusal: Refusal | None = None,
         prefix_limit: PrefixLimit | None = None,
+        streams: Streams | None = None,
     ) -> None:
         self.app = app
+        # asked at the end of each head outside `prefix_limit`'s prefix: None, or the request streams
+        self.streams = streams
         self.max_body_bytes = max_body_bytes
         self.refusal = refusal  # None: refusals are plain text
         self.prefix_limit = prefix_limit  # None: max_body_bytes for every request
@@ -137,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
         "_reading_head",
         "_server",
         "_since",
+        "_stream",
+        "_stream_held",
         "_task",
         "_transport",
         "_url",
@@ -163,6 +202,8 @@ class HttpProtocol(asyncio.Protocol):
         self._pending: deque[_Request] = deque()
         self._final: Response | None = None  # a refusal owed once the requests before it are answered
         self._write_paused = False
+        self._stream: StreamHandler | None = None  # the request being streamed (until its response ends)
+        self._stream_held = False  # its handler cannot take more body yet
         self._keep_alive = True
         self._since = time.monotonic()  # when the connection last went idle, or its request began
 
@@ -175,6 +216,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.abort()
 
     def data_received(self, data: bytes) -> None:
         if not self._keep_alive:
@@ -197,10 +241,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self._stream is not None:
+            self._stream.pause_writing()
         self._update_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._stream is not None:
+            self._stream.resume_writing()
         self._update_reading()
 
     # httptools callbacks
@@ -240,8 +288,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
-        if (limit := self._server.prefix_limit) is not None:  # a comparison, not a call, per request
-            self._max_body = limit[1] if self._url.startswith(limit[0]) else self._server.max_body_bytes
+        limit = self._server.prefix_limit
+        if limit is not None and self._url.startswith(limit[0]):  # a comparison, not a call, per request
+            self._max_body = limit[1]
+        else:
+            self._max_body = self._server.max_body_bytes
+            if self._server.streams is not None and self._start_stream():
+                return
         length = self._headers.get(b"content-length")
         expects_continue = self._headers.get(b"expect", b"").lower() == b"100-continue"
         if length is not None and length.isdigit() and int(length) > self._max_body:
@@ -252,6 +305,9 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        if self._stream is not None:
+            self._stream.body(body)
+            return
         self._body_size += len(body)
         if self._discard:
             if self._body_size > self._max_body + MAX_DISCARD_BYTES:
@@ -265,6 +321,13 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._reading_head = True
         self._head_bytes = 0
+        if not self._keep_alive:  # a streamed response ended this connection during this read
+            raise _Abort
+        if self._stream is not None:
+            self._stream_held = True  # nothing more is read until its response has gone out
+            self._update_reading()
+            self._stream.end()
+            return
         if self._discard:
             self.abort()
             raise _Abort
@@ -279,6 +342,58 @@ class HttpProtocol(asyncio.Protocol):
             self._pending.append(request)
         else:
             self._handle(request)
+
+    # streamed requests
+
+    def _start_stream(self) -> bool:
+        """Hands the request to a stream handler if the app wants it streamed (see HttpServer.streams)."""
+        streams = self._server.streams
+        assert streams is not None
+        handler = streams(self._parser.get_method(), self._url, self._headers)
+        if handler is None:
+            return False
+        if self._task is not None or self._pending:
+            message = "This request cannot be pipelined behind another; send it alone."
+            self._refuse(self._refusal(400, message))
+        self._stream = handler
+        if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport is not None:
+            self._transport.write(_CONTINUE)
+        handler.start(self)
+        return True
+
+    def write(self, data: bytes) -> None:
+        """StreamSink: part of the streamed request's response."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def finish(self, keep_alive: bool) -> None:
+        """StreamSink: the streamed response is complete. Before its request body was (a refusal,
+        an early error), the connection closes: the rest of that body is not worth reading."""
+        body_done = self._reading_head
+        self._stream = None
+        self._stream_held = False
+        self._active = False
+        self._since = time.monotonic()
+        if not (keep_alive and body_done and self._keep_alive and self._parser.should_keep_alive()):
+            self._keep_alive = False
+            self.abort()
+            return
+        if self._server.draining:
+            self.abort()
+            return
+        self._update_reading()
+
+    def resume_reading(self) -> None:
+        """StreamSink: the handler can take more of the body."""
+        if self._stream is not None and not self._reading_head:
+            self._stream_held = False
+            self._update_reading()
+
+    def pause_reading(self) -> None:
+        """StreamSink: the handler cannot take more of the body for now."""
+        self._stream_held = True
+        self._update_reading()
 
     # requests and responses
 
@@ -375,8 +490,9 @@ class HttpProtocol(asyncio.Protocol):
     # connection state
 
     def expire(self, now: float, idle_seconds: float, request_seconds: float) -> None:
-        """Called by the server's sweep; see HttpServer.enforce_timeouts."""
-        if self._task is not None or self._pending:
+        """Called by the server's sweep; see HttpServer.enforce_timeouts. A streamed request is
+        left to its handler, whose own timeouts apply (an upload may take longer than a request)."""
+        if self._task is not None or self._pending or self._stream is not None:
             return
         if self._active:
             if now - self._since > request_seconds:
@@ -387,7 +503,7 @@ class HttpProtocol(asyncio.Protocol):
             self.abort()
 
     def close_if_idle(self) -> None:
-        if not self._active and self._task is None and not self._pending:
+        if not self._active and self._task is None and not self._pending and self._stream is None:
             self.abort()
 
     def abort(self) -> None:
@@ -401,7 +517,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if self._task is not None or self._write_paused:
+        if self._task is not None or self._write_paused or self._stream_held:
             transport.pause_reading()
         else:
             transport.resume_reading()

@@ -1,0 +1,72 @@
+"""Which AWS service a request on the one port is for, the way AWS's own front ends tell them apart.
+
+A signed request names its service in the SigV4 credential scope
+(``Credential=AKID/20261205/us-east-1/<service>/aws4_request``, in the Authorization header or, for
+a presigned URL, in ``X-Amz-Credential``). The rest follows from the path and X-Amz-Target:
+
+=============================================  ==============================================
+request                                         service
+=============================================  ==============================================
+``/endpoints/…`` (any signature)                SageMaker Runtime (a bucket named ``endpoints``
+                                                is not reachable through this port)
+``POST /`` with ``X-Amz-Target``                the awsJson service the target's prefix names
+``POST /`` with a form body, ``GET /?Action=``  STS (awsQuery)
+signed for ``s3``                               S3
+unsigned ``GET/HEAD /ping``, ``/metrics``       the server's own health and metrics
+anything else                                   S3
+=============================================  ==============================================
+
+The runtime test comes first and costs one prefix comparison, so the invocation path pays nothing
+for the other services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+_CREDENTIAL = b"Credential="
+_QUERY_CREDENTIAL = b"X-Amz-Credential="
+_OWN_PATHS = frozenset({b"/ping", b"/metrics"})
+S3 = b"s3"
+STS = b"sts"
+
+
+def signing_service(url: bytes, headers: Mapping[bytes, bytes]) -> bytes | None:
+    """The service in the request's SigV4 credential scope, or None for an unsigned request."""
+    authorization = headers.get(b"authorization")
+    if authorization is not None:
+        start = authorization.find(_CREDENTIAL)
+        if start < 0:
+            return None
+        scope = authorization[start + len(_CREDENTIAL) :].partition(b",")[0].strip()
+        parts = scope.split(b"/")
+    else:
+        start = url.find(_QUERY_CREDENTIAL)
+        if start < 0:
+            return None
+        scope = url[start + len(_QUERY_CREDENTIAL) :].partition(b"&")[0]
+        parts = scope.replace(b"%2F", b"/").replace(b"%2f", b"/").split(b"/")
+    return parts[3] if len(parts) == 5 else None
+
+
+def is_s3(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a request outside ``/endpoints/`` goes to S3 (see the table above)."""
+    path, _, query = url.partition(b"?")
+    service = signing_service(url, headers)
+    if service is not None:
+        return service == S3
+    if path == b"/":
+        return not (method == b"POST" or b"Action=" in query)
+    return not (path in _OWN_PATHS and method in (b"GET", b"HEAD"))
+
+
+def is_sts(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> bool:
+    """A request for ``/`` without X-Amz-Target: STS when signed for it, or when unsigned and it
+    carries an ``Action`` (awsQuery, in a form body or the query string)."""
+    service = signing_service(url, headers)
+    if service is not None:
+        return service == STS
+    query = url.partition(b"?")[2]
+    if method == b"GET":
+        return query.startswith(b"Action=") or b"&Action=" in query
+    return body.startswith(b"Action=") or b"&Action=" in body

@@ -1,0 +1,494 @@
+"""S3 requests on the front door's port, passed through to the S3 store as their bytes arrive.
+
+The client's request goes to the store unchanged (its Host and signature included, so a store that
+checks signatures sees what the client signed) except for what only this hop may decide: framing,
+`Expect` (the front door already answered 100-continue), and the server-side-encryption headers
+(see `_SSE_HEADERS`). Bodies stream both ways with back-pressure, so a multi-gigabyte upload or
+download never sits in the server's memory. The store's answer goes back as it came, re-framed.
+
+Errors this hop produces itself (store down, store gone mid-request, bucket owner mismatch, body
+hash mismatch) are S3's XML errors, so boto3 raises the usual ClientError and retries what S3 says
+is retryable (503 `ServiceUnavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
+
+import httptools
+
+from moorage.api.http import request_id
+from moorage.http.responses import status_line
+from moorage.http.server import StreamHandler, StreamSink
+
+log = logging.getLogger("moorage.s3")
+
+# Headers that describe one hop, not the request: never forwarded as they came.
+_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"expect", b"proxy-connection", b"upgrade", b"te"}
+)
+# Server-side encryption with KMS keys asks the store to encrypt with a key service that does not
+# exist here; SeaweedFS answers such requests with a 500. They are accepted and echoed as AWS
+# echoes them, and docs/s3.md says plainly that data at rest is not KMS-encrypted.
+_SSE_HEADERS = (
+    b"x-amz-server-side-encryption",
+    b"x-amz-server-side-encryption-aws-kms-key-id",
+    b"x-amz-server-side-encryption-context",
+    b"x-amz-server-side-encryption-bucket-key-enabled",
+)
+_KMS = b"aws:kms"
+_OWNER = b"x-amz-expected-bucket-owner"
+_XML = b"application/xml"
+_MAX_IDLE = 16  # pooled keep-alive connections per store address
+_IDLE_SECONDS = 15.0  # a pooled connection older than this is closed, before the store would
+_ANSWER_SECONDS = 120.0  # from the end of the request body to the store's first response byte
+
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where S3 requests go: `address()` is None while the store is down, and `why_down()` says why."""
+
+    address: Callable[[], Address | None]
+    why_down: Callable[[], str | None]
+    tls: ssl.SSLContext | None = None
+    # the server's own store (embedded): KMS encryption and bucket owners are answered here (a store
+    # of one's own choosing gets those headers as signed, and decides)
+    own: bool = False
+
+
+def external_store(url: str) -> Store:
+    """A store named by URL (http or https; host and port as written)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--s3-endpoint {url!r} is not an http:// or https:// URL")
+    tls = ssl.create_default_context() if parts.scheme == "https" else None
+    address = (parts.hostname, parts.port or (443 if tls else 80))
+    return Store(address=lambda: address, why_down=lambda: None, tls=tls)
+
+
+def error_response(status: int, code: str, message: str, resource: bytes = b"", close: bool = True) -> bytes:
+    """A complete HTTP response with S3's XML error body."""
+    where = escape(resource.decode("utf-8", "replace"))
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+        f"<Resource>{where}</Resource><RequestId>{request_id()}</RequestId></Error>"
+    ).encode()
+    return b"%sContent-Type: application/xml\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        status_line(status),
+        len(body),
+        b"Connection: close\r\n" if close else b"",
+        body,
+    )
+
+
+class Refusal:
+    """A streamed request answered at once with an S3 error (S3 turned off, or refused before it
+    reached the store); the connection closes after it, so the body is never read."""
+
+    def __init__(self, status: int, code: str, message: str, resource: bytes = b"") -> None:
+        self._response = error_response(status, code, message, resource)
+
+    def start(self, sink: StreamSink) -> None:
+        sink.write(self._response)
+        sink.finish(keep_alive=False)
+
+    def body(self, chunk: bytes) -> None:
+        return None
+
+    def end(self) -> None:
+        return None
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
+
+class S3PassThrough:
+    """Makes a stream handler per S3 request, over a small pool of keep-alive store connections."""
+
+    def __init__(self, store: Store, account: str) -> None:
+        self.store = store
+        self.account = account.encode()
+        self._idle: dict[Address, list[_StoreConnection]] = {}
+
+    def handler(
+        self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], payload_sha256: str | None = None
+    ) -> StreamHandler:
+        """`payload_sha256`: the body hash the client signed (checked before the body's last bytes
+        are passed on; on a mismatch the store never sees a complete body)."""
+        path = url.partition(b"?")[0]
+        owner = headers.get(_OWNER)
+        if self.store.own and owner is not None and owner.strip() != self.account:
+            message = "Access Denied: the bucket is not owned by the account in x-amz-expected-bucket-owner."
+            return Refusal(403, "AccessDenied", message, path)
+        address = self.store.address()
+        if address is None:
+            why = self.store.why_down() or "the S3 store is not available"
+            return Refusal(503, "ServiceUnavailable", f"{why}. Retry shortly.", path)
+        return _Exchange(self, address, method, url, headers, payload_sha256)
+
+    def take(self, address: Address) -> _StoreConnection | None:
+        idle = self._idle.get(address)
+        loop = asyncio.get_running_loop()
+        while idle:
+            connection = idle.pop()
+            if not connection.closing() and loop.time() - connection.idle_since < _IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
+
+    def give_back(self, address: Address, connection: _StoreConnection) -> None:
+        idle = self._idle.setdefault(address, [])
+        if len(idle) >= _MAX_IDLE or connection.closing():
+            connection.close()
+            return
+        connection.idle_since = asyncio.get_running_loop().time()
+        idle.append(connection)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+
+
+def _request_head(
+    method: bytes, url: bytes, headers: Mapping[bytes, bytes], chunked: bool, own: bool
+) -> bytes:
+    lines = [b"%s %s HTTP/1.1\r\n" % (method, url)]
+    kms = own and headers.get(_SSE_HEADERS[0]) == _KMS
+    for name, value in headers.items():
+        if name in _HOP or (own and name == _OWNER) or (kms and name in _SSE_HEADERS):
+            continue
+        lines.append(b"%s: %s\r\n" % (name, value))
+    if chunked:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+class _Exchange:
+    """One S3 request and its response: client → store as the body arrives, store → client likewise."""
+
+    def __init__(
+        self,
+        proxy: S3PassThrough,
+        address: Address,
+        method: bytes,
+        url: bytes,
+        headers: Mapping[bytes, bytes],
+        payload_sha256: str | None,
+    ) -> None:
+        self.proxy = proxy
+        self.address = address
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.chunked = b"content-length" not in headers and b"chunked" in headers.get(
+            b"transfer-encoding", b""
+        )
+        kms = proxy.store.own and headers.get(_SSE_HEADERS[0]) == _KMS
+        self._echo = [(name, headers[name]) for name in _SSE_HEADERS if kms and name in headers]
+        self._hash = hashlib.sha256() if payload_sha256 is not None else None
+        self._expected = payload_sha256
+        self._held = (
+            b""  # with a hash to check: the latest chunk, sent only once the next one (or the end) is known
+        )
+        self.sink: StreamSink | None = None
+        self.connection: _StoreConnection | None = None
+        self._outbox: list[bytes] = []  # what was sent before the store connection opened
+        self._body_done = False
+        self._answering = False  # the store's response has begun
+        self._response_chunked = False
+        self._no_body = False
+        self._done = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # from the client side (StreamHandler)
+
+    def start(self, sink: StreamSink) -> None:
+        self.sink = sink
+        head = _request_head(self.method, self.url, self.headers, self.chunked, self.proxy.store.own)
+        connection = self.proxy.take(self.address)
+        if connection is not None:
+            connection.begin(self)
+            connection.send(head)
+            return
+        self._outbox.append(head)
+        sink.pause_reading()  # until the connection is open
+        asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        host, port = self.address
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(
+                _StoreConnection, host, port, ssl=self.proxy.store.tls
+            )
+        except OSError as exc:
+            self._fail(f"Cannot reach the S3 store at {host}:{port} ({exc.strerror or exc})")
+            return
+        if self._done:  # the client went away meanwhile
+            connection.close()
+            return
+        connection.begin(self)
+        outbox, self._outbox = self._outbox, []
+        connection.send(b"".join(outbox))
+        if self.sink is not None and not self._body_done:
+            self.sink.resume_reading()
+        if self._body_done:
+            self._arm()
+
+    def body(self, chunk: bytes) -> None:
+        if self._hash is not None:
+            self._hash.update(chunk)
+            chunk, self._held = self._held, chunk
+            if not chunk:
+                return
+        self._forward(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    def end(self) -> None:
+        self._body_done = True
+        if self._hash is not None:
+            digest = self._hash.hexdigest()
+            if self._expected is None or not hmac.compare_digest(digest, self._expected):
+                message = "The provided 'x-amz-content-sha256' header does not match what was computed."
+                self._fail(message, status=400, code="XAmzContentSHA256Mismatch", retryable=False)
+                return
+            if self._held:
+                held, self._held = self._held, b""
+                self._forward(b"%x\r\n%s\r\n" % (len(held), held) if self.chunked else held)
+        if self.chunked:
+            self._forward(b"0\r\n\r\n")
+        if self.connection is not None:
+            self._arm()
+
+    def pause_writing(self) -> None:
+        if self.connection is not None:
+            self.connection.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.connection is not None:
+            self.connection.resume_reading()
+
+    def abort(self) -> None:
+        """The client went away: the store connection is dropped (its state is unknown)."""
+        self._done = True
+        self._disarm()
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def _forward(self, data: bytes) -> None:
+        if self.connection is not None:
+            self.connection.send(data)
+        else:
+            self._outbox.append(data)
+
+    def _arm(self) -> None:
+        if self._timer is None and not self._answering and not self._done:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(_ANSWER_SECONDS, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        self._fail(f"The S3 store did not answer within {_ANSWER_SECONDS:g} s")
+
+    # from the store side (_StoreConnection)
+
+    def response_head(self, status: int, headers: list[tuple[bytes, bytes]], version: str) -> None:
+        self._answering = True
+        self._disarm()
+        lines = [status_line(status)]
+        length = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = True
+            elif lower in _HOP:
+                continue
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if status < 300:
+            present = {name.lower() for name, _ in headers}
+            lines += [b"%s: %s\r\n" % (name, value) for name, value in self._echo if name not in present]
+        self._no_body = self.method == b"HEAD" or status in (204, 304) or 100 <= status < 200
+        if not length and not self._no_body:
+            self._response_chunked = True
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        if self.sink is not None:
+            self.sink.write(b"".join(lines))
+        if self.method == b"HEAD":  # no body follows, whatever Content-Length says
+            self._complete(reusable=self._body_done)
+
+    def response_body(self, chunk: bytes) -> None:
+        if self.sink is not None and not self._done:
+            self.sink.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._response_chunked else chunk)
+
+    def response_end(self, reusable: bool) -> None:
+        if self._done:
+            return
+        if self._response_chunked and self.sink is not None:
+            self.sink.write(b"0\r\n\r\n")
+        self._complete(reusable=reusable and self._body_done)
+
+    def store_lost(self) -> None:
+        """The store connection closed before its response was complete."""
+        self.connection = None
+        if self._done:
+            return
+        if self._answering:  # part of the response has gone out: only hanging up is honest
+            self._done = True
+            if self.sink is not None:
+                self.sink.finish(keep_alive=False)
+            return
+        why = self.proxy.store.why_down()
+        self._fail(f"The S3 store closed the connection{': ' + why if why else ''}")
+
+    def _complete(self, reusable: bool) -> None:
+        self._done = True
+        self._disarm()
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.end()
+            if reusable:
+                self.proxy.give_back(self.address, connection)
+            else:
+                connection.close()
+        if self.sink is not None:
+            self.sink.finish(keep_alive=True)
+
+    def _fail(
+        self, message: str, status: int = 503, code: str = "ServiceUnavailable", retryable: bool = True
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._disarm()
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        if retryable:
+            log.warning(
+                "S3 request %s %s failed: %s", self.method.decode(), self.url[:200].decode("latin-1"), message
+            )
+            message += ". Retry shortly; the server log and `moorage logs s3` say more."
+        if self.sink is not None:
+            if not self._answering:
+                self.sink.write(error_response(status, code, message, self.url.partition(b"?")[0]))
+            self.sink.finish(keep_alive=False)
+
+
+class _StoreConnection(asyncio.Protocol):
+    """One keep-alive connection to the store; carries one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.exchange: _Exchange | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.idle_since = 0.0
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    def begin(self, exchange: _Exchange) -> None:
+        self.exchange = exchange
+        exchange.connection = self
+        self._headers = []
+        self.parser = httptools.HttpResponseParser(self)
+
+    def end(self) -> None:
+        self.exchange = None
+        self.parser = None
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def close(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # asyncio
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.store_lost()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None and self.exchange.sink is not None:
+            self.exchange.sink.pause_reading()
+
+    def resume_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.sink is not None and not exchange._body_done:
+            exchange.sink.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser is None:  # bytes with no request outstanding: the connection is not usable
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            exchange = self.exchange
+            self.close()
+            if exchange is not None:
+                exchange.store_lost()
+
+    # httptools
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None and self.parser is not None:
+            self.exchange.response_head(
+                self.parser.get_status_code(), self._headers, self.parser.get_http_version()
+            )
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and self.parser is not None:
+            exchange.response_end(self.parser.should_keep_alive())
