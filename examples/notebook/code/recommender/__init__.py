@@ -1,0 +1,1 @@
+"""Helpers of the notebook's recommender: request/response models, vector files, scoring."""
