@@ -15,12 +15,28 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from moorage.app import serve
+    from moorage.auth import BindRefused, KeyFileError, check_bind, load_keyring
     from moorage.config import Settings
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings(state_dir=Path(args.state_dir), host=args.host, port=args.port)
+    try:
+        warning = check_bind(args.host, args.credentials, args.insecure_no_auth)
+        if args.credentials:
+            load_keyring(args.credentials)  # a bad keys file stops here, before anything starts
+    except (BindRefused, KeyFileError) as refusal:
+        print(f"moorage serve: {refusal}", file=sys.stderr)
+        return 2
+    if warning:
+        logging.getLogger("moorage").warning("%s", warning)
+    settings = Settings(
+        state_dir=Path(args.state_dir),
+        host=args.host,
+        port=args.port,
+        credentials_file=Path(args.credentials) if args.credentials else None,
+        insecure_no_auth=args.insecure_no_auth,
+    )
     banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})"
     try:
         import uvloop
@@ -94,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7070)
     serve.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    serve.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="verify SigV4 signatures against the keys in FILE (~/.aws/credentials format)",
+    )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="unsafe: listen on a non-loopback --host without --credentials",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
     logs = commands.add_parser("logs", help="show an endpoint's log (instances' output and server events)")

@@ -31,6 +31,10 @@ class Settings:
     account_id: str = "123456789012"
     default_region: str = "us-east-1"
     database_url: str | None = None
+    # SigV4: the accepted keys (~/.aws/credentials format); None accepts any signature, which is
+    # allowed on a loopback address only, or anywhere with insecure_no_auth (docs/security.md)
+    credentials_file: Path | None = None
+    insecure_no_auth: bool = False
     max_unpacked_bytes: int = field(
         default_factory=lambda: _env_int("MOORAGE_MAX_UNPACKED_BYTES", 32 * 1024**3)
     )
