@@ -35,6 +35,7 @@ from moorage.dataplane.stats import StatsBook
 from moorage.fleet import EndpointFleet, FleetContext
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer
+from moorage.images import ImageRegistry
 from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from moorage.metrics.exposition import FleetCollector, registry, render
@@ -110,6 +111,7 @@ class MoorageApp:
             region=settings.default_region,
             account=settings.account_id,
             stats=self.stats,
+            images=ImageRegistry(self.store),
         )
         self.reconciler = Reconciler(self.store, self.table, fleet)
         endpoints = Endpoints(self.store, self.reconciler, InstanceQuotas.from_settings(settings))

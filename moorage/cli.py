@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--custom-attributes", metavar="TEXT")
     _add_endpoint_url(invoke)
     invoke.set_defaults(func=_invoke)
+    from moorage.images.commands import add_arguments as add_image_arguments
+
+    add_image_arguments(commands, DEFAULT_STATE_DIR)
     return parser
 
 

@@ -15,16 +15,28 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moorage.artifacts.cache import cached_dir, digest_of
 from moorage.artifacts.errors import ArtifactError
+from moorage.images.python import find_python
 
 _TAIL_CHARS = 600
 _CONTAINER_MODEL_DIR = "/opt/ml/model"
 _LAYOUT_VERSION = "uv-venv-2"
 _CHATTER = ("Using Python", "Using CPython", "Creating virtual environment", "Activate with")  # not in errors
+
+
+@dataclass(frozen=True)
+class ImagePackages:
+    """What an image adds to a model's environment (moorage/images/resolve.py decides it)."""
+
+    label: str = ""  # names the image and its packages in messages and FailureReasons
+    requirements: tuple[str, ...] = ()
+    wheels_only: tuple[str, ...] = ()  # never built from source
+    python: str | None = None  # X.Y other than the server's own interpreter
 
 
 def find_requirements(
@@ -50,29 +62,53 @@ def find_requirements(
 
 
 def ensure_environment(
-    requirements: Path, model_dir: Path, cache_dir: Path, log: Callable[[str], None]
+    requirements: Path | None,
+    model_dir: Path,
+    cache_dir: Path,
+    log: Callable[[str], None],
+    image: ImagePackages | None = None,
 ) -> Path:
-    """Return a venv with ``requirements`` installed, building it only if no identical one exists."""
-    label = _label(requirements, model_dir)
-    try:
-        text = requirements.read_bytes().decode("utf-8", "surrogateescape")
-    except OSError as exc:
-        raise ArtifactError(f"Cannot read {label}: {exc}") from None
-    key = digest_of(_LAYOUT_VERSION, text, sys.version, platform.platform(), sys.executable, sys.prefix)
+    """Return a venv with ``requirements`` (and the image's packages) installed, building it only if no
+    identical one exists."""
+    label = _label(requirements, model_dir) if requirements is not None else ""
+    text = ""
+    if requirements is not None:
+        try:
+            text = requirements.read_bytes().decode("utf-8", "surrogateescape")
+        except OSError as exc:
+            raise ArtifactError(f"Cannot read {label}: {exc}") from None
+    image = image or ImagePackages()
+    if image.label:
+        label = f"{image.label} and {label}" if label else image.label
+    interpreter = sys.executable
+    if image.python is not None:
+        found, why = find_python(image.python)
+        if found is None:
+            raise ArtifactError(f"Cannot build the environment for {label}: {why}.")
+        interpreter = found
+    key = digest_of(
+        _LAYOUT_VERSION, text, sys.version, platform.platform(), sys.executable, sys.prefix,
+        "\n".join(image.requirements), ",".join(image.wheels_only), interpreter,
+    )  # fmt: skip
+    cwd = requirements.parent if requirements is not None else cache_dir
+    shared = ["--system-site-packages"] if image.python is None else []
+    install = ["-r", str(requirements)] if requirements is not None else []
+    install += [*image.requirements, *(f"--only-binary={name}" for name in image.wheels_only)]
 
     def build(env_dir: Path) -> None:
         log(f"Creating a Python environment for {label}")
         uv = _uv_binary()
         _run_uv(
-            [uv, "venv", "--no-progress", "--system-site-packages", "--relocatable",
-             "--python", sys.executable, str(env_dir)],
-            f"Creating the Python environment for {label}", requirements.parent, log,
+            [uv, "venv", "--no-progress", *shared, "--relocatable", "--python", interpreter, str(env_dir)],
+            f"Creating the Python environment for {label}", cwd, log,
         )  # fmt: skip
-        _link_server_site_packages(env_dir)
+        if image.python is None:
+            _link_server_site_packages(env_dir)
+        else:
+            _link_runtime_source(env_dir)
         _run_uv(
-            [uv, "pip", "install", "--no-progress", "--python", str(env_dir / "bin" / "python"),
-             "-r", str(requirements)],
-            f"Installing {label}", requirements.parent, log,
+            [uv, "pip", "install", "--no-progress", "--python", str(env_dir / "bin" / "python"), *install],
+            f"Installing {label}", cwd, log,
         )  # fmt: skip
 
     env_dir, cached = cached_dir(cache_dir, "envs", key, build)
@@ -132,6 +168,18 @@ def _link_server_site_packages(env_dir: Path) -> None:
     paths = [path for path in site.getsitepackages() if Path(path).is_dir()]
     lines = "".join(f"import site; site.addsitedir({path!r})\n" for path in paths)
     (targets[0] / "_moorage_server_site.pth").write_text(lines)
+
+
+def _link_runtime_source(env_dir: Path) -> None:
+    """Another Python version cannot use the server's compiled packages: expose only Moorage itself
+    (pure Python); the runtime's own dependencies are installed into the environment."""
+    import moorage
+
+    lib = env_dir / "lib"
+    targets = sorted(lib.glob("python*/site-packages"))
+    if targets:
+        source = Path(moorage.__file__).resolve().parent.parent
+        (targets[0] / "_moorage_runtime.pth").write_text(f"{source}\n")
 
 
 def _run_uv(command: list[str], action: str, cwd: Path, log: Callable[[str], None]) -> None:

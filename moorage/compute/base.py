@@ -18,6 +18,8 @@ class InstanceSpec:
     environment: Mapping[str, str]
     log_path: Path
     startup_timeout: float
+    # the image's own HTTP server (SageMaker container contract); None: the built-in serving runtime
+    command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
+from moorage.compute.command import CommandInstance, start_command
 from moorage.compute.procfs import process_usage
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
 from moorage.lifeline import PARENT_PID_VARIABLE
@@ -108,7 +109,9 @@ class LocalProvider:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
 
-    async def start(self, spec: InstanceSpec) -> LocalInstance:
+    async def start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
+        if spec.command is not None:  # the image runs its own server (moorage/compute/command.py)
+            return await start_command(spec)
         socket_dir = self.run_dir / spec.instance_id
         socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("instance.json", "failure.json"):  # only this start's files may decide its outcome

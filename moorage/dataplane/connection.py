@@ -1,4 +1,5 @@
-"""A minimal HTTP/1.1 keep-alive client for one instance worker socket.
+"""A minimal HTTP/1.1 keep-alive client for one instance worker socket (Unix, or TCP for an image that
+runs its own server: the address ``tcp://127.0.0.1:PORT``).
 
 A general-purpose HTTP client costs more CPU per request than many models do, so the hot path uses an
 asyncio Protocol with httptools' C parser, reuses connections, passes bodies through untouched and
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httptools
+
+TCP_PREFIX = "tcp://"
 
 
 class WorkerUnavailable(Exception):
@@ -119,10 +122,11 @@ class _FutureReceiver:
 class WorkerClient:
     """Pooled connections to one worker; `outstanding` feeds least-outstanding-requests routing."""
 
-    __slots__ = ("_idle", "max_idle", "outstanding", "replacing", "socket_path")
+    __slots__ = ("_idle", "_tcp", "max_idle", "outstanding", "replacing", "socket_path")
 
     def __init__(self, socket_path: str, max_idle: int = 64) -> None:
         self.socket_path = socket_path
+        self._tcp = tcp_address(socket_path)  # decided once: only how a connection is opened differs
         self.max_idle = max_idle
         self.outstanding = 0
         self.replacing = False  # its worker was killed and has not exited yet: connect nowhere
@@ -150,7 +154,10 @@ class WorkerClient:
             raise WorkerUnavailable(f"the worker on {self.socket_path} is being replaced")
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_unix_connection(Connection, self.socket_path)
+            if self._tcp is None:
+                _, conn = await loop.create_unix_connection(Connection, self.socket_path)
+            else:
+                _, conn = await loop.create_connection(Connection, *self._tcp)
         except OSError as exc:
             raise WorkerUnavailable(f"cannot connect to {self.socket_path}: {exc.strerror}") from exc
         return conn
@@ -174,3 +181,11 @@ class WorkerClient:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def tcp_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``tcp://HOST:PORT`` worker address; None for a Unix socket path."""
+    if not address.startswith(TCP_PREFIX):
+        return None
+    host, _, port = address[len(TCP_PREFIX) :].rpartition(":")
+    return host, int(port)

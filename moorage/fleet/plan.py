@@ -125,6 +125,7 @@ async def prepare_variant(
                 ctx.settings.cache_dir,
                 limits,
                 lambda line: ctx.logs.write(endpoint, line),
+                ctx.images,
             ),
             timeout,
         )
@@ -134,6 +135,7 @@ async def prepare_variant(
             f"the model data from {source} was still being downloaded, unpacked or given its environment. "
             "Raise ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
         ) from None
+    environment = {**prepared.image_environment, **environment}  # the model's Environment wins
     if prepared.env_dir is not None:
         environment.setdefault("VIRTUAL_ENV", str(prepared.env_dir))
         environment["PATH"] = f"{prepared.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"

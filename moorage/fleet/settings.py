@@ -8,6 +8,7 @@ from pathlib import Path
 from moorage.clock import Clock
 from moorage.compute.base import InstanceProvider
 from moorage.dataplane.stats import StatsBook
+from moorage.images import ImageLookup
 from moorage.logs import EndpointLogs
 
 
@@ -41,3 +42,4 @@ class FleetContext:
     region: str
     account: str
     stats: StatsBook | None = None  # None: metrics are off
+    images: ImageLookup | None = None  # images registered with `moorage image add`

@@ -216,6 +216,7 @@ class VariantFleet:
             environment=plan.environment,
             log_path=self.ctx.logs.path(self.endpoint),
             startup_timeout=plan.startup_timeout,
+            command=plan.prepared.command,
         )
         self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
         self.route.starting += 1

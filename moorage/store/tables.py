@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -117,3 +117,20 @@ class ScalingActivityRow(Base):
     status_code: Mapped[str] = mapped_column(String(16), index=True)
     status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     not_scaled_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
+
+# Images registered with `moorage image add`: the environment and command that stand in for an image URI.
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    uri: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)  # "Dockerfile /path", "requirements /path" or "command line"
+    python: Mapped[str] = mapped_column(String(16))  # X.Y the environment is built with
+    python_note: Mapped[str | None] = mapped_column(Text, nullable=True)  # an explicit --python override
+    requirements: Mapped[list[str]] = mapped_column(JSON)
+    # the command as registered, and whether it runs its own HTTP server (else: the built-in runtime)
+    command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    own_server: Mapped[bool] = mapped_column(Boolean)
+    environment: Mapped[dict[str, str]] = mapped_column(JSON)
+    dropped: Mapped[list[str]] = mapped_column(JSON)  # requirements left out (model servers never run)
+    registered_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,148 @@
+"""Instances that run an image's own HTTP server under the SageMaker container contract.
+
+SageMaker runs ``docker run IMAGE serve`` and talks to port 8080 (or ``SAGEMAKER_BIND_TO_PORT``): healthy
+once ``GET /ping`` answers 200, requests to ``POST /invocations``, SIGTERM to stop. Here the command
+(``serve`` already appended) runs as a process group with ``SAGEMAKER_BIND_TO_PORT`` set to a free port
+on 127.0.0.1, the model directory in ``SM_MODEL_DIR`` (there is no /opt/ml/model) and the model's
+Environment. The whole server is the instance's one worker, reached over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
+from moorage.compute.procfs import process_usage
+from moorage.dataplane.connection import TCP_PREFIX, WorkerClient, WorkerLost, WorkerUnavailable
+from moorage.lifeline import PARENT_PID_VARIABLE
+
+_PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
+_POLL_SECONDS = 0.05
+_PYTHON = re.compile(r"python(\d(\.\d+)?)?$")
+# Ties the command's life to the server's (PR_SET_PDEATHSIG survives exec), then becomes the command.
+_LIFELINE = (
+    "import os, sys; from moorage.lifeline import start_model_process; "
+    "start_model_process(os.environ); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+class CommandInstance:
+    """A running image server; it is its own single worker (index 0)."""
+
+    def __init__(self, instance_id: str, process: asyncio.subprocess.Process, address: str) -> None:
+        self.instance_id = instance_id
+        self.process = process
+        self.workers = [WorkerAddress(0, address)]
+        self._health = WorkerClient(address, max_idle=1)
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
+        """The server cannot be re-forked in place: it is killed and its fleet replaces the instance."""
+        self._signal_group(signal.SIGKILL)
+
+        async def after_exit() -> None:
+            await self.process.wait()
+            on_gone()
+
+        asyncio.get_running_loop().create_task(after_exit())
+
+    def usage(self) -> ResourceUsage | None:
+        if self.process.returncode is not None:
+            return None
+        return process_usage([self.process.pid])
+
+    async def ping(self, index: int, timeout: float) -> bool:
+        try:
+            response = await self._health.request(_PING, timeout=timeout)
+        except (WorkerUnavailable, WorkerLost, TimeoutError):
+            return False
+        return response.status == 200
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+
+    async def stop(self, grace: float) -> None:
+        self._health.close()
+        if self.process.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), grace)
+        self._signal_group(signal.SIGKILL)
+        if self.process.returncode is None:
+            await self.process.wait()
+
+
+async def start_command(spec: InstanceSpec) -> CommandInstance:
+    """Start ``spec.command`` and return once it answers GET /ping with 200."""
+    assert spec.command is not None
+    port = _free_port()
+    command = list(spec.command)
+    if _PYTHON.match(os.path.basename(command[0])):
+        command[0] = spec.python  # the image's environment, not whatever `python` is on PATH
+    env = {
+        **os.environ,
+        **spec.environment,
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "SM_MODEL_DIR": str(spec.model_dir),
+        "MOORAGE_INSTANCE_ID": spec.instance_id,
+        PARENT_PID_VARIABLE: str(os.getpid()),
+    }
+    with open(spec.log_path, "ab") as log:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _LIFELINE,
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=str(spec.model_dir),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise InstanceStartError(f"Cannot start the image's command {' '.join(command)}: {exc}") from None
+    instance = CommandInstance(spec.instance_id, process, f"{TCP_PREFIX}127.0.0.1:{port}")
+    try:
+        await _until_healthy(instance, command, spec.startup_timeout)
+    except BaseException:
+        await instance.stop(grace=2)
+        raise
+    return instance
+
+
+async def _until_healthy(instance: CommandInstance, command: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if instance.process.returncode is not None:
+            raise InstanceStartError(
+                f"The image's command `{' '.join(command)}` exited with status "
+                f"{instance.process.returncode} before it answered GET /ping. See the endpoint log."
+            )
+        if await instance.ping(0, timeout=2.0):
+            return
+        if time.monotonic() > deadline:
+            raise InstanceStartError(
+                f"ContainerStartupHealthCheckTimeoutInSeconds ({timeout:.0f} s) passed while the image's "
+                f"server `{' '.join(command)}` was not answering GET /ping with 200 on "
+                "SAGEMAKER_BIND_TO_PORT. Make it listen on that port, or raise the timeout."
+            )
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
