@@ -1,4 +1,5 @@
-"""The `moorage` command: `serve` and `logs` here; `ls`, `describe`, `invoke` in client_commands.py."""
+"""The `moorage` command: `serve` and `logs` here; `ls`, `describe`, `invoke` in client_commands.py,
+`env` in env_command.py."""
 
 from __future__ import annotations
 
@@ -95,6 +96,12 @@ def _invoke(args: argparse.Namespace) -> int:
     return invoke_endpoint(invocation, args.endpoint_url)
 
 
+def _env(args: argparse.Namespace) -> int:
+    from moorage.env_command import main as env_main
+
+    return env_main(args.endpoint_url, args.state_dir)
+
+
 def _add_endpoint_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint-url",
@@ -144,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--custom-attributes", metavar="TEXT")
     _add_endpoint_url(invoke)
     invoke.set_defaults(func=_invoke)
+    env = commands.add_parser(
+        "env", help='print shell exports that point boto3 and the SageMaker SDK here: eval "$(moorage env)"'
+    )
+    _add_endpoint_url(env)
+    env.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where the SDK config file is written")
+    env.set_defaults(func=_env)
     from moorage.images.commands import add_arguments as add_image_arguments
 
     add_image_arguments(commands, DEFAULT_STATE_DIR)
