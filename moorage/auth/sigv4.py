@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from botocore.utils import normalize_url_path
@@ -86,8 +87,7 @@ class AuthFailure(Exception):
         return f"AuthFailure(kind={self.kind!r}, message={self.message!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class _Signed:
+class _Signed(NamedTuple):
     """What the client claims: parsed from the Authorization header or the presigned query."""
 
     access_key: str
