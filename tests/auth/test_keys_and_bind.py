@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -83,8 +85,16 @@ def test_other_hosts_need_credentials(host: str, tmp_path: Path) -> None:
     assert warning is not None and "WITHOUT signature verification" in warning
 
 
-def test_serve_refuses_to_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from moorage.cli import main
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the server started")
+
+    # the refusal comes before the app runs (or is even imported for real)
+    monkeypatch.setitem(sys.modules, "moorage.app", types.SimpleNamespace(serve=never))
 
     assert main(["serve", "--host", "0.0.0.0", "--state-dir", str(tmp_path)]) == 2
     assert "Refusing to listen on 0.0.0.0" in capsys.readouterr().err
