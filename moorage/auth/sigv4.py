@@ -182,6 +182,11 @@ class SigV4Verifier:
         self._max_skew = max_skew_seconds
         self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
 
+    @property
+    def keys(self) -> KeyRing:
+        """The accepted keys (StsApi takes them to name a caller's IAM user)."""
+        return self._keys
+
     def verify(self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes | None) -> Caller:
         """The verified caller, or AuthFailure. ``body`` is None for S3 (its hash is the header's)."""
         path, _, query = url.partition(b"?")
