@@ -7,6 +7,7 @@ shutdown stops accepting, drains connections and stops every instance."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -15,10 +16,13 @@ import tempfile
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from moorage.api import control, scaling
+from moorage.api import control, routing, scaling
 from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
+from moorage.api.sts import StsApi
+from moorage.auth import AuthFailure, SigV4Verifier, load_keyring
+from moorage.auth.errors import auth_error_response
 from moorage.clock import SystemClock
 from moorage.compute.base import Instance
 from moorage.compute.local import LocalProvider
@@ -34,17 +38,20 @@ from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import StatsBook
 from moorage.fleet import EndpointFleet, FleetContext
 from moorage.http.responses import Response, json_response
-from moorage.http.server import HttpServer
+from moorage.http.server import HttpServer, StreamHandler
 from moorage.images import ImageRegistry
 from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from moorage.metrics.exposition import FleetCollector, registry, render
 from moorage.metrics.usage import UsageMeter
+from moorage.s3store.passthrough import Refusal, S3PassThrough
+from moorage.s3store.service import S3Service
 from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
 _PING = json_response({"status": "Healthy"})
 RUNTIME_PREFIX = b"/endpoints/"
+_OPEN = frozenset({b"/ping", b"/metrics"})  # unsigned, these need no signature even with --credentials
 _NOT_FOUND = "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."
 
 
@@ -52,6 +59,12 @@ class MoorageApp:
     """Routes a parsed request to the control or runtime adapter."""
 
     def __init__(self, settings: Settings) -> None:
+        keys = None
+        if settings.credentials_file is not None:
+            keys = load_keyring(settings.credentials_file, settings.account_id)
+            accounts = {key.account for key in keys.values()}
+            if len(accounts) == 1:  # the keys' account is the one ARNs are minted in
+                settings = dataclasses.replace(settings, account_id=accounts.pop())
         self.settings = settings
         self.clock = SystemClock()
         self.table = RoutingTable(settings.routing_seed)
@@ -65,20 +78,78 @@ class MoorageApp:
         self.metrics = registry(FleetCollector(self._fleets, self.usage)) if settings.metrics else None
         self._background: list[asyncio.Task[None]] = []
         self.scaling: ScalingEngine | None = None
+        self.verifier = SigV4Verifier(keys) if keys is not None else None  # None: signatures not checked
+        self.sts = StsApi(settings.account_id, settings.default_region, keys)
+        self.s3_service = S3Service(settings)
+        self.s3: S3PassThrough | None = None
+        self._s3_off = S3Service.OFF
 
     def __call__(
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
     ) -> Response | Awaitable[Response]:
+        """A request read whole; S3 requests never get here (see `streams`). moorage/api/routing.py
+        has the rule for which service a request is for."""
         path = url.partition(b"?")[0]
         if path.startswith(RUNTIME_PREFIX):
             return self.runtime(method, path, headers, body)
-        if path == b"/" and method == b"POST" and self.control is not None:
-            return self.control(headers, body)
+        if path == b"/":
+            if b"x-amz-target" not in headers and routing.is_sts(method, url, headers, body):
+                return self.sts(method, url, headers, body, None)
+            if method == b"POST" and self.control is not None:
+                return self.control(headers, body)
         if path == b"/ping":
             return _PING
         if path == b"/metrics" and self.metrics is not None and method in (b"GET", b"HEAD"):
             return Response(200, render(self.metrics), METRICS_CONTENT_TYPE)
         return refusal_response(404, _NOT_FOUND, runtime=False)
+
+    def streams(self, method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> StreamHandler | None:
+        """S3 requests are passed through as their bytes arrive (the HTTP server asks at the end of
+        each head outside /endpoints/)."""
+        if not routing.is_s3(method, url, headers):
+            return None
+        if self.s3 is None:
+            return Refusal(501, "NotImplemented", self._s3_off, url.partition(b"?")[0])
+        return self.s3.handler(method, url, headers)
+
+    def authenticated(
+        self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
+    ) -> Response | Awaitable[Response]:
+        """`__call__` behind SigV4 verification (moorage serve --credentials): a refusal is in the
+        shape of the API the request was for. Unsigned /ping and /metrics stay open."""
+        assert self.verifier is not None
+        path = url.partition(b"?")[0]
+        if path.startswith(RUNTIME_PREFIX):
+            family = "runtime"
+        elif path == b"/" and b"x-amz-target" not in headers and routing.is_sts(method, url, headers, body):
+            family = "query"
+        elif path in _OPEN and routing.signing_service(url, headers) is None:
+            return self(method, url, headers, body)
+        else:
+            family = "json"
+        try:
+            caller = self.verifier.verify(method, url, headers, body)
+        except AuthFailure as failure:
+            return auth_error_response(failure, family)
+        if family == "query":
+            return self.sts(method, url, headers, body, caller)
+        return self(method, url, headers, body)
+
+    def authenticated_streams(
+        self, method: bytes, url: bytes, headers: Mapping[bytes, bytes]
+    ) -> StreamHandler | None:
+        """`streams` behind SigV4 verification; the body hash the client signed is checked as the
+        body passes (the store never sees a complete body that does not match)."""
+        assert self.verifier is not None
+        if not routing.is_s3(method, url, headers):
+            return None
+        try:
+            caller = self.verifier.verify(method, url, headers, None)
+        except AuthFailure as failure:
+            return Refusal.of(auth_error_response(failure, "s3"))
+        if self.s3 is None:
+            return Refusal(501, "NotImplemented", self._s3_off, url.partition(b"?")[0])
+        return self.s3.handler(method, url, headers, caller.payload_sha256)
 
     def _fleets(self) -> Iterable[EndpointFleet]:
         return list(self.reconciler.fleets.values()) if self.reconciler is not None else []
@@ -100,6 +171,9 @@ class MoorageApp:
     async def startup(self) -> None:
         settings = self.settings
         self.store = open_store(settings.state_dir, settings.database_url)
+        # before endpoints are restored: their model data may be in the store
+        self.s3 = await self.s3_service.start()
+        self._s3_off = self.s3_service.off_reason
         # Unix socket paths must stay short, so instance sockets live in a private temp dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="moorage-"))
         logs = EndpointLogs(settings.log_dir)
@@ -140,6 +214,7 @@ class MoorageApp:
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
 
     async def shutdown(self) -> None:
+        await self.s3_service.stop()
         if self.scaling is not None:
             await self.scaling.stop()
         for task in self._background:
@@ -159,11 +234,13 @@ async def serve(settings: Settings, ready: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     # InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a bigger
     # one is refused before it is read (so it cannot tie up the loop that serves invocations)
+    verified = app.verifier is not None
     http = HttpServer(
-        app,
+        app.authenticated if verified else app,
         settings.max_control_body_bytes,
         refusal=app.refusal,
         prefix_limit=(RUNTIME_PREFIX, MAX_PAYLOAD_BYTES),
+        streams=app.authenticated_streams if verified else app.streams,
     )
     server = await loop.create_server(http, settings.host, settings.port, backlog=1024, reuse_address=True)
     http.enforce_timeouts(settings.idle_timeout_seconds, settings.request_timeout_seconds)

@@ -37,6 +37,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         credentials_file=Path(args.credentials) if args.credentials else None,
         insecure_no_auth=args.insecure_no_auth,
+        s3_enabled=not args.no_s3,
+        s3_endpoint=args.s3_endpoint,
     )
     banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})"
     try:
@@ -128,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="unsafe: listen on a non-loopback --host without --credentials",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s3 = serve.add_mutually_exclusive_group()
+    s3.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="pass S3 requests on the port to this S3-compatible store instead of the embedded one",
+    )
+    s3.add_argument("--no-s3", action="store_true", help="no S3 on the port (no embedded store)")
     serve.set_defaults(func=_serve)
     logs = commands.add_parser("logs", help="show an endpoint's log (instances' output and server events)")
     logs.add_argument("endpoint")

@@ -81,6 +81,10 @@ class Settings:
         default_factory=lambda: _env_float("MOORAGE_REQUEST_TIMEOUT_SECONDS", 60.0)
     )
 
+    # S3 on the port: the embedded store (default), an external store's URL, or off (docs/s3.md)
+    s3_enabled: bool = True
+    s3_endpoint: str | None = None
+
     def fleet(self) -> FleetSettings:
         return FleetSettings(
             stop_grace_seconds=self.stop_grace_seconds,

@@ -103,6 +103,11 @@ class EmbeddedS3:
         return ("127.0.0.1", self._ports["s3"]) if self._up else None
 
     @property
+    def filer_address(self) -> tuple[str, int] | None:
+        """("127.0.0.1", port) of its filer's HTTP API while it is up (bucket listing; see buckets.py)."""
+        return ("127.0.0.1", self._ports["filer"]) if self._up else None
+
+    @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self._ports['s3']}"
 

@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape
 import httptools
 
 from moorage.api.http import request_id
-from moorage.http.responses import status_line
+from moorage.http.responses import Response, render_head, status_line
 from moorage.http.server import StreamHandler, StreamSink
 
 log = logging.getLogger("moorage.s3")
@@ -65,6 +65,8 @@ class Store:
     # the server's own store (embedded): KMS encryption and bucket owners are answered here (a store
     # of one's own choosing gets those headers as signed, and decides)
     own: bool = False
+    # the embedded store's filer, for ListBuckets (buckets.py); None: ListBuckets goes to the store
+    filer: Callable[[], Address | None] | None = None
 
 
 def external_store(url: str) -> Store:
@@ -99,6 +101,13 @@ class Refusal:
 
     def __init__(self, status: int, code: str, message: str, resource: bytes = b"") -> None:
         self._response = error_response(status, code, message, resource)
+
+    @classmethod
+    def of(cls, response: Response) -> Refusal:
+        """A refusal made elsewhere (an authentication failure in S3's shape)."""
+        refusal = cls.__new__(cls)
+        refusal._response = render_head(response, close=True) + response.body
+        return refusal
 
     def start(self, sink: StreamSink) -> None:
         sink.write(self._response)
@@ -138,6 +147,11 @@ class S3PassThrough:
         if self.store.own and owner is not None and owner.strip() != self.account:
             message = "Access Denied: the bucket is not owned by the account in x-amz-expected-bucket-owner."
             return Refusal(403, "AccessDenied", message, path)
+        filer = self.store.filer
+        if filer is not None and method == b"GET" and path == b"/":
+            from moorage.s3store.buckets import ListBuckets
+
+            return ListBuckets(filer, self.account.decode(), url.partition(b"?")[2])
         address = self.store.address()
         if address is None:
             why = self.store.why_down() or "the S3 store is not available"

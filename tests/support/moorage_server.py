@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +64,31 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path, t
 
 @contextmanager
 def moorage_server(
-    state_dir: Path, env: dict[str, str] | None = None, startup_timeout: float = 120
+    state_dir: Path,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 120,
+    args: Sequence[str] = ("--no-s3",),
 ) -> Iterator[RunningServer]:
-    """Start the server (restarting on the same state dir is just calling this again)."""
+    """Start the server (restarting on the same state dir is just calling this again). `args` are
+    more `moorage serve` flags: by default no S3 on the port, so most tests start no embedded store;
+    pass ``args=()`` for the default server."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moorage", "serve", "--port", str(port), "--state-dir", str(state_dir)],
+            [
+                sys.executable,
+                "-m",
+                "moorage",
+                "serve",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(state_dir),
+                *args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
