@@ -408,7 +408,13 @@ class _Exchange:
             log.warning(
                 "S3 request %s %s failed: %s", self.method.decode(), self.url[:200].decode("latin-1"), message
             )
-            message += ". Retry shortly; the server log and `moorage logs s3` say more."
+            # the embedded store's output is a log of its own (`moorage logs` shows it by that name)
+            more = (
+                "the server log and `moorage logs s3-store` say"
+                if self.proxy.store.own
+                else "the server log says"
+            )
+            message += f". Retry shortly; {more} more."
         if self.sink is not None:
             if not self._answering:
                 self.sink.write(error_response(status, code, message, self.url.partition(b"?")[0]))

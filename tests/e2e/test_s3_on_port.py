@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import deploy, unique
 from tests.support.models import build_model_tar
-from tests.support.moorage_server import RunningServer, moorage_server, stop_server
+from tests.support.moorage_server import RunningServer, free_port, moorage_server, stop_server
 from tests.support.seaweed import SeaweedS3
 
 ACCOUNT = "123456789012"
@@ -288,6 +288,18 @@ def test_s3_endpoint_passes_to_an_external_store_and_the_server_downloads_from_i
 
         endpoint = deploy(server.client("sagemaker"), f"s3://{bucket}/model.tar.gz")
         assert _invoke(server, endpoint, {"x": 2})["greeting"] == "hello"
+
+
+def test_an_unreachable_external_store_is_a_503_naming_no_log_that_is_not_there(tmp_path: Path) -> None:
+    """Regression: the 503 told users to run `moorage logs s3`, which has no log to show (the
+    embedded store's log is `s3-store`), and an external store has no log here at all."""
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with moorage_server(tmp_path / "state", args=("--s3-endpoint", nowhere)) as server:
+        answer = _error(_s3(server).get_object, Bucket="b", Key="k")
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 503
+    message = answer["Error"]["Message"]
+    assert "Cannot reach the S3 store" in message
+    assert "moorage logs" not in message
 
 
 def test_no_s3_answers_s3_with_how_to_turn_it_on_and_sagemaker_still_works(
