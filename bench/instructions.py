@@ -8,9 +8,10 @@ instrumentation on with ``callgrind_control``, sends ``--requests`` requests one
 keep-alive connection, and switches it off again. Instructions / requests = the front door's cost per
 request (parsing, routing, forwarding, and whatever the side adds), identical from run to run.
 
-Usage: python bench/instructions.py [--requests 2000] [--baseline-src DIR] [--metrics-off]
+Usage: python bench/instructions.py [--requests 2000] [--baseline-src DIR] [--sigv4]
   default: this checkout with metrics on and with metrics off
   --baseline-src DIR: also the code in DIR (an earlier commit's checkout), metrics as it had them
+  --sigv4: also this checkout with SigV4 verification on (--credentials), every request signed
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Side:
     label: str
     env: dict[str, str] = field(default_factory=dict)
     src: Path | None = None
+    args: list[str] = field(default_factory=list)  # more `moorage serve` flags
+    signed: bool = False  # sign each request (SigV4, the keys run.sagemaker_clients uses)
 
 
 def measure(side: Side, archive: Path, requests: int, work: Path) -> dict[str, float]:
@@ -65,6 +68,7 @@ def measure(side: Side, archive: Path, requests: int, work: Path) -> dict[str, f
         str(work / f"state-{side.label.replace(' ', '-')}"),
         "--log-level",
         "warning",
+        *side.args,
     ]
     # no health checks inside the measured window: only the requests are counted
     env = {**os.environ, "PYTHONMALLOC": "malloc", "MOORAGE_HEALTH_INTERVAL_SECONDS": "3600", **side.env}
@@ -79,10 +83,10 @@ def measure(side: Side, archive: Path, requests: int, work: Path) -> dict[str, f
         deploy.create_endpoint_config(sm, "m", "m")
         run.time_in_service(sm, "m", "m", timeout=600, poll=0.5)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        send(conn, 200)  # warm-up: every code path has run once
+        send(conn, 200, port if side.signed else None)  # warm-up: every code path has run once
         control(server.pid, "-i", "on")
         started = time.perf_counter()
-        send(conn, requests)
+        send(conn, requests, port if side.signed else None)
         seconds = time.perf_counter() - started
         control(server.pid, "-i", "off")
         control(server.pid, "-d")
@@ -93,14 +97,33 @@ def measure(side: Side, archive: Path, requests: int, work: Path) -> dict[str, f
     return {"instructions_per_request": total / requests, "seconds_under_valgrind": round(seconds, 1)}
 
 
-def send(conn: http.client.HTTPConnection, count: int) -> None:
+def send(conn: http.client.HTTPConnection, count: int, signed_for: int | None = None) -> None:
+    """`count` requests; with `signed_for` (the port), each signed as boto3 signs (signing is client-side,
+    outside the count)."""
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     for _ in range(count):
+        if signed_for is not None:
+            headers = _signed_headers(signed_for)
         conn.request("POST", "/endpoints/m/invocations", body=BODY, headers=headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:
             raise RuntimeError(f"request answered {response.status}")
+
+
+def _signed_headers(port: int) -> dict[str, str]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST",
+        url=f"http://127.0.0.1:{port}/endpoints/m/invocations",
+        data=BODY.encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    SigV4Auth(Credentials("bench", "bench"), "sagemaker", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
 
 
 def control(pid: int, *args: str) -> None:
@@ -118,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--baseline-src", type=Path, default=None)
+    ap.add_argument("--sigv4", action="store_true", help="also a side with SigV4 verification on")
     a = ap.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind (Debian: apt install valgrind)")
@@ -126,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         sides.insert(0, Side("baseline", src=a.baseline_src))
     archive = pack.build(users=run.USERS, movies=MOVIES)
     work = Path(tempfile.mkdtemp(prefix="minstr-", dir="/tmp"))
+    if a.sigv4:
+        keys = work / "credentials"
+        keys.write_text("[bench]\naws_access_key_id = bench\naws_secret_access_key = bench\n")
+        sides.append(Side("sigv4 on", args=["--credentials", str(keys)], signed=True))
     results = {}
     try:
         for side in sides:

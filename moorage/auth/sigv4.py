@@ -101,6 +101,16 @@ class _Signed(NamedTuple):
     content_sha256: str | None  # presigned only: X-Amz-Content-Sha256 if in the query
 
 
+_SHA256 = hashlib.sha256()
+
+
+def _sha256_hex(data: bytes) -> str:
+    """sha256(data).hexdigest(), from a copy of an empty hash (cheaper than a new one with OpenSSL 3)."""
+    digest = _SHA256.copy()
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.digest(key, msg.encode("utf-8"), "sha256")
 
@@ -113,12 +123,27 @@ def _day_epoch(day: str) -> float:
     return float(calendar.timegm((y, mo, d, 0, 0, 0)))
 
 
+@lru_cache(maxsize=256)
 def _epoch(timestamp: str) -> float:
     """Seconds since the epoch of a YYYYMMDDTHHMMSSZ string already matched by _AMZ_DATE."""
     h, mi, s = int(timestamp[9:11]), int(timestamp[11:13]), int(timestamp[13:15])
     if h > 23 or mi > 59 or s > 60:
         raise ValueError(timestamp)
     return _day_epoch(timestamp[:8]) + h * 3600 + mi * 60 + s
+
+
+@lru_cache(maxsize=256)
+def _botocore_signed(credential: bytes, signed_headers: bytes, amz_date: bytes) -> _Signed:
+    """The parsed scope of a header signature, without its signature: the same for every request a
+    client signs within one second, so kept (failures are not cached: they raise)."""
+    return SigV4Verifier._signed(
+        credential.decode("latin-1"), signed_headers.decode("latin-1"), "", amz_date.decode("latin-1")
+    )
+
+
+@lru_cache(maxsize=64)
+def _header_names(signed_headers: str) -> tuple[bytes, ...]:
+    return tuple(signed_headers.encode("latin-1").split(b";"))
 
 
 def _iso(epoch: float) -> str:
@@ -161,6 +186,7 @@ def _canonical_query(pairs: list[tuple[bytes, bytes]], skip_signature: bool) -> 
     return b"&".join(b"%s=%s" % kv for kv in canonical)
 
 
+@lru_cache(maxsize=1024)  # host, content type, the second's x-amz-date: the same values again and again
 def _header_value(value: bytes) -> bytes:
     if value.isascii():
         return b" ".join(value.split())
@@ -180,7 +206,9 @@ class SigV4Verifier:
         self._keys = keys
         self._now = now
         self._max_skew = max_skew_seconds
-        self._signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+        # (secret, day, region, service) -> an HMAC keyed with the derived signing key, copied per use
+        # (a copy skips the key set-up that a fresh HMAC repeats)
+        self._signing_keys: dict[tuple[str, str, str, str], hmac.HMAC] = {}
 
     @property
     def keys(self) -> KeyRing:
@@ -217,8 +245,7 @@ class SigV4Verifier:
         canonical_path = path if signed.service == "s3" else _normalized_path(path)
         if canonical_path == b"":
             canonical_path = b"/"
-        signed_headers = signed.signed_headers.encode("latin-1")
-        names = signed_headers.split(b";")
+        names = _header_names(signed.signed_headers)
         if b"host" not in names:
             raise AuthFailure("malformed", "'Host' must be a signed header.", presigned=presigned)
         canonical_request = b"\n".join(
@@ -228,16 +255,16 @@ class SigV4Verifier:
                 _canonical_query(pairs, skip_signature=presigned) if pairs else b"",
                 *[b"%s:%s" % (name, _header_value(headers.get(name, b""))) for name in names],
                 b"",
-                signed_headers,
+                signed.signed_headers.encode("latin-1"),
                 payload.encode("latin-1"),
             )
         )
         scope = f"{signed.date}/{signed.region}/{signed.service}/aws4_request"
-        string_to_sign = (
-            f"{ALGORITHM}\n{signed.timestamp}\n{scope}\n{hashlib.sha256(canonical_request).hexdigest()}"
-        )
+        string_to_sign = f"{ALGORITHM}\n{signed.timestamp}\n{scope}\n{_sha256_hex(canonical_request)}"
         signing_key = self._signing_key(key.secret, signed.date, signed.region, signed.service)
-        expected = hmac.digest(signing_key, string_to_sign.encode("utf-8"), "sha256").hex()
+        signer = signing_key.copy()
+        signer.update(string_to_sign.encode("utf-8"))
+        expected = signer.hexdigest()
         if not hmac.compare_digest(expected.encode("ascii"), signed.signature):
             canonical_text = canonical_request.decode("utf-8", "replace")
             raise AuthFailure(
@@ -256,14 +283,14 @@ class SigV4Verifier:
             )
         return Caller(signed.access_key, key.account, signed.region, signed.service, caller_hash)
 
-    def _signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
+    def _signing_key(self, secret: str, date: str, region: str, service: str) -> hmac.HMAC:
         cache_key = (secret, date, region, service)
         signing_key = self._signing_keys.get(cache_key)
         if signing_key is None:
             k = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret}".encode(), date), region), service), "aws4_request")
             if len(self._signing_keys) >= 1024:
                 self._signing_keys.clear()
-            signing_key = self._signing_keys[cache_key] = k
+            signing_key = self._signing_keys[cache_key] = hmac.new(k, digestmod=hashlib.sha256)
         return signing_key
 
     def _from_header(self, authorization: bytes, headers: Mapping[bytes, bytes]) -> _Signed:
@@ -271,11 +298,17 @@ class SigV4Verifier:
         fast = _BOTOCORE_AUTH.fullmatch(authorization) if amz_date is not None else None
         if fast is not None and amz_date is not None:  # the layout botocore writes
             credential, signed_headers, signature = fast.group(1, 2, 3)
-            return self._signed(
-                credential.decode("latin-1"),
-                signed_headers.decode("latin-1"),
-                signature.decode("latin-1"),
-                amz_date.decode("latin-1"),
+            c = _botocore_signed(credential, signed_headers, amz_date)
+            return _Signed(
+                c.access_key,
+                c.date,
+                c.region,
+                c.service,
+                c.signed_headers,
+                signature,
+                c.timestamp,
+                None,
+                None,
             )
         text = authorization.decode("latin-1")
         algorithm, _, rest = text.strip().partition(" ")
@@ -446,7 +479,7 @@ class SigV4Verifier:
         header = headers.get(b"x-amz-content-sha256")
         claimed = header.decode("latin-1").strip() if header is not None else signed.content_sha256
         if body is not None:
-            actual = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+            actual = _sha256_hex(body) if body else EMPTY_SHA256
             if claimed is None or claimed == actual:
                 return actual, None
             if signed.service == "s3" and (claimed == UNSIGNED_PAYLOAD or claimed.startswith("STREAMING-")):
