@@ -1,12 +1,14 @@
 """Moorage against Moorage: two set-ups of the same 5k recommender, in one run, on one box.
 
-Each scenario starts two servers (sides A and B) that differ in one thing, deploys the example on each
-with plain boto3 and runs wrk against both, alternating the order per concurrency (the quiet gate and
-retries of ``bench/run.py`` apply), so both see the same machine. Scenarios:
+Each scenario starts two servers (sides A and B; sigv4 three) that differ in one thing, deploys the
+example on each with plain boto3 and runs wrk against both, alternating the order per concurrency (the
+quiet gate and retries of ``bench/run.py`` apply), so both see the same machine. Scenarios:
 
 - ``same``: two identical servers (an A/A run: the spread this box gives two equal sides).
 - ``hotpath``: the code in ``--baseline-src`` (a checkout of an earlier commit) against this one.
 - ``metrics``: MOORAGE_METRICS=0 against the default (metrics on).
+- ``sigv4``: the code in ``--baseline-src`` (no signatures checked), this checkout, and this checkout
+  with ``--credentials`` and every request SigV4-signed (three sides; wrk replays one signed request).
 - ``variants``: one variant against two variants with weights 50/50 (the router's cost); the same
   number of workers in total (two workers on one instance, or one worker on each variant's instance).
 - ``instances``: one instance with two workers against two instances with one worker each.
@@ -56,15 +58,20 @@ class Side:
     variants: list[tuple[float, int, int]] = field(
         default_factory=lambda: [(1.0, 1, 2)]
     )  # weight, n, workers
+    signed: bool = False  # --credentials, and every request signed
 
 
-def scenario_sides(name: str, baseline: Path | None) -> tuple[Side, Side]:
+def scenario_sides(name: str, baseline: Path | None) -> tuple[Side, ...]:
     if name == "hotpath":
         if baseline is None:
             raise SystemExit("hotpath needs --baseline-src DIR (e.g. a git worktree of the earlier commit)")
         return Side("before", src=baseline), Side("after")
     if name == "same":  # an A/A run: how far two identical servers differ on this box
         return Side("first"), Side("second")
+    if name == "sigv4":
+        if baseline is None:
+            raise SystemExit("sigv4 needs --baseline-src DIR (the previous release's checkout)")
+        return (Side("previous", src=baseline), Side("this"), Side("this + SigV4", signed=True))
     if name == "metrics":
         return Side("metrics off", env={"MOORAGE_METRICS": "0"}), Side("metrics on")
     if name == "variants":
@@ -74,11 +81,32 @@ def scenario_sides(name: str, baseline: Path | None) -> tuple[Side, Side]:
     raise SystemExit(f"unknown scenario {name!r}")
 
 
+def _signed_request(url: str) -> dict[str, str]:
+    """post.lua's settings for one request signed as boto3 signs InvokeEndpoint (keys bench/bench)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = json.dumps({"user_id": "u42", "k": 10})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
+    SigV4Auth(Credentials("bench", "bench"), "sagemaker", "us-east-1").add_auth(request)
+    return {
+        "SIGNED_BODY": body,
+        "AUTHORIZATION": request.headers["Authorization"],
+        "AMZ_DATE": request.headers["X-Amz-Date"],
+    }
+
+
 def start(side: Side, work: Path, stack: list[Launched]) -> tuple[Launched, Any, Any, int]:
     port = run.free_port()
     state = work / f"state-{len(stack)}"
     cmd = [sys.executable, "-m", "moorage", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--state-dir", str(state)]
+    if side.signed:
+        keys = work / "credentials"
+        keys.write_text("[bench]\naws_access_key_id = bench\naws_secret_access_key = bench\n")
+        cmd += ["--credentials", str(keys)]
     env = {**os.environ, **side.env}
     cwd = run.REPO
     if side.src is not None:
@@ -126,9 +154,9 @@ def compare(a: argparse.Namespace) -> dict[str, Any]:
             endpoint = deploy_side(side, sm, archive, a.omp_threads)
             run.settle(server, 30)
             url = f"http://127.0.0.1:{port}/endpoints/{endpoint}/invocations"
-            targets.append(run.Target(side.label, server, url))
+            targets.append(run.Target(side.label, server, url, _signed_request(url) if side.signed else {}))
         for t in targets:
-            run_wrk(wrk, t.url, 8, a.warmup, env={"N_USERS": str(run.USERS)})
+            run_wrk(wrk, t.url, 8, a.warmup, env={"N_USERS": str(run.USERS), **t.wrk_env})
         for round_ in range(a.rounds):
             for i, conc in enumerate(a.conc):
                 for t in targets if (i + round_) % 2 == 0 else targets[::-1]:
@@ -228,7 +256,11 @@ def render(results: dict[str, Any], a: argparse.Namespace) -> str:
             f"{statistics.median(r['in_service_s'] for r in t):.2f} s |"
         )
         return "\n".join(lines)
-    left, right = results["sides"]
+    first, *others = results["sides"]
+    return "\n\n".join(_pair_table(results, first, other, a) for other in others)
+
+
+def _pair_table(results: dict[str, Any], left: str, right: str, a: argparse.Namespace) -> str:
     rounds = 1 + max(r.get("round", 0) for r in results["load"])
     lines = [
         f"## {results['scenario']}: {left} (A) against {right} (B) — 5k model, {os.cpu_count()} CPUs, "
@@ -263,7 +295,9 @@ def render(results: dict[str, Any], a: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("scenario", choices=["same", "hotpath", "metrics", "variants", "instances", "scaleout"])
+    ap.add_argument(
+        "scenario", choices=["same", "hotpath", "sigv4", "metrics", "variants", "instances", "scaleout"]
+    )
     ap.add_argument("--baseline-src", type=Path, default=None, help="checkout of the earlier code (hotpath)")
     ap.add_argument("--conc", default="1,8,32")
     ap.add_argument(

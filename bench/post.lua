@@ -1,10 +1,16 @@
 -- wrk script for the recommender: POST to the URL's path with a random user per request.
--- Env: N_USERS (default 10000), K (default 10). done() prints one JSON line, latencies in µs,
+-- Env: N_USERS (default 10000), K (default 10). With SIGNED_BODY, AUTHORIZATION and AMZ_DATE set, every
+-- request is that one SigV4-signed request instead (valid for the server's clock-skew window). done() prints one JSON line, latencies in µs,
 -- which bench/run.py parses; non-2xx answers are counted in err_status.
 local n_users = tonumber(os.getenv("N_USERS") or "10000")
 local k = tonumber(os.getenv("K") or "10")
 local headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json" }
 local thread_no = 0
+local signed_body = os.getenv("SIGNED_BODY")
+if signed_body then
+  headers["Authorization"] = os.getenv("AUTHORIZATION")
+  headers["X-Amz-Date"] = os.getenv("AMZ_DATE")
+end
 
 function setup(thread)
   thread_no = thread_no + 1
@@ -16,6 +22,9 @@ function init(args)
 end
 
 function request()
+  if signed_body then
+    return wrk.format("POST", nil, headers, signed_body)
+  end
   local body = string.format('{"user_id": "u%d", "k": %d}', math.random(0, n_users - 1), k)
   return wrk.format("POST", nil, headers, body)
 end

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +276,7 @@ class Target:
     name: str  # "moorage" or "bare"
     tree: Launched
     url: str
+    wrk_env: dict[str, str] = field(default_factory=dict)  # more for post.lua (a signed request)
 
 
 def measured_run(
@@ -296,7 +297,7 @@ def measured_run(
         ticks0, busy0 = tree_cpu_ticks(own), system_busy_ticks()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        r = run_wrk(wrk, target.url, conc, duration, env={"N_USERS": str(USERS), "K": "10"})
+        r = run_wrk(wrk, target.url, conc, duration, env={"N_USERS": str(USERS), "K": "10", **target.wrk_env})
         wall = time.perf_counter() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ticks1, busy1 = tree_cpu_ticks(own), system_busy_ticks()
