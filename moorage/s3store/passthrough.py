@@ -231,6 +231,7 @@ class _Exchange:
         self._body_done = False
         self._answering = False  # the store's response has begun
         self._response_chunked = False
+        self._until_close = False  # the store's response body ends when it closes the connection
         self._no_body = False
         self._done = False
         self._timer: asyncio.TimerHandle | None = None
@@ -336,12 +337,13 @@ class _Exchange:
         self._answering = True
         self._disarm()
         lines = [status_line(status)]
-        length = False
+        length = chunked = False
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
                 length = True
             elif lower in _HOP:
+                chunked = chunked or (lower == b"transfer-encoding" and b"chunked" in value.lower())
                 continue
             lines.append(b"%s: %s\r\n" % (name, value))
         if status < 300:
@@ -349,6 +351,7 @@ class _Exchange:
             lines += [b"%s: %s\r\n" % (name, value) for name, value in self._echo if name not in present]
         self._no_body = self.method == b"HEAD" or status in (204, 304) or 100 <= status < 200
         if not length and not self._no_body:
+            self._until_close = not chunked
             self._response_chunked = True
             lines.append(b"Transfer-Encoding: chunked\r\n")
         lines.append(b"\r\n")
@@ -372,6 +375,9 @@ class _Exchange:
         """The store connection closed before its response was complete."""
         self.connection = None
         if self._done:
+            return
+        if self._answering and self._until_close:  # that close was the end of the body
+            self.response_end(reusable=False)
             return
         if self._answering:  # part of the response has gone out: only hanging up is honest
             self._done = True
