@@ -254,6 +254,11 @@ class HttpProtocol(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self._stream is not None:  # pipelined in the same read behind a streamed request still going
+            message = "This request cannot be pipelined behind an S3 request; send it alone."
+            self._keep_alive = False
+            self._final = self._refusal(400, message)  # sent once the streamed response is (finish)
+            raise _Abort
         self._active = True
         self._since = time.monotonic()
         self._url = b""
@@ -375,6 +380,10 @@ class HttpProtocol(asyncio.Protocol):
         self._stream_held = False
         self._active = False
         self._since = time.monotonic()
+        if self._final is not None:  # owed to a request pipelined behind this one (on_message_begin)
+            final, self._final = self._final, None
+            self._send(final, keep_alive=False)
+            return
         if not (keep_alive and body_done and self._keep_alive and self._parser.should_keep_alive()):
             self._keep_alive = False
             self.abort()
