@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fresh machine to first answer: install into .venv, start `moorage serve` in the background, deploy the
-# recommender example with plain boto3 and print one recommendation. The server keeps running; running
-# this again reuses it.
+# Fresh machine to first answer: install into .venv (with the embedded S3 store), start `moorage serve` in
+# the background, deploy the recommender example with plain boto3 and print one recommendation. The server
+# keeps running; running this again reuses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${MOORAGE_PORT:-7070}"
@@ -9,7 +9,7 @@ STATE="${MOORAGE_STATE_DIR:-.moorage}"
 URL="http://127.0.0.1:$PORT"
 source scripts/python.sh
 make_venv
-PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[example]'
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[example,s3]'
 
 answers() {  # true when a Moorage server answers on $URL
   .venv/bin/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/ping", timeout=1)' \
@@ -32,3 +32,4 @@ if ! answers; then
 fi
 .venv/bin/python examples/recommender/deploy.py --endpoint-url "$URL" --reuse
 echo "Moorage is serving on $URL (log: $STATE/server.log; stop: kill \$(cat $STATE/server.pid))."
+echo "For a SageMaker notebook: eval \"\$(.venv/bin/moorage env --endpoint-url $URL --state-dir $STATE)\" (examples/notebook)."
