@@ -1,0 +1,64 @@
+"""A streamed (S3) request whose body turns out to be bad HTTP: its handler is told to give up, and the
+client gets the refusal at once (never a wait for a body that cannot complete)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from moorage.http.responses import Response, text_response
+from moorage.http.server import HttpServer, StreamHandler, StreamSink
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.aborted = asyncio.Event()
+
+    def start(self, sink: StreamSink) -> None:
+        return None
+
+    def body(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def end(self) -> None:
+        return None
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+
+async def test_bad_chunk_framing_mid_body_aborts_the_stream_and_answers_400() -> None:
+    recorder = _Recorder()
+
+    def app(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> Response:
+        return text_response("buffered", 200)
+
+    def streams(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> StreamHandler:
+        return recorder
+
+    server = await asyncio.get_running_loop().create_server(
+        HttpServer(app, 1024, streams=streams), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"PUT /bucket/key HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"zz-not-a-size\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)  # the refusal, then the close
+        assert answer.startswith(b"HTTP/1.1 400")
+        await asyncio.wait_for(recorder.aborted.wait(), 5)
+        assert recorder.chunks == [b"hello"]
+        writer.close()
+    finally:
+        server.close()
