@@ -194,6 +194,33 @@ def _header_value(value: bytes) -> bytes:
     return " ".join(value.decode("latin-1").split()).encode("utf-8")
 
 
+class _Signer:
+    """HMAC-SHA256 with one key, its inner and outer hashes of the padded key computed once: each
+    signature is then two copies and two short updates (RFC 2104, as hmac does it inside)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0")  # the signing key is a 32-byte digest, shorter than the block
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+
+    def hex(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
+class _QuickScope(NamedTuple):
+    signed_at: float
+    names: tuple[bytes, ...]
+    prefix: bytes  # the string to sign up to the canonical request's hash
+    signer: _Signer
+    caller: Caller
+
+
 class SigV4Verifier:
     """Checks AWS4-HMAC-SHA256 signatures (Authorization header or presigned query) against a KeyRing."""
 
@@ -208,7 +235,8 @@ class SigV4Verifier:
         self._max_skew = max_skew_seconds
         # (secret, day, region, service) -> an HMAC keyed with the derived signing key, copied per use
         # (a copy skips the key set-up that a fresh HMAC repeats)
-        self._signing_keys: dict[tuple[str, str, str, str], hmac.HMAC] = {}
+        self._signing_keys: dict[tuple[str, str, str, str], _Signer] = {}
+        self._scopes: dict[tuple[bytes, bytes, bytes], _QuickScope] = {}
 
     @property
     def keys(self) -> KeyRing:
@@ -217,6 +245,75 @@ class SigV4Verifier:
 
     def verify(self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes | None) -> Caller:
         """The verified caller, or AuthFailure. ``body`` is None for S3 (its hash is the header's)."""
+        if body is not None and url[:1] == b"/" and b"?" not in url:
+            caller = self._quick(method, url, headers, body)
+            if caller is not None:
+                return caller
+        return self._verify(method, url, headers, body)
+
+    def _quick(self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> Caller | None:
+        """The common case on the hot path, cheaply: a botocore-style header signature over a request
+        without a query string, for a service other than S3, that checks out. Anything else (or any
+        doubt) returns None, and `_verify` decides with the full checks and AWS's messages."""
+        authorization = headers.get(b"authorization")
+        amz_date = headers.get(b"x-amz-date")
+        if authorization is None or amz_date is None:
+            return None
+        match = _BOTOCORE_AUTH.fullmatch(authorization)
+        if match is None:
+            return None
+        credential, signed_headers, signature = match.group(1, 2, 3)
+        try:
+            scope = self._quick_scope(credential, signed_headers, amz_date)
+        except (AuthFailure, ValueError):
+            return None
+        if scope is None or abs(self._now() - scope.signed_at) > self._max_skew:
+            return None
+        claimed = headers.get(b"x-amz-content-sha256")
+        payload = _sha256_hex(body) if body else EMPTY_SHA256
+        if claimed is not None and claimed.decode("latin-1").strip() != payload:
+            return None
+        canonical = b"%s\n%s\n\n%s\n\n%s\n%s" % (
+            method.upper(),
+            _normalized_path(url),
+            b"\n".join([b"%s:%s" % (name, _header_value(headers.get(name, b""))) for name in scope.names]),
+            signed_headers,
+            payload.encode("latin-1"),
+        )
+        expected = scope.signer.hex(scope.prefix + _sha256_hex(canonical).encode("latin-1"))
+        if not hmac.compare_digest(expected.encode("latin-1"), signature):
+            return None
+        return scope.caller
+
+    def _quick_scope(self, credential: bytes, signed_headers: bytes, amz_date: bytes) -> _QuickScope | None:
+        """What `_quick` needs of one scope and second, kept: the same for every request a client signs
+        within that second."""
+        cache_key = (credential, signed_headers, amz_date)
+        scope = self._scopes.get(cache_key)
+        if scope is None:
+            signed = _botocore_signed(credential, signed_headers, amz_date)
+            key = self._keys.get(signed.access_key)
+            names = _header_names(signed.signed_headers)
+            if key is None or signed.service == "s3" or b"host" not in names:
+                return None
+            scope = _QuickScope(
+                signed_at=_epoch(signed.timestamp),
+                names=names,
+                prefix=(
+                    f"{ALGORITHM}\n{signed.timestamp}\n{signed.date}/{signed.region}/{signed.service}"
+                    "/aws4_request\n"
+                ).encode(),
+                signer=self._signing_key(key.secret, signed.date, signed.region, signed.service),
+                caller=Caller(signed.access_key, key.account, signed.region, signed.service, None),
+            )
+            if len(self._scopes) >= 1024:
+                self._scopes.clear()
+            self._scopes[cache_key] = scope
+        return scope
+
+    def _verify(
+        self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes | None
+    ) -> Caller:
         path, _, query = url.partition(b"?")
         if not path.startswith(b"/"):  # absolute-form target: keep only the path
             path = b"/" + path.partition(b"://")[2].partition(b"/")[2]
@@ -262,9 +359,7 @@ class SigV4Verifier:
         scope = f"{signed.date}/{signed.region}/{signed.service}/aws4_request"
         string_to_sign = f"{ALGORITHM}\n{signed.timestamp}\n{scope}\n{_sha256_hex(canonical_request)}"
         signing_key = self._signing_key(key.secret, signed.date, signed.region, signed.service)
-        signer = signing_key.copy()
-        signer.update(string_to_sign.encode("utf-8"))
-        expected = signer.hexdigest()
+        expected = signing_key.hex(string_to_sign.encode("utf-8"))
         if not hmac.compare_digest(expected.encode("ascii"), signed.signature):
             canonical_text = canonical_request.decode("utf-8", "replace")
             raise AuthFailure(
@@ -283,14 +378,14 @@ class SigV4Verifier:
             )
         return Caller(signed.access_key, key.account, signed.region, signed.service, caller_hash)
 
-    def _signing_key(self, secret: str, date: str, region: str, service: str) -> hmac.HMAC:
+    def _signing_key(self, secret: str, date: str, region: str, service: str) -> _Signer:
         cache_key = (secret, date, region, service)
         signing_key = self._signing_keys.get(cache_key)
         if signing_key is None:
             k = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret}".encode(), date), region), service), "aws4_request")
             if len(self._signing_keys) >= 1024:
                 self._signing_keys.clear()
-            signing_key = self._signing_keys[cache_key] = hmac.new(k, digestmod=hashlib.sha256)
+            signing_key = self._signing_keys[cache_key] = _Signer(k)
         return signing_key
 
     def _from_header(self, authorization: bytes, headers: Mapping[bytes, bytes]) -> _Signed:
