@@ -23,6 +23,7 @@ from moorage.api.runtime import RuntimeApi
 from moorage.api.sts import StsApi
 from moorage.auth import AuthFailure, SigV4Verifier, load_keyring
 from moorage.auth.errors import auth_error_response
+from moorage.auth.keys import the_account
 from moorage.clock import SystemClock
 from moorage.compute.base import Instance
 from moorage.compute.local import LocalProvider
@@ -44,7 +45,7 @@ from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from moorage.metrics.exposition import FleetCollector, registry, render
 from moorage.metrics.usage import UsageMeter
-from moorage.s3store.passthrough import Refusal, S3PassThrough
+from moorage.s3store.passthrough import Refusal, S3PassThrough, s3_refusal
 from moorage.s3store.service import S3Service
 from moorage.store import Store, open_store
 
@@ -62,9 +63,9 @@ class MoorageApp:
         keys = None
         if settings.credentials_file is not None:
             keys = load_keyring(settings.credentials_file, settings.account_id)
-            accounts = {key.account for key in keys.values()}
-            if len(accounts) == 1:  # the keys' account is the one ARNs are minted in
-                settings = dataclasses.replace(settings, account_id=accounts.pop())
+            # the keys' account is the one ARNs are minted in
+            account = the_account(keys, settings.credentials_file)
+            settings = dataclasses.replace(settings, account_id=account)
         self.settings = settings
         self.clock = SystemClock()
         self.table = RoutingTable(settings.routing_seed)
@@ -163,6 +164,9 @@ class MoorageApp:
     def refusal(self, url: bytes, status: int, message: str) -> Response:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
         runtime = url.startswith(RUNTIME_PREFIX)
+        path = url.partition(b"?")[0]
+        if not runtime and path not in (b"", b"/") and path not in _OPEN:  # only S3 has other paths
+            return s3_refusal(status, message, path)
         if status == 413:  # over the HTTP server's per-path limit (`prefix_limit` in serve())
             limit = self.settings.max_control_body_bytes
             message = RuntimeApi.TOO_LARGE if runtime else JsonService.too_large_message(limit)

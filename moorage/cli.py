@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from moorage.app import serve
     from moorage.auth import BindRefused, KeyFileError, check_bind, load_keyring
+    from moorage.auth.keys import the_account
     from moorage.config import Settings
 
     logging.basicConfig(
@@ -25,7 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         warning = check_bind(args.host, args.credentials, args.insecure_no_auth)
         if args.credentials:
-            load_keyring(args.credentials)  # a bad keys file stops here, before anything starts
+            # a bad keys file stops here, before anything starts
+            the_account(load_keyring(args.credentials), args.credentials)
     except (BindRefused, KeyFileError) as refusal:
         print(f"moorage serve: {refusal}", file=sys.stderr)
         return 2

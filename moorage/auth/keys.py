@@ -87,3 +87,15 @@ def load_keyring(path: Path | str, default_account: str = "123456789012") -> Key
     if not keys:
         raise KeyFileError(f"credentials file {path} defines no keys; add a [name] section")
     return KeyRing(keys)
+
+
+def the_account(keys: KeyRing, path: Path | str) -> str:
+    """The one account every key belongs to. A server serves one account: its ARNs, the S3 bucket
+    owner and STS's answers all name it, so keys of different accounts are refused, not mixed."""
+    accounts = sorted({key.account for key in keys.values()})
+    if len(accounts) != 1:
+        raise KeyFileError(
+            f"{path}: the keys belong to several accounts ({', '.join(accounts)}); a Moorage server serves "
+            "one account, so give every key the same aws_account_id (or run one server per account)"
+        )
+    return accounts[0]

@@ -42,6 +42,7 @@ MAX_PRESIGN_EXPIRES = 7 * 24 * 3600  # AWS's limit on X-Amz-Expires: one week
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNRESERVED = re.compile(rb"[A-Za-z0-9\-_.~]*")
+_SIGNED_HEADERS = re.compile(r"[a-z0-9\-_.]+(;[a-z0-9\-_.]+)*")
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 _BOTOCORE_AUTH = re.compile(
     rb"AWS4-HMAC-SHA256 Credential=([^,\s]+), SignedHeaders=([a-z0-9;\-_.]+), Signature=([0-9a-f]{64})"
@@ -444,7 +445,7 @@ class SigV4Verifier:
         params: dict[str, str] = {}
         for name, value in pairs:
             if name.startswith(b"X-Amz-"):
-                params[name.decode("latin-1")] = unquote(value.decode("latin-1"))
+                params[name.decode("latin-1")] = unquote(value.decode("latin-1"), encoding="latin-1")
         missing = sorted(n for n in (*_QUERY_AUTH, "X-Amz-Signature") if not params.get(n))
         if missing:
             raise AuthFailure(
@@ -493,6 +494,13 @@ class SigV4Verifier:
                 "malformed",
                 f"Credential should be scoped to a valid region and service: it must be "
                 f"ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request, not {credential!r}.",
+                presigned=presigned,
+            )
+        if not _SIGNED_HEADERS.fullmatch(signed_headers):
+            raise AuthFailure(
+                "malformed",
+                "SignedHeaders must be lower-case header names separated by ';', "
+                f"not {signed_headers[:200]!r}.",
                 presigned=presigned,
             )
         if not _AMZ_DATE.fullmatch(timestamp):

@@ -79,6 +79,22 @@ def external_store(url: str) -> Store:
     return Store(address=lambda: address, why_down=lambda: None, tls=tls)
 
 
+_REFUSAL_CODES = {
+    408: "RequestTimeout",
+    414: "KeyTooLongError",
+    431: "RequestHeaderSectionTooLarge",
+    500: "InternalError",
+}
+
+
+def s3_refusal(status: int, message: str, resource: bytes) -> Response:
+    """A request to S3 that the HTTP server refused before it could be passed on (unparseable, head
+    too large, too slow), in S3's XML so the S3 client reads the code."""
+    raw = error_response(status, _REFUSAL_CODES.get(status, "InvalidRequest"), message, resource[:1024])
+    body = raw.partition(b"\r\n\r\n")[2]
+    return Response(status, body, _XML)
+
+
 def error_response(status: int, code: str, message: str, resource: bytes = b"", close: bool = True) -> bytes:
     """A complete HTTP response with S3's XML error body."""
     where = escape(resource.decode("utf-8", "replace"))

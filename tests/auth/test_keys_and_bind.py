@@ -100,3 +100,17 @@ def test_serve_refuses_to_start(
     assert "Refusing to listen on 0.0.0.0" in capsys.readouterr().err
     assert main(["serve", "--credentials", str(tmp_path / "missing"), "--state-dir", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_keys_of_several_accounts_are_refused_for_one_server(tmp_path: Path) -> None:
+    from moorage.auth.keys import KeyFileError, load_keyring, the_account
+
+    path = tmp_path / "keys"
+    path.write_text(
+        "[a]\naws_access_key_id=AKA\naws_secret_access_key=a\naws_account_id=111122223333\n\n"
+        "[b]\naws_access_key_id=AKB\naws_secret_access_key=b\naws_account_id=444455556666\n"
+    )
+    with pytest.raises(KeyFileError, match="several accounts"):
+        the_account(load_keyring(path), path)
+    path.write_text("[a]\naws_access_key_id=AKA\naws_secret_access_key=a\naws_account_id=111122223333\n")
+    assert the_account(load_keyring(path), path) == "111122223333"

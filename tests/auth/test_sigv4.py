@@ -349,3 +349,22 @@ def test_real_boto3_requests_verify() -> None:
 
 def test_empty_sha256_constant() -> None:
     assert hashlib.sha256(b"").hexdigest() == EMPTY_SHA256
+
+
+def test_non_ascii_signed_headers_in_a_presigned_query_are_malformed_not_a_crash() -> None:
+    """Found by fuzzing: a percent-encoded non-Latin-1 SignedHeaders value used to escape as a 500."""
+    from moorage.auth.keys import AccessKey, KeyRing
+    from moorage.auth.sigv4 import AuthFailure, SigV4Verifier
+
+    verifier = SigV4Verifier(KeyRing({"AKID": AccessKey("AKID", "secret", "123456789012", "a")}))
+    url = (
+        b"/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261205%2Fus-east-1%2Fs3"
+        b"%2Faws4_request&X-Amz-Date=20261205T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=%C4%80"
+        b"&X-Amz-Signature=" + b"0" * 64
+    )
+    try:
+        verifier.verify(b"GET", url, {b"host": b"127.0.0.1"}, None)
+    except AuthFailure as failure:
+        assert failure.kind == "malformed"
+    else:
+        raise AssertionError("accepted")

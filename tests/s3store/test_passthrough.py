@@ -178,3 +178,21 @@ async def test_store_down_is_a_retryable_503_and_off_is_a_clear_error(front: tup
     front_door.down = True
     answer = await asyncio.to_thread(get, _client(url))
     assert answer["Error"]["Code"] == "NotImplemented" and "turned off" in answer["Error"]["Message"]
+
+
+def test_refusals_below_the_api_are_in_s3s_shape_on_s3_paths(tmp_path: Path) -> None:
+    """Found by fuzzing: the HTTP layer's refusals of S3 requests were SageMaker JSON, which the S3
+    client reads as a bare status."""
+    from botocore.parsers import RestXMLParser
+
+    from moorage.app import MoorageApp
+    from moorage.config import Settings
+
+    app = MoorageApp(Settings(state_dir=tmp_path, s3_enabled=False))
+    response = app.refusal(b"/bucket/key?uploads", 431, "The request head is larger than 65536 bytes.")
+    assert response.status == 431 and response.content_type == b"application/xml"
+    parsed = RestXMLParser().parse({"status_code": 431, "headers": {}, "body": response.body}, None)
+    assert parsed["Error"]["Code"] == "RequestHeaderSectionTooLarge"
+    assert parsed["Error"]["Message"].startswith("The request head is larger")
+    control = app.refusal(b"/", 400, "bad")
+    assert control.content_type == b"application/x-amz-json-1.1"
