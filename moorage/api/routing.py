@@ -11,6 +11,7 @@ request                                         service
                                                 is not reachable through this port)
 ``POST /`` with ``X-Amz-Target``                the awsJson service the target's prefix names
 ``POST /`` with a form body, ``GET /?Action=``  STS (awsQuery)
+other ``POST /``                                the awsJson services (which say what is missing)
 signed for ``s3``                               S3
 unsigned ``GET/HEAD /ping``, ``/metrics``       the server's own health and metrics
 anything else                                   S3
@@ -52,11 +53,13 @@ def signing_service(url: bytes, headers: Mapping[bytes, bytes]) -> bytes | None:
 def is_s3(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> bool:
     """Whether a request outside ``/endpoints/`` goes to S3 (see the table above)."""
     path, _, query = url.partition(b"?")
+    if path == b"/" and method == b"POST":  # S3 has no POST on /; awsJson and awsQuery live there
+        return False
     service = signing_service(url, headers)
     if service is not None:
         return service == S3
     if path == b"/":
-        return not (method == b"POST" or b"Action=" in query)
+        return b"Action=" not in query
     return not (path in _OWN_PATHS and method in (b"GET", b"HEAD"))
 
 

@@ -366,7 +366,8 @@ _SCOPES = st.sampled_from(
 @st.composite
 def sigv4_probes(draw: st.DrawFn, port: int) -> Probe:
     family = draw(st.sampled_from(["json", "runtime", "query", "s3"]))
-    presign = draw(st.booleans())
+    # presigned URLs are S3's (botocore's query signer wants no body to move into the query)
+    presign = draw(st.booleans()) if family == "s3" else False
     target, headers, body = signed(family, port, presign=presign)
     service = _SERVICES[family][0]
     method = _SERVICES[family][1]

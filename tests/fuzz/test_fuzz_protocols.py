@@ -499,7 +499,7 @@ _KEYS = st.one_of(
     key=_KEYS,
     body=st.binary(max_size=256),
     kms=st.sampled_from([None, "aws:kms", "AES256"]),
-    kms_key=st.one_of(st.none(), st.text(max_size=30)),
+    kms_key=st.one_of(st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)),
     owner=st.sampled_from([None, "123456789012", "999988887777"]),
     metadata=st.dictionaries(
         st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True),
