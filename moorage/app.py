@@ -110,7 +110,7 @@ class MoorageApp:
         if not routing.is_s3(method, url, headers):
             return None
         if self.s3 is None:
-            return Refusal(501, "NotImplemented", self._s3_off, url.partition(b"?")[0])
+            return Refusal.error(501, "NotImplemented", self._s3_off, method, url, headers)
         return self.s3.handler(method, url, headers)
 
     def authenticated(
@@ -147,9 +147,9 @@ class MoorageApp:
         try:
             caller = self.verifier.verify(method, url, headers, None)
         except AuthFailure as failure:
-            return Refusal.of(auth_error_response(failure, "s3"))
+            return Refusal(auth_error_response(failure, "s3"), method, headers)
         if self.s3 is None:
-            return Refusal(501, "NotImplemented", self._s3_off, url.partition(b"?")[0])
+            return Refusal.error(501, "NotImplemented", self._s3_off, method, url, headers)
         return self.s3.handler(method, url, headers, caller.payload_sha256)
 
     def _fleets(self) -> Iterable[EndpointFleet]:

@@ -87,10 +87,12 @@ _REFUSAL_CODES = {
 }
 
 
-def s3_refusal(status: int, message: str, resource: bytes) -> Response:
-    """A request to S3 that the HTTP server refused before it could be passed on (unparseable, head
-    too large, too slow), in S3's XML so the S3 client reads the code."""
-    raw = error_response(status, _REFUSAL_CODES.get(status, "InvalidRequest"), message, resource[:1024])
+def s3_refusal(status: int, message: str, resource: bytes, code: str | None = None) -> Response:
+    """An S3 error as a Response: for a request refused before it could be passed on (by the HTTP
+    server: unparseable, head too large, too slow; or by this hop), in S3's XML so the S3 client
+    reads the code."""
+    code = code or _REFUSAL_CODES.get(status, "InvalidRequest")
+    raw = error_response(status, code, message, resource[:1024])
     body = raw.partition(b"\r\n\r\n")[2]
     return Response(status, body, _XML)
 
@@ -112,27 +114,43 @@ def error_response(status: int, code: str, message: str, resource: bytes = b"", 
 
 
 class Refusal:
-    """A streamed request answered at once with an S3 error (S3 turned off, or refused before it
-    reached the store); the connection closes after it, so the body is never read."""
+    """A streamed request answered with an S3 error without reaching the store (S3 turned off, a
+    signature or bucket owner refused, the store down). A request that announces no body is answered
+    once it has arrived, and the connection stays open; one with a body is answered at once and the
+    connection closes, so the body is never read."""
 
-    def __init__(self, status: int, code: str, message: str, resource: bytes = b"") -> None:
-        self._response = error_response(status, code, message, resource)
+    def __init__(self, response: Response, method: bytes, headers: Mapping[bytes, bytes]) -> None:
+        self._response = response
+        self._head_only = method == b"HEAD"
+        length = headers.get(b"content-length", b"0").strip()
+        self._bodiless = length in (b"", b"0") and b"transfer-encoding" not in headers
+        self._sink: StreamSink | None = None
 
     @classmethod
-    def of(cls, response: Response) -> Refusal:
-        """A refusal made elsewhere (an authentication failure in S3's shape)."""
-        refusal = cls.__new__(cls)
-        refusal._response = render_head(response, close=True) + response.body
-        return refusal
+    def error(
+        cls, status: int, code: str, message: str, method: bytes, url: bytes, headers: Mapping[bytes, bytes]
+    ) -> Refusal:
+        return cls(s3_refusal(status, message, url.partition(b"?")[0], code), method, headers)
 
     def start(self, sink: StreamSink) -> None:
-        sink.write(self._response)
-        sink.finish(keep_alive=False)
-
-    def body(self, chunk: bytes) -> None:
-        return None
+        self._sink = sink
+        if not self._bodiless:
+            self._answer(keep_alive=False)
 
     def end(self) -> None:
+        if self._bodiless:
+            self._answer(keep_alive=True)
+
+    def _answer(self, keep_alive: bool) -> None:
+        if self._sink is None:
+            return
+        response = self._response
+        head = render_head(response, close=not keep_alive)
+        self._sink.write(head if self._head_only else head + response.body)
+        self._sink.finish(keep_alive=keep_alive)
+        self._sink = None
+
+    def body(self, chunk: bytes) -> None:
         return None
 
     def pause_writing(self) -> None:
@@ -142,7 +160,7 @@ class Refusal:
         return None
 
     def abort(self) -> None:
-        return None
+        self._sink = None
 
 
 class S3PassThrough:
@@ -162,7 +180,7 @@ class S3PassThrough:
         owner = headers.get(_OWNER)
         if self.store.own and owner is not None and owner.strip() != self.account:
             message = "Access Denied: the bucket is not owned by the account in x-amz-expected-bucket-owner."
-            return Refusal(403, "AccessDenied", message, path)
+            return Refusal.error(403, "AccessDenied", message, method, url, headers)
         filer = self.store.filer
         if filer is not None and method == b"GET" and path == b"/":
             from moorage.s3store.buckets import ListBuckets
@@ -171,7 +189,7 @@ class S3PassThrough:
         address = self.store.address()
         if address is None:
             why = self.store.why_down() or "the S3 store is not available"
-            return Refusal(503, "ServiceUnavailable", f"{why}. Retry shortly.", path)
+            return Refusal.error(503, "ServiceUnavailable", f"{why}. Retry shortly.", method, url, headers)
         return _Exchange(self, address, method, url, headers, payload_sha256)
 
     def take(self, address: Address) -> _StoreConnection | None:
@@ -439,7 +457,10 @@ class _Exchange:
             message += f". Retry shortly; {more} more."
         if self.sink is not None:
             if not self._answering:
-                self.sink.write(error_response(status, code, message, self.url.partition(b"?")[0]))
+                raw = error_response(status, code, message, self.url.partition(b"?")[0])
+                if self.method == b"HEAD":  # the status says it; no body follows a HEAD answer
+                    raw = raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+                self.sink.write(raw)
             self.sink.finish(keep_alive=False)
 
 

@@ -41,7 +41,7 @@ class _Front:
         if url.startswith(b"/endpoints/"):
             return None
         if self.down:
-            return Refusal(501, "NotImplemented", "S3 is turned off")
+            return Refusal.error(501, "NotImplemented", "S3 is turned off", method, url, headers)
         return self.passthrough.handler(method, url, headers)
 
 
@@ -196,3 +196,23 @@ def test_refusals_below_the_api_are_in_s3s_shape_on_s3_paths(tmp_path: Path) -> 
     assert parsed["Error"]["Message"].startswith("The request head is larger")
     control = app.refusal(b"/", 400, "bad")
     assert control.content_type == b"application/x-amz-json-1.1"
+
+
+async def test_a_refused_request_without_a_body_keeps_the_connection(front: tuple[_Front, str]) -> None:
+    """A refusal of a bodiless request (HEAD gets no body) leaves the connection open for the next
+    request; one with a body is answered at once and the connection closes."""
+    front_door, url = front
+    front_door.down = True
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"HEAD /b/k HTTP/1.1\r\nHost: x\r\n\r\nGET /endpoints/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 501") and b"connection: close" not in head.lower()
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # no body came between
+    assert second.startswith(b"HTTP/1.1 200")
+    length = int(second.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    writer.write(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)  # the refusal, then the close
+    assert answer.startswith(b"HTTP/1.1 501") and b"<Code>NotImplemented</Code>" in answer
+    writer.close()
