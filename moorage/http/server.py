@@ -46,7 +46,9 @@ _SINGLE_PREFIXES = (b"x-amzn-sagemaker-",)
 MAX_DISCARD_BYTES = 256 * 1024 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL = 64 * 1024  # below this, head and body go out in one write
-_Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool]
+# method, URL, headers, body, keep-alive, and the stream handler of a bodiless streamed request that
+# was pipelined behind another (started in its turn), else None
+_Request = tuple[bytes, bytes, dict[bytes, bytes], bytes, bool, "StreamHandler | None"]
 
 
 # method, URL, lower-cased headers, body -> a response now, or an awaitable of one
@@ -161,6 +163,7 @@ class HttpProtocol(asyncio.Protocol):
         "_app",
         "_body",
         "_body_size",
+        "_deferred",
         "_discard",
         "_final",
         "_head_bytes",
@@ -204,6 +207,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._stream: StreamHandler | None = None  # the request being streamed (until its response ends)
         self._stream_held = False  # its handler cannot take more body yet
+        self._deferred: StreamHandler | None = None  # a bodiless streamed request waiting its turn
         self._keep_alive = True
         self._since = time.monotonic()  # when the connection last went idle, or its request began
 
@@ -342,7 +346,13 @@ class HttpProtocol(asyncio.Protocol):
             self._headers,
             b"".join(self._body),
             self._parser.should_keep_alive(),
+            self._deferred,
         )
+        if self._deferred is not None:
+            self._deferred = None
+            if self._stream is not None:
+                self._pending.append(request)
+                return
         if self._task is not None:
             self._pending.append(request)
         else:
@@ -358,6 +368,10 @@ class HttpProtocol(asyncio.Protocol):
         if handler is None:
             return False
         if self._task is not None or self._pending:
+            length = self._headers.get(b"content-length", b"0")
+            if length in (b"", b"0") and b"transfer-encoding" not in self._headers:
+                self._deferred = handler  # no body to stream: it waits its turn (on_message_complete)
+                return True
             message = "This request cannot be pipelined behind another; send it alone."
             self._refuse(self._refusal(400, message))
         self._stream = handler
@@ -391,6 +405,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._server.draining:
             self.abort()
             return
+        while self._pending and self._task is None and self._stream is None and not self._closing():
+            self._handle(self._pending.popleft())  # pipelined behind it
         self._update_reading()
 
     def resume_reading(self) -> None:
@@ -407,7 +423,10 @@ class HttpProtocol(asyncio.Protocol):
     # requests and responses
 
     def _handle(self, request: _Request) -> None:
-        method, url, headers, body, keep_alive = request
+        method, url, headers, body, keep_alive, stream = request
+        if stream is not None:
+            self._start_deferred(stream)
+            return
         if method == b"HEAD":
             self._head_only = True
         try:
@@ -419,6 +438,15 @@ class HttpProtocol(asyncio.Protocol):
             self._send(result, keep_alive)
         else:
             self._start(result, keep_alive)  # type: ignore[arg-type]
+
+    def _start_deferred(self, stream: StreamHandler) -> None:
+        """A bodiless streamed request's turn has come: it runs whole now; reading waits for it."""
+        self._active = True
+        self._stream = stream
+        self._stream_held = True
+        stream.start(self)
+        if self._stream is stream:
+            stream.end()
 
     def _start(self, awaitable: Awaitable[Response], keep_alive: bool) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -434,9 +462,9 @@ class HttpProtocol(asyncio.Protocol):
             logger.error("internal error", exc_info=exc)
             response = self._refusal(500, "internal error")
         self._send(response, keep_alive)
-        while self._pending and self._task is None and not self._closing():
+        while self._pending and self._task is None and self._stream is None and not self._closing():
             self._handle(self._pending.popleft())
-        if self._final is not None and self._task is None and not self._pending:
+        if self._final is not None and self._task is None and not self._pending and self._stream is None:
             final, self._final = self._final, None
             self._send(final, keep_alive=False)
         self._update_reading()

@@ -3,7 +3,8 @@
 embedded S3 store: one open (S3 and STS requests reach their handlers), one with keys (every request
 is verified first). For every input:
 
-- no 500 from Moorage itself; a 5xx is allowed only as 501 NotImplemented, or passed through from the
+- no 500 from Moorage itself; a 5xx is allowed only as 501 NotImplemented, 503 ServiceUnavailable (the
+  store dropped the request unanswered), or passed through from the
   store as the store's own XML error;
 - an answer to every complete request within a bound, and once the client half-closes, an answer or
   a close within a bound (a request cut short, or waiting for a body after 100-continue, must not
@@ -360,7 +361,10 @@ def _error_code(answer: Answer, family: str) -> str:
 def check_answer(probe: Probe, answer: Answer, sent: bytes) -> None:
     store = from_store(answer)
     status = answer.status
-    if status >= 500 and status != 501:
+    # 503 ServiceUnavailable is this hop's retryable answer when the store drops a request it did not
+    # like without answering (a body it stopped reading): S3's own word for "try again", not a crash
+    dropped = status == 503 and b"<Code>ServiceUnavailable</Code>" in answer.body
+    if status >= 500 and status != 501 and not dropped:
         if not store:
             raise ServerError(f"status {status} from Moorage")
         if not answer.body.lstrip().startswith(b"<?xml") and b"<Error>" not in answer.body:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from moorage.http.responses import Response, text_response
 from moorage.http.server import HttpServer, StreamHandler, StreamSink
@@ -59,6 +60,50 @@ async def test_bad_chunk_framing_mid_body_aborts_the_stream_and_answers_400() ->
         assert answer.startswith(b"HTTP/1.1 400")
         await asyncio.wait_for(recorder.aborted.wait(), 5)
         assert recorder.chunks == [b"hello"]
+        writer.close()
+    finally:
+        server.close()
+
+
+class _AnswerAtEnd(_Recorder):
+    """A bodiless streamed request answered once it has arrived (as an S3 refusal is)."""
+
+    def start(self, sink: StreamSink) -> None:
+        self.sink = sink
+
+    def end(self) -> None:
+        self.sink.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstream")
+        self.sink.finish(keep_alive=True)
+
+
+async def test_a_bodiless_streamed_request_pipelined_behind_a_slow_one_waits_its_turn() -> None:
+    async def slow() -> Response:
+        await asyncio.sleep(0.2)
+        return text_response("slow", 200)
+
+    def app(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> Any:
+        return slow() if url == b"/endpoints/slow" else text_response("buffered", 200)
+
+    def streams(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> StreamHandler | None:
+        return _AnswerAtEnd() if url == b"/bucket/key" else None
+
+    server = await asyncio.get_running_loop().create_server(
+        HttpServer(app, 1024, prefix_limit=(b"/endpoints/", 1024), streams=streams), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /endpoints/slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /bucket/key HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        bodies = []
+        for _ in range(3):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            bodies.append(await reader.readexactly(length))
+        assert bodies == [b"slow", b"stream", b"buffered"]
         writer.close()
     finally:
         server.close()
