@@ -321,6 +321,10 @@ class SigV4Verifier:
         pairs = _split_query(query) if query else []
         authorization = headers.get(b"authorization")
         presigned = b"X-Amz-Signature=" in query or b"X-Amz-Credential=" in query
+        if authorization is None and not presigned and body is None and b"AWSAccessKeyId=" in query:
+            from moorage.auth.sigv2 import verify_presigned_v2  # S3's older presigned URLs
+
+            return verify_presigned_v2(self._keys, self._now(), method, url, "us-east-1")
         if authorization is not None:
             if presigned:
                 raise AuthFailure("malformed", "Only one auth mechanism allowed; both header and query auth.")

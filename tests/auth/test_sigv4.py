@@ -368,3 +368,44 @@ def test_non_ascii_signed_headers_in_a_presigned_query_are_malformed_not_a_crash
         assert failure.kind == "malformed"
     else:
         raise AssertionError("accepted")
+
+
+def test_boto3s_default_s3_presigned_urls_signature_version_2_verify() -> None:
+    """boto3's generate_presigned_url for S3 signs with SigV2 (AWSAccessKeyId/Expires/Signature)."""
+    import time as _time
+
+    import boto3 as _boto3
+
+    from moorage.auth.keys import AccessKey, KeyRing
+    from moorage.auth.sigv4 import AuthFailure, SigV4Verifier
+
+    ring = KeyRing({"AKIDV2": AccessKey("AKIDV2", "v2-secret", "123456789012", "a")})
+    verifier = SigV4Verifier(ring)
+    s3 = _boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:7070",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDV2",
+        aws_secret_access_key="v2-secret",
+    )
+    params = {"Bucket": "bkt", "Key": "a b/ü.txt", "ResponseContentType": "text/plain", "VersionId": "v1"}
+    link = s3.generate_presigned_url("get_object", Params=params, ExpiresIn=60)
+    assert "AWSAccessKeyId=" in link and "X-Amz-" not in link
+    target = link.removeprefix("http://127.0.0.1:7070").encode()
+    caller = verifier.verify(b"GET", target, {b"host": b"127.0.0.1:7070"}, None)
+    assert (caller.access_key, caller.service) == ("AKIDV2", "s3")
+    for bad in (target.replace(b"bkt", b"bku"), target.replace(b"GET", b"")):
+        method = b"PUT" if bad == target else b"GET"
+        try:
+            verifier.verify(method, bad, {b"host": b"127.0.0.1:7070"}, None)
+        except AuthFailure as failure:
+            assert failure.kind == "bad-signature"
+        else:
+            raise AssertionError("a changed request was accepted")
+    later = SigV4Verifier(ring, now=lambda: _time.time() + 120)
+    try:
+        later.verify(b"GET", target, {b"host": b"127.0.0.1:7070"}, None)
+    except AuthFailure as failure:
+        assert failure.kind == "expired"
+    else:
+        raise AssertionError("an expired URL was accepted")
