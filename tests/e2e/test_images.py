@@ -4,33 +4,19 @@ endpoints whose models name those images, driven by boto3."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.e2e.conftest import unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer
+from tests.support.pypi import needs_pypi
 
 SLOW_WAIT = {"Delay": 1, "MaxAttempts": 600}  # environments are built from PyPI
 
-
-def _pypi_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=3).close()
-    except OSError:
-        return False
-    return True
-
-
-needs_pypi = pytest.mark.skipif(
-    not _pypi_reachable(), reason="PyPI (pypi.org:443) is unreachable: these images install packages from it"
-)
 
 TOOLKIT_ENTRYPOINT = """\
 from sagemaker_inference import model_server

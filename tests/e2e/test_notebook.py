@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from tests.e2e.conftest import FAST_WAIT
 from tests.support.moorage_server import RunningServer, free_port, moorage_server
 from tests.support.netjail import NetJail
+from tests.support.pypi import needs_pypi
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "notebook"
 EXPECTED = ["item-0305", "item-0453", "item-0446"]  # user 114521's best three in the committed data
@@ -66,6 +67,17 @@ predictor.delete_endpoint()
 model.delete_model()
 print(f"deleted endpoint {predictor.endpoint_name} and model {model.name}")
 """
+
+
+SKLEARN_DEPLOY = FRAMEWORK_DEPLOY.replace(
+    "from sagemaker.model import FrameworkModel", "from sagemaker.sklearn import SKLearnModel"
+).replace(
+    """model = FrameworkModel(
+    image_uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/recommender-serving:latest",""",
+    """model = SKLearnModel(
+    framework_version="1.2-1",
+    py_version="py3",""",
+)
 
 
 @pytest.fixture(scope="module")
@@ -170,4 +182,17 @@ def test_framework_model_with_a_sourcedir_archive(server: RunningServer, sm: Any
     endpoint, model = _check_run(result, jail, server)
     submit = re.search(r"submit directory: (\S+)$", result.stdout, flags=re.MULTILINE)
     assert submit is not None and re.fullmatch(r"s3://[^/]+/framework/code/.+/sourcedir\.tar\.gz", submit[1])
+    _assert_gone(sm, endpoint, model)
+
+
+@needs_pypi
+def test_a_framework_class_resolves_its_own_image(server: RunningServer, sm: Any, tmp_path: Path) -> None:
+    """SKLearnModel finds its ECR image itself; Moorage serves it with scikit-learn 1.2's pins."""
+    script = tmp_path / "sklearn_deploy.py"
+    script.write_text(SKLEARN_DEPLOY)
+    assert "SKLearnModel(" in SKLEARN_DEPLOY and "image_uri" not in SKLEARN_DEPLOY
+    result, jail = run_jailed(server, script, tmp_path)
+    endpoint, model = _check_run(result, jail, server)
+    log = (server.state_dir / "logs" / f"{endpoint}.log").read_text()
+    assert "sagemaker-scikit-learn" in log and "scikit-learn==1.2.1" in log, log[-3000:]
     _assert_gone(sm, endpoint, model)
