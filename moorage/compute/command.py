@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
+from moorage.compute.probe import answers_ping, signal_group
 from moorage.compute.procfs import process_usage
-from moorage.dataplane.connection import TCP_PREFIX, WorkerClient, WorkerLost, WorkerUnavailable
+from moorage.dataplane.connection import TCP_PREFIX, WorkerClient
 from moorage.lifeline import PARENT_PID_VARIABLE
 
-_PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.05
 _PYTHON = re.compile(r"python(\d(\.\d+)?)?$")
 # Ties the command's life to the server's (PR_SET_PDEATHSIG survives exec), then becomes the command.
@@ -62,15 +62,10 @@ class CommandInstance:
         return process_usage([self.process.pid])
 
     async def ping(self, index: int, timeout: float) -> bool:
-        try:
-            response = await self._health.request(_PING, timeout=timeout)
-        except (WorkerUnavailable, WorkerLost, TimeoutError):
-            return False
-        return response.status == 200
+        return await answers_ping(self._health, timeout)
 
     def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+        signal_group(self.process.pid, sig)
 
     async def stop(self, grace: float) -> None:
         self._health.close()

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
 from moorage.compute.command import CommandInstance, start_command
+from moorage.compute.probe import PING, answers_ping, signal_group
 from moorage.compute.procfs import process_usage
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
 from moorage.lifeline import PARENT_PID_VARIABLE
 
-_PING = b"GET /ping HTTP/1.1\r\nhost: instance\r\n\r\n"
 _POLL_SECONDS = 0.01
 _EXIT_WAIT_SECONDS = 0.5  # how long a killed worker gets to exit where no pidfd can tell
 
@@ -79,15 +79,10 @@ class LocalInstance:
             if address is None:
                 return False
             client = self._health[index] = WorkerClient(address.socket, max_idle=1)
-        try:
-            response = await client.request(_PING, timeout=timeout)
-        except (WorkerUnavailable, WorkerLost, TimeoutError):
-            return False
-        return response.status == 200
+        return await answers_ping(client, timeout)
 
     def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+        signal_group(self.process.pid, sig)
 
     async def stop(self, grace: float) -> None:
         for client in self._health.values():
@@ -181,7 +176,7 @@ async def _ping_until_healthy(socket: str, deadline: float, bound: float) -> Non
     try:
         while True:
             try:
-                response = await client.request(_PING, timeout=2.0)
+                response = await client.request(PING, timeout=2.0)
                 if response.status == 200:
                     return
             except (WorkerUnavailable, WorkerLost, TimeoutError):

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 
 from moorage.api.http import request_id
 from moorage.http.server import StreamSink
-from moorage.s3store.passthrough import Address, error_response
+from moorage.s3store.passthrough import Address, Answering, error_response
 
 _PAGE = 1000
 _TIMEOUT = 30.0
@@ -86,7 +86,7 @@ def _iso(stamp: str) -> str:
     return f"{date}T{clock}.000Z"
 
 
-class ListBuckets:
+class ListBuckets(Answering):
     """The stream handler for `GET /` on the embedded store."""
 
     def __init__(self, filer: Callable[[], Address | None], account: str, query: bytes) -> None:
@@ -116,18 +116,6 @@ class ListBuckets:
             b"x-amz-request-id: %s\r\n\r\n%s" % (len(body), request_id().encode(), body)
         )
         sink.finish(keep_alive=True)
-
-    def body(self, chunk: bytes) -> None:
-        return None
-
-    def end(self) -> None:
-        return None
-
-    def pause_writing(self) -> None:
-        return None
-
-    def resume_writing(self) -> None:
-        return None
 
     def abort(self) -> None:
         if self._task is not None:

@@ -113,7 +113,27 @@ def error_response(status: int, code: str, message: str, resource: bytes = b"", 
     )
 
 
-class Refusal:
+class Answering:
+    """A stream handler that answers by itself and ignores the body: what is left to define is
+    `start` and `end` (the no-ops below are the rest of StreamHandler)."""
+
+    def body(self, chunk: bytes) -> None:
+        return None
+
+    def end(self) -> None:
+        return None
+
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
+    def abort(self) -> None:
+        return None
+
+
+class Refusal(Answering):
     """A streamed request answered with an S3 error without reaching the store (S3 turned off, a
     signature or bucket owner refused, the store down). A request that announces no body is answered
     once it has arrived, and the connection stays open; one with a body is answered at once and the
@@ -149,15 +169,6 @@ class Refusal:
         self._sink.write(head if self._head_only else head + response.body)
         self._sink.finish(keep_alive=keep_alive)
         self._sink = None
-
-    def body(self, chunk: bytes) -> None:
-        return None
-
-    def pause_writing(self) -> None:
-        return None
-
-    def resume_writing(self) -> None:
-        return None
 
     def abort(self) -> None:
         self._sink = None

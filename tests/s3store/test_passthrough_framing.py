@@ -1,10 +1,14 @@
-"""How the pass-through frames a store's answer whose body ends when the store closes the connection
-(no Content-Length, not chunked: Go's net/http answers a request it cannot parse that way)."""
+"""A store whose answer ends when it closes the connection (no Content-Length, not chunked: Go's
+net/http answers a request it cannot parse that way), behind the pass-through: the answer is passed
+on complete, and a request pipelined behind it waits for it, then is refused (never two answers at
+once on one connection)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+
+import pytest
 
 from moorage.http.responses import Response, text_response
 from moorage.http.server import HttpServer, StreamHandler
@@ -22,7 +26,9 @@ async def _store(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
-async def test_a_body_ended_by_the_stores_close_is_passed_on_complete() -> None:
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    """A front door whose S3 requests go to the close-delimited store above."""
     store = await asyncio.start_server(_store, "127.0.0.1", 0)
     address = store.sockets[0].getsockname()[:2]
     passthrough = S3PassThrough(Store(address=lambda: address, why_down=lambda: None), "123456789012")
@@ -36,17 +42,35 @@ async def test_a_body_ended_by_the_stores_close_is_passed_on_complete() -> None:
     front = await asyncio.get_running_loop().create_server(
         HttpServer(app, 1024, streams=streams), "127.0.0.1", 0
     )
-    port = front.sockets[0].getsockname()[1]
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /bucket/% HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 400") and b"chunked" in head.lower()
-        # the whole body, then the chunked terminator: the client sees a complete answer, not a cut one
-        body = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
-        assert body == b"f\r\n400 Bad Request\r\n0\r\n\r\n"
-        writer.close()
+        yield front.sockets[0].getsockname()[1]
     finally:
         front.close()
         store.close()
         passthrough.close()
+
+
+async def _answer_head(port: int, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 400") and b"chunked" in head.lower()
+    return reader, writer, head
+
+
+async def test_a_body_ended_by_the_stores_close_is_passed_on_complete(port: int) -> None:
+    reader, writer, _ = await _answer_head(port, b"GET /bucket/% HTTP/1.1\r\nHost: x\r\n\r\n")
+    # the whole body, then the chunked terminator: the client sees a complete answer, not a cut one
+    body = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    assert body == b"f\r\n400 Bad Request\r\n0\r\n\r\n"
+    writer.close()
+
+
+async def test_a_request_pipelined_behind_a_streamed_one_is_refused_after_its_answer(port: int) -> None:
+    request = b"GET /bucket/% HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader, writer, _ = await _answer_head(port, request)
+    body = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    assert body == b"f\r\n400 Bad Request\r\n0\r\n\r\n"
+    rest = await asyncio.wait_for(reader.read(), 5)  # up to the close
+    assert rest.startswith(b"HTTP/1.1 400") and b"cannot be pipelined" in rest
+    writer.close()
