@@ -179,6 +179,7 @@ class HttpProtocol(asyncio.Protocol):
         "_since",
         "_stream",
         "_stream_held",
+        "_stream_keep_alive",
         "_task",
         "_transport",
         "_url",
@@ -208,6 +209,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stream: StreamHandler | None = None  # the request being streamed (until its response ends)
         self._stream_held = False  # its handler cannot take more body yet
         self._deferred: StreamHandler | None = None  # a bodiless streamed request waiting its turn
+        self._stream_keep_alive = True  # whether the streamed request allows keep-alive
         self._keep_alive = True
         self._since = time.monotonic()  # when the connection last went idle, or its request began
 
@@ -333,6 +335,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self._keep_alive:  # a streamed response ended this connection during this read
             raise _Abort
         if self._stream is not None:
+            self._stream_keep_alive = self._parser.should_keep_alive()
             self._stream_held = True  # nothing more is read until its response has gone out
             self._update_reading()
             self._stream.end()
@@ -388,25 +391,27 @@ class HttpProtocol(asyncio.Protocol):
 
     def finish(self, keep_alive: bool) -> None:
         """StreamSink: the streamed response is complete. Before its request body was (a refusal,
-        an early error), the connection closes: the rest of that body is not worth reading."""
+        an early error), the connection closes: the rest of that body is not worth reading.
+        Requests pipelined behind it are answered now, in order, then any refusal still owed."""
         body_done = self._reading_head
         self._stream = None
         self._stream_held = False
         self._active = False
         self._since = time.monotonic()
-        if self._final is not None:  # owed to a request pipelined behind this one (on_message_begin)
-            final, self._final = self._final, None
-            self._send(final, keep_alive=False)
-            return
-        if not (keep_alive and body_done and self._keep_alive and self._parser.should_keep_alive()):
+        if not (keep_alive and body_done and self._stream_keep_alive) or self._server.draining:
             self._keep_alive = False
             self.abort()
             return
-        if self._server.draining:
-            self.abort()
-            return
         while self._pending and self._task is None and self._stream is None and not self._closing():
-            self._handle(self._pending.popleft())  # pipelined behind it
+            self._handle(self._pending.popleft())
+        if self._task is None and self._stream is None and not self._pending:
+            if self._final is not None:  # a request after these could not be read (see _end_with)
+                final, self._final = self._final, None
+                self._send(final, keep_alive=False)
+                return
+            if not self._keep_alive:
+                self.abort()
+                return
         self._update_reading()
 
     def resume_reading(self) -> None:
@@ -425,6 +430,7 @@ class HttpProtocol(asyncio.Protocol):
     def _handle(self, request: _Request) -> None:
         method, url, headers, body, keep_alive, stream = request
         if stream is not None:
+            self._stream_keep_alive = keep_alive
             self._start_deferred(stream)
             return
         if method == b"HEAD":

@@ -107,3 +107,38 @@ async def test_a_bodiless_streamed_request_pipelined_behind_a_slow_one_waits_its
         writer.close()
     finally:
         server.close()
+
+
+async def test_unparseable_bytes_after_a_waiting_streamed_request_are_refused_last() -> None:
+    """Found by fuzzing: the refusal of bytes that cannot be parsed went out before the requests
+    pipelined ahead of them that were still waiting behind a streamed one."""
+
+    async def slow() -> Response:
+        await asyncio.sleep(0.1)
+        return text_response("slow", 200)
+
+    def app(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> Any:
+        return slow() if url == b"/endpoints/slow" else text_response("buffered", 200)
+
+    def streams(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> StreamHandler | None:
+        return _AnswerAtEnd() if url == b"/bucket/key" else None
+
+    server = await asyncio.get_running_loop().create_server(
+        HttpServer(app, 1024, prefix_limit=(b"/endpoints/", 1024), streams=streams), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /endpoints/slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /bucket/key HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GARBAGE\r\n\r\n"
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)  # everything, up to the close
+        statuses = [line.split(b" ")[1] for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+        assert statuses == [b"200", b"200", b"200", b"400"]
+        assert answer.index(b"slow") < answer.index(b"stream") < answer.index(b"buffered")
+        writer.close()
+    finally:
+        server.close()
