@@ -46,6 +46,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moorage.awsconfig import offline_session
+
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:7070"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT = "123456789012"
@@ -67,13 +69,7 @@ class Environment:
 
 def _configured(environ: Mapping[str, str]) -> tuple[str | None, bool]:
     """The region boto3 would use (or None) and whether it would find credentials, with no network."""
-    import botocore.session
-
-    session = botocore.session.Session()
-    resolver = session.get_component("credential_provider")
-    for name in ("iam-role", "container-role"):  # these two would reach the network
-        if resolver.get_provider(name) is not None:
-            resolver.remove(name)
+    session = offline_session()
     region = (
         environ.get("AWS_REGION")
         or environ.get("AWS_DEFAULT_REGION")

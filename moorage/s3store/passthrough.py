@@ -28,6 +28,7 @@ import httptools
 from moorage.api.http import request_id
 from moorage.http.responses import Response, render_head, status_line
 from moorage.http.server import StreamHandler, StreamSink
+from moorage.s3store.resign import CannotResign
 
 log = logging.getLogger("moorage.s3")
 
@@ -53,6 +54,8 @@ _ANSWER_SECONDS = 120.0  # from the end of the request body to the store's first
 
 
 Address = tuple[str, int]
+# method, target, headers -> the target and headers that go to the store instead (see resign.py)
+Resign = Callable[[bytes, bytes, Mapping[bytes, bytes]], tuple[bytes, dict[bytes, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,19 @@ class Store:
     own: bool = False
     # the embedded store's filer, for ListBuckets (buckets.py); None: ListBuckets goes to the store
     filer: Callable[[], Address | None] | None = None
+    # an external store the server signs for with its own credentials (resign.py); None: as sent
+    resign: Resign | None = None
 
 
-def external_store(url: str) -> Store:
-    """A store named by URL (http or https; host and port as written)."""
+def external_store(url: str, resign: Resign | None = None) -> Store:
+    """A store named by URL (http or https; host and port as written); `resign` signs each request
+    for it with the server's credentials (resign.py), else requests go as the clients signed them."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"--s3-endpoint {url!r} is not an http:// or https:// URL")
     tls = ssl.create_default_context() if parts.scheme == "https" else None
     address = (parts.hostname, parts.port or (443 if tls else 80))
-    return Store(address=lambda: address, why_down=lambda: None, tls=tls)
+    return Store(address=lambda: address, why_down=lambda: None, tls=tls, resign=resign)
 
 
 _REFUSAL_CODES = {
@@ -201,7 +207,15 @@ class S3PassThrough:
         if address is None:
             why = self.store.why_down() or "the S3 store is not available"
             return Refusal.error(503, "ServiceUnavailable", f"{why}. Retry shortly.", method, url, headers)
-        return _Exchange(self, address, method, url, headers, payload_sha256)
+        target, sent = url, headers
+        if self.store.resign is not None:
+            try:
+                target, sent = self.store.resign(
+                    method, url, {name: value for name, value in headers.items() if name not in _HOP}
+                )
+            except CannotResign as exc:
+                return Refusal.error(501, "NotImplemented", str(exc), method, url, headers)
+        return _Exchange(self, address, method, url, headers, payload_sha256, (target, sent))
 
     def take(self, address: Address) -> _StoreConnection | None:
         idle = self._idle.get(address)
@@ -254,12 +268,14 @@ class _Exchange:
         url: bytes,
         headers: Mapping[bytes, bytes],
         payload_sha256: str | None,
+        forwarded: tuple[bytes, Mapping[bytes, bytes]],
     ) -> None:
         self.proxy = proxy
         self.address = address
         self.method = method
         self.url = url
         self.headers = headers
+        self.forwarded = forwarded  # the target and headers the store gets (re-signed, or as sent)
         self.chunked = b"content-length" not in headers and b"chunked" in headers.get(
             b"transfer-encoding", b""
         )
@@ -267,9 +283,8 @@ class _Exchange:
         self._echo = [(name, headers[name]) for name in _SSE_HEADERS if kms and name in headers]
         self._hash = hashlib.sha256() if payload_sha256 is not None else None
         self._expected = payload_sha256
-        self._held = (
-            b""  # with a hash to check: the latest chunk, sent only once the next one (or the end) is known
-        )
+        # with a hash to check: the latest chunk, sent once the next one (or the end) has come
+        self._held = b""
         self.sink: StreamSink | None = None
         self.connection: _StoreConnection | None = None
         self._outbox: list[bytes] = []  # what was sent before the store connection opened
@@ -285,7 +300,8 @@ class _Exchange:
 
     def start(self, sink: StreamSink) -> None:
         self.sink = sink
-        head = _request_head(self.method, self.url, self.headers, self.chunked, self.proxy.store.own)
+        target, headers = self.forwarded
+        head = _request_head(self.method, target, headers, self.chunked, self.proxy.store.own)
         connection = self.proxy.take(self.address)
         if connection is not None:
             connection.begin(self)

@@ -13,6 +13,7 @@ from moorage.artifacts.fetch import use_store
 from moorage.config import Settings
 from moorage.s3store.embedded import EmbeddedS3, EmbeddedS3Error
 from moorage.s3store.passthrough import S3PassThrough, Store, external_store
+from moorage.s3store.resign import server_resigner
 from moorage.s3store.weed import find_weed
 
 log = logging.getLogger("moorage.s3")
@@ -37,9 +38,10 @@ class S3Service:
             use_store(None)
             return None
         if settings.s3_endpoint:
-            store = external_store(settings.s3_endpoint)
+            store = external_store(settings.s3_endpoint, server_resigner(settings.s3_endpoint))
             use_store(settings.s3_endpoint)
-            log.info("S3 requests pass through to %s", settings.s3_endpoint)
+            how = "signed with the server's credentials" if store.resign else "as the clients signed them"
+            log.info("S3 requests pass through to %s, %s", settings.s3_endpoint, how)
         else:
             if find_weed() is None:
                 self.off_reason = (

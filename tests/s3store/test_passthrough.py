@@ -216,3 +216,74 @@ async def test_a_refused_request_without_a_body_keeps_the_connection(front: tupl
     answer = await asyncio.wait_for(reader.read(), 5)  # the refusal, then the close
     assert answer.startswith(b"HTTP/1.1 501") and b"<Code>NotImplemented</Code>" in answer
     writer.close()
+
+
+async def test_an_external_store_gets_requests_signed_with_the_servers_keys(
+    s3_server: SeaweedS3, tmp_path: Path
+) -> None:
+    """`--s3-endpoint` with server credentials (as for AWS S3 itself): clients sign with keys the store
+    does not know, for a Host it is not, and every request still reaches it signed properly."""
+    from botocore.credentials import Credentials
+
+    from moorage.s3store.resign import Resigner
+
+    host = s3_server.endpoint_url.removeprefix("http://")
+    resigner = Resigner(Credentials(s3_server.access_key, s3_server.secret_key), host, "http", "us-east-1")
+    front = _Front(external_store(s3_server.endpoint_url, resigner))
+    http = HttpServer(front.app, 1024 * 1024, prefix_limit=(b"/endpoints/", 1024), streams=front.streams)
+    server = await asyncio.get_running_loop().create_server(http, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="a-key-the-store-never-saw",
+        aws_secret_access_key="and-its-secret",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    bucket = f"resign-{os.urandom(4).hex()}"
+    source = tmp_path / "parts.bin"
+    source.write_bytes(os.urandom(11 * 1024 * 1024))
+
+    def calls() -> None:
+        import urllib.request
+
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="a b/ü.txt", Body=b"hello", Metadata={"k": "v"})
+        assert client.get_object(Bucket=bucket, Key="a b/ü.txt")["Body"].read() == b"hello"
+        assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="a b/")["Contents"]] == [
+            "a b/ü.txt"
+        ]
+        parts = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+        client.upload_file(str(source), bucket, "parts.bin", Config=parts)
+        for version in ("s3v4", None):  # presigned with SigV4, and with boto3's default (SigV2)
+            presigner = boto3.client(
+                "s3",
+                endpoint_url=url,
+                aws_access_key_id="a-key-the-store-never-saw",
+                aws_secret_access_key="and-its-secret",
+                region_name="us-east-1",
+                config=Config(signature_version=version) if version else None,
+            )
+            link = presigner.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": "a b/ü.txt"}
+            )
+            with urllib.request.urlopen(link) as response:
+                assert response.read() == b"hello"
+
+    try:
+        await asyncio.to_thread(calls)
+        stored = s3_server.client().head_object(Bucket=bucket, Key="parts.bin")
+        assert stored["ContentLength"] == 11 * 1024 * 1024
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(
+            f"PUT /{bucket}/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+            "x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD\r\n\r\n".encode()
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 501") and b"chunk" in answer
+        writer.close()
+    finally:
+        server.close()
+        front.passthrough.close()
+        await http.drain(timeout=1)
