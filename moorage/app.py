@@ -26,7 +26,7 @@ from moorage.auth.errors import auth_error_response
 from moorage.auth.keys import the_account
 from moorage.clock import SystemClock
 from moorage.compute.base import Instance
-from moorage.compute.local import LocalProvider
+from moorage.compute.providers import make_provider
 from moorage.config import Settings
 from moorage.control.endpoints import Endpoints
 from moorage.control.quotas import InstanceQuotas
@@ -182,7 +182,7 @@ class MoorageApp:
         self._run_dir = Path(tempfile.mkdtemp(prefix="moorage-"))
         logs = EndpointLogs(settings.log_dir)
         fleet = FleetContext(
-            provider=LocalProvider(self._run_dir),
+            provider=make_provider(settings.compute, self._run_dir),
             logs=logs,
             clock=self.clock,
             settings=settings.fleet(),

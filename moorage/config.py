@@ -81,6 +81,8 @@ class Settings:
         default_factory=lambda: _env_float("MOORAGE_REQUEST_TIMEOUT_SECONDS", 60.0)
     )
 
+    # where instances run (moorage/compute/providers.py)
+    compute: str = "local"
     # S3 on the port: the embedded store (default), an external store's URL, or off (docs/s3.md)
     s3_enabled: bool = True
     s3_endpoint: str | None = None

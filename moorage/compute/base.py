@@ -24,8 +24,12 @@ class InstanceSpec:
 
 @dataclass(frozen=True)
 class WorkerAddress:
+    """Where the data plane reaches one worker of an instance: a Unix socket path (a local instance's
+    workers) or ``tcp://host:port`` (an image's own server; later, an instance on another machine).
+    The front door's keep-alive client connects to either; nothing else about it is provider-specific."""
+
     index: int
-    socket: str
+    address: str
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class LocalInstance:
             address = next((w for w in self.workers if w.index == index), None)
             if address is None:
                 return False
-            client = self._health[index] = WorkerClient(address.socket, max_idle=1)
+            client = self._health[index] = WorkerClient(address.address, max_idle=1)
         return await answers_ping(client, timeout)
 
     def _signal_group(self, sig: int) -> None:
@@ -167,7 +167,7 @@ class LocalProvider:
             await asyncio.sleep(_POLL_SECONDS)
         info = json.loads(ready_file.read_text())
         workers = [WorkerAddress(int(w["index"]), str(w["socket"])) for w in info["workers"]]
-        await asyncio.gather(*(_ping_until_healthy(w.socket, deadline, timeout) for w in workers))
+        await asyncio.gather(*(_ping_until_healthy(w.address, deadline, timeout) for w in workers))
         return workers
 
 

@@ -122,11 +122,11 @@ class _FutureReceiver:
 class WorkerClient:
     """Pooled connections to one worker; `outstanding` feeds least-outstanding-requests routing."""
 
-    __slots__ = ("_idle", "_tcp", "max_idle", "outstanding", "replacing", "socket_path")
+    __slots__ = ("_idle", "_tcp", "address", "max_idle", "outstanding", "replacing")
 
-    def __init__(self, socket_path: str, max_idle: int = 64) -> None:
-        self.socket_path = socket_path
-        self._tcp = tcp_address(socket_path)  # decided once: only how a connection is opened differs
+    def __init__(self, address: str, max_idle: int = 64) -> None:
+        self.address = address
+        self._tcp = tcp_address(address)  # decided once: only how a connection is opened differs
         self.max_idle = max_idle
         self.outstanding = 0
         self.replacing = False  # its worker was killed and has not exited yet: connect nowhere
@@ -151,15 +151,15 @@ class WorkerClient:
 
     async def connect(self) -> Connection:
         if self.replacing:
-            raise WorkerUnavailable(f"the worker on {self.socket_path} is being replaced")
+            raise WorkerUnavailable(f"the worker on {self.address} is being replaced")
         loop = asyncio.get_running_loop()
         try:
             if self._tcp is None:
-                _, conn = await loop.create_unix_connection(Connection, self.socket_path)
+                _, conn = await loop.create_unix_connection(Connection, self.address)
             else:
                 _, conn = await loop.create_connection(Connection, *self._tcp)
         except OSError as exc:
-            raise WorkerUnavailable(f"cannot connect to {self.socket_path}: {exc.strerror}") from exc
+            raise WorkerUnavailable(f"cannot connect to {self.address}: {exc.strerror}") from exc
         return conn
 
     async def request(self, raw: bytes, timeout: float) -> WorkerResponse:

@@ -24,7 +24,7 @@ class Member:
     def of(cls, instance: Instance, started: float) -> Member:
         workers = []
         for address in instance.workers:
-            client = WorkerClient(address.socket)
+            client = WorkerClient(address.address)
             workers.append(
                 WorkerRoute(
                     client, instance.instance_id, address.index, _killer(instance, address.index, client)

@@ -86,7 +86,7 @@ def test_start_returns_answering_workers_and_stop_ends_every_process(tmp_path: P
         instance = await LocalProvider(run_dir).start(_spec(tmp_path, ECHO, workers=2, GREETING="ahoy"))
         try:
             assert [w.index for w in instance.workers] == [0, 1]
-            clients = [WorkerClient(w.socket) for w in instance.workers]
+            clients = [WorkerClient(w.address) for w in instance.workers]
             replies = [await _call(client, {"n": i}) for i, client in enumerate(clients)]
             for client in clients:
                 client.close()
@@ -172,7 +172,7 @@ def test_killed_worker_is_reforked_on_the_same_socket(tmp_path: Path, run_dir: P
 
     async def scenario() -> tuple[int, int]:
         instance = await LocalProvider(run_dir).start(_spec(tmp_path, ECHO, workers=1))
-        client = WorkerClient(instance.workers[0].socket)
+        client = WorkerClient(instance.workers[0].address)
         try:
             before = (await _call(client, {}))["pid"]
             gone = asyncio.Event()
@@ -206,7 +206,7 @@ def test_stop_after_the_instance_died(tmp_path: Path, run_dir: Path) -> None:
 
     async def scenario() -> tuple[int, int]:
         instance = await LocalProvider(run_dir).start(_spec(tmp_path, ECHO, workers=1))
-        client = WorkerClient(instance.workers[0].socket)
+        client = WorkerClient(instance.workers[0].address)
         worker_pid = (await _call(client, {}))["pid"]
         client.close()
         instance.process.kill()

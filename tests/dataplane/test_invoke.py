@@ -221,7 +221,7 @@ def test_waits_for_a_worker_that_comes_back(tmp_path: Path) -> None:
             pending = asyncio.ensure_future(_invoke(table, Invocation("ep", b"hi")))
             await asyncio.sleep(0.15)
             assert not pending.done()
-            async with TinyServer(worker.client.socket_path, answering(200)):
+            async with TinyServer(worker.client.address, answering(200)):
                 return await pending
 
     assert asyncio.run(scenario()).response.body == b"hi"
