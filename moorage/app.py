@@ -130,6 +130,7 @@ class MoorageApp:
             family = "json"
         try:
             caller = self.verifier.verify(method, url, headers, body)
+            _check_scope(caller.service, _expected_service(family, headers))
         except AuthFailure as failure:
             return auth_error_response(failure, family)
         if family == "query":
@@ -146,6 +147,7 @@ class MoorageApp:
             return None
         try:
             caller = self.verifier.verify(method, url, headers, None)
+            _check_scope(caller.service, "s3")
         except AuthFailure as failure:
             return Refusal(auth_error_response(failure, "s3"), method, headers)
         if self.s3 is None:
@@ -229,6 +231,26 @@ class MoorageApp:
             self.store.close()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+# X-Amz-Target prefix -> the service its requests are signed for
+_TARGET_SERVICES = {b"SageMaker": "sagemaker", b"AnyScaleFrontendService": "application-autoscaling"}
+
+
+def _expected_service(family: str, headers: Mapping[bytes, bytes]) -> str | None:
+    """The signing name a request of `family` must be scoped to (None: any, the API refuses it)."""
+    if family == "runtime":
+        return "sagemaker"  # SageMaker Runtime signs as sagemaker
+    if family == "query":
+        return "sts"
+    return _TARGET_SERVICES.get(headers.get(b"x-amz-target", b"").partition(b".")[0])
+
+
+def _check_scope(signed_for: str, expected: str | None) -> None:
+    """A signature is good only for the service it names (AWS's rule): one made for S3, whose body
+    may be UNSIGNED-PAYLOAD, must not carry a changed body into SageMaker."""
+    if expected is not None and signed_for != expected:
+        raise AuthFailure("wrong-service", f"Credential should be scoped to correct service: '{expected}'.")
 
 
 async def serve(settings: Settings, ready: str | None = None) -> None:

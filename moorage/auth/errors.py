@@ -32,6 +32,8 @@ _JSON: dict[str, type[AwsError]] = {
     "expired": InvalidSignatureException,
     "bad-body-hash": InvalidSignatureException,
     "malformed": IncompleteSignature,
+    "unsigned-headers": InvalidSignatureException,
+    "wrong-service": InvalidSignatureException,
 }
 
 _QUERY: dict[str, tuple[int, str]] = {
@@ -42,6 +44,8 @@ _QUERY: dict[str, tuple[int, str]] = {
     "expired": (403, "SignatureDoesNotMatch"),
     "bad-body-hash": (403, "SignatureDoesNotMatch"),
     "malformed": (400, "IncompleteSignature"),
+    "unsigned-headers": (403, "SignatureDoesNotMatch"),
+    "wrong-service": (403, "SignatureDoesNotMatch"),
 }
 _QUERY_MESSAGES = {"missing": "Request is missing Authentication Token"}
 
@@ -66,6 +70,8 @@ _S3: dict[str, tuple[int, str, str | None]] = {  # None: the failure's own messa
     "expired": (403, "AccessDenied", "Request has expired"),
     "bad-body-hash": (400, "XAmzContentSHA256Mismatch", None),
     "malformed": (400, "AuthorizationHeaderMalformed", None),
+    "unsigned-headers": (403, "AccessDenied", None),
+    "wrong-service": (403, "SignatureDoesNotMatch", None),
 }
 
 XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 from moorage.auth.keys import KeyRing
-from moorage.auth.sigv4 import AuthFailure, Caller
+from moorage.auth.sigv4 import AuthFailure, Caller, refuse_unsigned_amz_headers
 
 # the query parameters S3 includes in the signed resource (botocore's HmacV1Auth.QSAOfInterest)
 _SUBRESOURCES = frozenset(
@@ -30,7 +31,9 @@ _SUBRESOURCES = frozenset(
 )  # fmt: skip
 
 
-def verify_presigned_v2(keys: KeyRing, now: float, method: bytes, url: bytes, region: str) -> Caller:
+def verify_presigned_v2(
+    keys: KeyRing, now: float, method: bytes, url: bytes, headers: Mapping[bytes, bytes], region: str
+) -> Caller:
     """The caller of a SigV2-presigned S3 URL, or AuthFailure (S3's codes through the s3 family)."""
     path, _, query = url.partition(b"?")
     raw: list[tuple[str, str]] = []
@@ -58,6 +61,8 @@ def verify_presigned_v2(keys: KeyRing, now: float, method: bytes, url: bytes, re
     custom = sorted(
         (name.lower(), value.strip()) for name, value in params.items() if name.lower().startswith("x-amz-")
     )
+    # x-amz-* sent as headers are not in a SigV2 query signature: S3 would act on them unsigned
+    refuse_unsigned_amz_headers(headers, frozenset(name.encode("latin-1") for name, _ in custom), True)
     signed_subresources = sorted((name, unquote(value)) for name, value in raw if name in _SUBRESOURCES)
     resource = path.decode("latin-1")
     if signed_subresources:

@@ -71,7 +71,17 @@ class AuthFailure(Exception):
     ``extra`` holds the fields S3 adds to its error (RequestTime, CanonicalRequest, ...)."""
 
     KINDS = frozenset(
-        {"missing", "unknown-key", "bad-signature", "skewed", "expired", "bad-body-hash", "malformed"}
+        {
+            "missing",
+            "unknown-key",
+            "bad-signature",
+            "skewed",
+            "expired",
+            "bad-body-hash",
+            "malformed",
+            "unsigned-headers",
+            "wrong-service",
+        }
     )
 
     def __init__(
@@ -324,7 +334,7 @@ class SigV4Verifier:
         if authorization is None and not presigned and body is None and b"AWSAccessKeyId=" in query:
             from moorage.auth.sigv2 import verify_presigned_v2  # S3's older presigned URLs
 
-            return verify_presigned_v2(self._keys, self._now(), method, url, "us-east-1")
+            return verify_presigned_v2(self._keys, self._now(), method, url, headers, "us-east-1")
         if authorization is not None:
             if presigned:
                 raise AuthFailure("malformed", "Only one auth mechanism allowed; both header and query auth.")
@@ -350,6 +360,8 @@ class SigV4Verifier:
         names = _header_names(signed.signed_headers)
         if b"host" not in names:
             raise AuthFailure("malformed", "'Host' must be a signed header.", presigned=presigned)
+        if signed.service == "s3":  # what the store acts on must be signed (x-amz-copy-source, ACLs, …)
+            refuse_unsigned_amz_headers(headers, names, presigned)
         canonical_request = b"\n".join(
             (
                 method.upper(),
@@ -589,8 +601,6 @@ class SigV4Verifier:
             actual = _sha256_hex(body) if body else EMPTY_SHA256
             if claimed is None or claimed == actual:
                 return actual, None
-            if signed.service == "s3" and (claimed == UNSIGNED_PAYLOAD or claimed.startswith("STREAMING-")):
-                return claimed, None
             raise AuthFailure(
                 "bad-body-hash",
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
@@ -616,6 +626,8 @@ class SigV4Verifier:
                 presigned=presigned,
                 extra={"ArgumentName": "x-amz-content-sha256", "ArgumentValue": claimed},
             )
+        if claimed == EMPTY_SHA256 and _has_body(headers):
+            return claimed, claimed  # an announced body must really be empty: the proxy checks it
         if claimed == EMPTY_SHA256 or not _has_body(headers):
             if claimed != EMPTY_SHA256:
                 raise AuthFailure(
@@ -626,6 +638,26 @@ class SigV4Verifier:
                 )
             return claimed, None
         return claimed, claimed
+
+
+def refuse_unsigned_amz_headers(
+    headers: Mapping[bytes, bytes], signed: tuple[bytes, ...] | frozenset[bytes], presigned: bool
+) -> None:
+    """S3 acts on x-amz-* headers (a copy source, an ACL, metadata): one the signature does not cover
+    would let whoever holds a presigned URL change what it does. AWS refuses such a request too."""
+    unsigned = sorted(
+        name
+        for name in headers
+        if name.startswith(b"x-amz-") and name not in signed and name != b"x-amz-content-sha256"
+    )
+    if unsigned:
+        listed = b", ".join(unsigned).decode("latin-1")
+        raise AuthFailure(
+            "unsigned-headers",
+            f"There were headers present in the request which were not signed: {listed}",
+            presigned=presigned,
+            extra={"HeadersNotSigned": listed},
+        )
 
 
 def _has_body(headers: Mapping[bytes, bytes]) -> bool:

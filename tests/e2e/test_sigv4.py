@@ -6,6 +6,9 @@ itself reads them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +21,10 @@ import boto3
 import botocore.auth
 import pytest
 from botocore import UNSIGNED
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
 
@@ -316,3 +322,93 @@ def test_expired_presigned_urls_are_refused(server: RunningServer) -> None:
     error = _fetch_error(sts_url, "sts", "GetCallerIdentity")
     assert (error["Code"], error["HTTPStatusCode"]) == ("SignatureDoesNotMatch", 403)
     assert "Signature expired" in error["Message"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Found in review: ways around the body and header checks
+
+
+def _raw(server: RunningServer, data: bytes) -> bytes:
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("version", ["s3v4", "s3"])
+def test_a_presigned_put_cannot_carry_unsigned_x_amz_headers(server: RunningServer, version: str) -> None:
+    """A presigned PUT used with an x-amz-copy-source it was not signed for would copy any object."""
+    s3 = client(server, "s3")
+    s3.put_object(Bucket=BUCKET, Key="secret.txt", Body=b"TOP SECRET")
+    signer = client(server, "s3", signature_version=version)
+    key = f"drop-{version}"
+    link = signer.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600)
+    request = urllib.request.Request(
+        link, data=b"", method="PUT", headers={"x-amz-copy-source": f"/{BUCKET}/secret.txt"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403 and b"<Code>AccessDenied</Code>" in refused.value.read()
+    assert error_of(lambda: s3.head_object(Bucket=BUCKET, Key=key))["HTTPStatusCode"] == 404
+    plain = urllib.request.Request(link, data=b"fine", method="PUT")
+    assert urllib.request.urlopen(plain, timeout=10).status == 200  # the URL itself still works
+
+
+def test_a_signed_empty_body_hash_cannot_carry_a_body(server: RunningServer) -> None:
+    """A captured bodiless PUT (its signature covers the empty-body hash, not Content-Length) replayed
+    with a body must not store that body."""
+    host = server.url.removeprefix("http://")
+    request = AWSRequest(
+        method="PUT",
+        url=f"{server.url}/{BUCKET}/replayed",
+        headers={"x-amz-content-sha256": hashlib.sha256(b"").hexdigest()},
+    )
+    S3SigV4Auth(Credentials(*ALICE), "s3", REGION).add_auth(request)
+    evil = b"EVIL PAYLOAD, not what was signed"
+    signed = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in request.headers.items())
+    answer = _raw(
+        server,
+        b"PUT /%s/replayed HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (BUCKET.encode(), host.encode(), signed, len(evil), evil),
+    )
+    assert answer.startswith(b"HTTP/1.1 400") and b"XAmzContentSHA256Mismatch" in answer
+    assert (
+        error_of(lambda: client(server, "s3").head_object(Bucket=BUCKET, Key="replayed"))["HTTPStatusCode"]
+        == 404
+    )
+
+
+def test_a_signature_made_for_s3_does_not_open_sagemaker(server: RunningServer) -> None:
+    """Signed for s3 with UNSIGNED-PAYLOAD, a CreateModel could carry any body: the scope must name
+    the service the request is for."""
+    body = json.dumps(
+        {"ModelName": "scoped-for-s3", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": "x"}}
+    )
+    request = AWSRequest(
+        method="POST",
+        url=f"{server.url}/",
+        data=b"{}",
+        headers={
+            "X-Amz-Target": "SageMaker.CreateModel",
+            "Content-Type": "application/x-amz-json-1.1",
+            "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        },
+    )
+    S3SigV4Auth(Credentials(*ALICE), "s3", REGION).add_auth(request)
+    headers = b"".join(
+        b"%s: %s\r\n" % (k.encode(), v.encode())
+        for k, v in request.headers.items()
+        if k.lower() != "content-length"
+    )
+    host = server.url.removeprefix("http://").encode()
+    answer = _raw(
+        server,
+        b"POST / HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (host, headers, len(body), body.encode()),
+    )
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:300]
+    assert not client(server, "sagemaker").list_models(NameContains="scoped-for-s3")["Models"]
