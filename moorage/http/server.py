@@ -178,6 +178,7 @@ class HttpProtocol(asyncio.Protocol):
         "_server",
         "_since",
         "_stream",
+        "_stream_body_done",
         "_stream_held",
         "_stream_keep_alive",
         "_task",
@@ -210,6 +211,7 @@ class HttpProtocol(asyncio.Protocol):
         self._stream_held = False  # its handler cannot take more body yet
         self._deferred: StreamHandler | None = None  # a bodiless streamed request waiting its turn
         self._stream_keep_alive = True  # whether the streamed request allows keep-alive
+        self._stream_body_done = False  # whether the streamed request's body has all arrived
         self._keep_alive = True
         self._since = time.monotonic()  # when the connection last went idle, or its request began
 
@@ -335,6 +337,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self._keep_alive:  # a streamed response ended this connection during this read
             raise _Abort
         if self._stream is not None:
+            self._stream_body_done = True
             self._stream_keep_alive = self._parser.should_keep_alive()
             self._stream_held = True  # nothing more is read until its response has gone out
             self._update_reading()
@@ -378,6 +381,7 @@ class HttpProtocol(asyncio.Protocol):
             message = "This request cannot be pipelined behind another; send it alone."
             self._refuse(self._refusal(400, message))
         self._stream = handler
+        self._stream_body_done = False
         if self._headers.get(b"expect", b"").lower() == b"100-continue" and self._transport is not None:
             self._transport.write(_CONTINUE)
         handler.start(self)
@@ -393,7 +397,7 @@ class HttpProtocol(asyncio.Protocol):
         """StreamSink: the streamed response is complete. Before its request body was (a refusal,
         an early error), the connection closes: the rest of that body is not worth reading.
         Requests pipelined behind it are answered now, in order, then any refusal still owed."""
-        body_done = self._reading_head
+        body_done = self._stream_body_done
         self._stream = None
         self._stream_held = False
         self._active = False
@@ -416,7 +420,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         """StreamSink: the handler can take more of the body."""
-        if self._stream is not None and not self._reading_head:
+        if self._stream is not None and not self._stream_body_done:
             self._stream_held = False
             self._update_reading()
 
@@ -449,6 +453,7 @@ class HttpProtocol(asyncio.Protocol):
         """A bodiless streamed request's turn has come: it runs whole now; reading waits for it."""
         self._active = True
         self._stream = stream
+        self._stream_body_done = True  # it had none
         self._stream_held = True
         stream.start(self)
         if self._stream is stream:

@@ -51,6 +51,10 @@ _XML = b"application/xml"
 _MAX_IDLE = 16  # pooled keep-alive connections per store address
 _IDLE_SECONDS = 15.0  # a pooled connection older than this is closed, before the store would
 _ANSWER_SECONDS = 120.0  # from the end of the request body to the store's first response byte
+_CONNECT_SECONDS = 10.0
+# a streamed exchange with no bytes moving either way for this long is given up (a client or store
+# that stalls without closing must not hold two sockets forever)
+_STALL_SECONDS = 300.0
 
 
 Address = tuple[str, int]
@@ -232,6 +236,7 @@ class S3PassThrough:
         if len(idle) >= _MAX_IDLE or connection.closing():
             connection.close()
             return
+        connection.resume_reading()  # its last client may have left it paused (back-pressure)
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 
@@ -276,9 +281,13 @@ class _Exchange:
         self.url = url
         self.headers = headers
         self.forwarded = forwarded  # the target and headers the store gets (re-signed, or as sent)
-        self.chunked = b"content-length" not in headers and b"chunked" in headers.get(
+        client_chunked = b"content-length" not in headers and b"chunked" in headers.get(
             b"transfer-encoding", b""
         )
+        # To the embedded store, a body whose hash is still to be checked goes chunked: if the check
+        # fails, the connection closes before the last chunk, and a chunked body without it is
+        # incomplete beyond doubt (with Content-Length, SeaweedFS stores what it got).
+        self.chunked = client_chunked or (proxy.store.own and payload_sha256 is not None)
         kms = proxy.store.own and headers.get(_SSE_HEADERS[0]) == _KMS
         self._echo = [(name, headers[name]) for name in _SSE_HEADERS if kms and name in headers]
         self._hash = hashlib.sha256() if payload_sha256 is not None else None
@@ -295,12 +304,19 @@ class _Exchange:
         self._no_body = False
         self._done = False
         self._timer: asyncio.TimerHandle | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._moved = 0.0  # when bytes last moved either way (see _watch)
+        self._watcher: asyncio.TimerHandle | None = None
 
     # from the client side (StreamHandler)
 
     def start(self, sink: StreamSink) -> None:
         self.sink = sink
+        self._moved = asyncio.get_running_loop().time()
+        self._watch()
         target, headers = self.forwarded
+        if self.chunked:
+            headers = {name: value for name, value in headers.items() if name != b"content-length"}
         head = _request_head(self.method, target, headers, self.chunked, self.proxy.store.own)
         connection = self.proxy.take(self.address)
         if connection is not None:
@@ -309,17 +325,19 @@ class _Exchange:
             return
         self._outbox.append(head)
         sink.pause_reading()  # until the connection is open
-        asyncio.get_running_loop().create_task(self._connect())
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
         host, port = self.address
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(
-                _StoreConnection, host, port, ssl=self.proxy.store.tls
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_StoreConnection, host, port, ssl=self.proxy.store.tls),
+                _CONNECT_SECONDS,
             )
-        except OSError as exc:
-            self._fail(f"Cannot reach the S3 store at {host}:{port} ({exc.strerror or exc})")
+        except (OSError, TimeoutError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc) or f"no answer within {_CONNECT_SECONDS:g} s"
+            self._fail(f"Cannot reach the S3 store at {host}:{port} ({why})")
             return
         if self._done:  # the client went away meanwhile
             connection.close()
@@ -333,6 +351,7 @@ class _Exchange:
             self._arm()
 
     def body(self, chunk: bytes) -> None:
+        self._moved = asyncio.get_running_loop().time()
         if self._hash is not None:
             self._hash.update(chunk)
             chunk, self._held = self._held, chunk
@@ -387,6 +406,25 @@ class _Exchange:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._done and self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def _watch(self) -> None:
+        """Every little while: give up an exchange in which nothing has moved for _STALL_SECONDS."""
+        if self._done:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._moved > _STALL_SECONDS:
+            self._watcher = None
+            if self._answering:  # part of the answer went out: only hanging up is honest
+                self.abort()
+                if self.sink is not None:
+                    self.sink.finish(keep_alive=False)
+            else:
+                self._fail(f"Nothing moved on this S3 request for {_STALL_SECONDS:g} s")
+            return
+        self._watcher = loop.call_later(_STALL_SECONDS / 4, self._watch)
 
     def _too_slow(self) -> None:
         self._timer = None
@@ -422,6 +460,7 @@ class _Exchange:
             self._complete(reusable=self._body_done)
 
     def response_body(self, chunk: bytes) -> None:
+        self._moved = asyncio.get_running_loop().time()
         if self.sink is not None and not self._done:
             self.sink.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self._response_chunked else chunk)
 
@@ -506,6 +545,7 @@ class _StoreConnection(asyncio.Protocol):
         exchange.connection = self
         self._headers = []
         self.parser = httptools.HttpResponseParser(self)
+        self.resume_reading()
 
     def end(self) -> None:
         self.exchange = None

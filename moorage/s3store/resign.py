@@ -52,7 +52,8 @@ class _ClaimedPayload(S3SigV4Auth):  # type: ignore[misc]
 class Resigner:
     """Signs S3 requests for one store with the server's credentials."""
 
-    def __init__(self, credentials: Credentials, host: str, scheme: str, region: str) -> None:
+    def __init__(self, credentials: Any, host: str, scheme: str, region: str) -> None:
+        """`credentials`: botocore Credentials (refreshable ones too: read afresh for each request)."""
         self._credentials = credentials
         self._host = host  # host[:port] as the store knows itself
         self._scheme = scheme
@@ -84,7 +85,9 @@ class Resigner:
             url=f"{self._scheme}://{self._host}{target.decode('latin-1')}",
             headers=unsigned,
         )
-        _ClaimedPayload(self._credentials, self._region, claimed).add_auth(request)
+        frozen = self._credentials.get_frozen_credentials()  # refreshable ones renew themselves
+        current = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        _ClaimedPayload(current, self._region, claimed).add_auth(request)
         signed = {
             name.lower().encode("latin-1"): value.encode("latin-1") for name, value in request.headers.items()
         }
@@ -105,9 +108,6 @@ def server_resigner(endpoint_url: str) -> Resigner | None:
         found = None
     if found is None:
         return None
-    frozen = found.get_frozen_credentials()
     parts = urlsplit(endpoint_url)
     region = session.get_config_variable("region") or "us-east-1"
-    return Resigner(
-        Credentials(frozen.access_key, frozen.secret_key, frozen.token), parts.netloc, parts.scheme, region
-    )
+    return Resigner(found, parts.netloc, parts.scheme, region)
