@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from moorage.api.errors import ValidationException, already_exists, not_found
@@ -23,7 +24,7 @@ from moorage.control.quotas import InstanceQuotas, instance_demand
 from moorage.control.reconciler import Reconciler, VariantState
 from moorage.control.tags import check_tags
 from moorage.fleet.plan import variant_capacity
-from moorage.store import Store
+from moorage.store import Store, update_endpoint
 from moorage.store.tables import EndpointRow
 
 Params = dict[str, Any]
@@ -68,23 +69,27 @@ class Endpoints:
                 raise ValidationException(already_exists("endpoint", existing.arn))
         self.quotas.check(self.store, name, instance_demand(snapshot))
         now = time.time()
-        with self.store.session() as session:
-            session.add(
-                EndpointRow(
-                    name=name,
-                    name_key=name.lower(),
-                    arn=arn,
-                    config_name=params["EndpointConfigName"],
-                    status="Creating",
-                    creation_time=now,
-                    last_modified_time=now,
-                    pending=snapshot,
-                    pending_start_time=now,
-                    deployment_config=params.get("DeploymentConfig"),
-                    tags=params.get("Tags", []),
-                    generation=0,
+        try:
+            with self.store.session() as session:
+                session.add(
+                    EndpointRow(
+                        name=name,
+                        name_key=name.lower(),
+                        arn=arn,
+                        config_name=params["EndpointConfigName"],
+                        status="Creating",
+                        creation_time=now,
+                        last_modified_time=now,
+                        pending=snapshot,
+                        pending_start_time=now,
+                        deployment_config=params.get("DeploymentConfig"),
+                        tags=params.get("Tags", []),
+                        generation=0,
+                        version=1,
+                    )
                 )
-            )
+        except IntegrityError:  # another front door created the same name since the check above
+            raise ValidationException(already_exists("endpoint", arn)) from None
         self.reconciler.create(name)
         return {"EndpointArn": arn}
 
@@ -100,17 +105,19 @@ class Endpoints:
             )
         self.quotas.check(self.store, row.name, instance_demand(snapshot))
         now = time.time()
-        with self.store.session() as session:
-            current = session.get(EndpointRow, row.name)
-            assert current is not None
-            current.status = "Updating"
-            current.pending = snapshot
-            current.pending_start_time = now
-            current.last_modified_time = now
-            current.failure_reason = None
-            current.generation += 1
-            if not params.get("RetainDeploymentConfig"):
-                current.deployment_config = params.get("DeploymentConfig")
+        changes: Params = {}
+        if not params.get("RetainDeploymentConfig"):
+            changes["deployment_config"] = params.get("DeploymentConfig")
+        self._transition(
+            row,
+            status="Updating",
+            pending=snapshot,
+            pending_start_time=now,
+            last_modified_time=now,
+            failure_reason=None,
+            generation=row.generation + 1,
+            **changes,
+        )
         self.reconciler.update(row.name)
         return {"EndpointArn": row.arn}
 
@@ -150,7 +157,7 @@ class Endpoints:
             row = session.get(EndpointRow, name)
             if row is None:
                 raise ValidationException(f'Could not find endpoint "{name}".')
-            arn, status, deployed = row.arn, row.status, row.deployed
+            arn, status, deployed, version = row.arn, row.status, row.deployed, row.version
         if status != "InService" or not deployed:
             raise _in_progress(arn, status)
         variants = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
@@ -182,24 +189,47 @@ class Endpoints:
         target = {**deployed, "capacity": capacity}
         self.quotas.check(self.store, name, instance_demand(target), replaces=True)
         with self.store.session() as session:
-            current = session.get(EndpointRow, name)
-            assert current is not None
-            current.status = "Updating"
-            current.deployed = target
-            current.failure_reason = None
-            current.last_modified_time = time.time()
+            won = update_endpoint(
+                session,
+                name,
+                version,
+                status="Updating",
+                deployed=target,
+                failure_reason=None,
+                last_modified_time=time.time(),
+            )
+        if not won:
+            raise self._lost_race(name, arn)
         self.reconciler.change_capacity(name, counts, weights)
 
     def delete(self, caller: Caller, params: Params) -> Params:
-        with self.store.session() as session:
-            row = _find(session, caller, params["EndpointName"])
-            row.status = "Deleting"
-            row.last_modified_time = time.time()
-            name = row.name
+        row = self._row(caller, params["EndpointName"])
+        self._transition(row, status="Deleting", last_modified_time=time.time())
+        name = row.name
         for listener in self.on_delete:
             listener(name)
         self.reconciler.delete(name)
         return {}
+
+    def _transition(self, row: EndpointRow, **values: Any) -> None:
+        """Write a transition decided on `row` as read; refused if another writer changed it since."""
+        with self.store.session() as session:
+            won = update_endpoint(session, row.name, row.version, **values)
+        if not won:
+            raise self._lost_race(row.name, row.arn)
+
+    def _lost_race(self, name: str, arn: str) -> ValidationException:
+        """The answer to a change that another one overtook: AWS's refusal of an update to an endpoint
+        that is changing, or not-found when the other change removed it."""
+        with self.store.session() as session:
+            current = session.get(EndpointRow, name)
+            status = current.status if current is not None else None
+        if status is None:
+            return ValidationException(not_found("endpoint", arn))
+        return ValidationException(
+            f'Cannot update in-progress endpoint "{arn}". Another request changed it while this one was '
+            f"being applied; its status is now {status}. Describe it and try again."
+        )
 
     def describe(self, caller: Caller, params: Params) -> Params:
         row = self._row(caller, params["EndpointName"])

@@ -3,19 +3,24 @@
 Every transition is written to the store first; instances are cattle rebuilt from the store on restart.
 Deployments are blue/green: a new fleet is started and warmed while the old one serves, the routing table
 switches in one assignment, then the old fleet drains and stops. Starting, resizing and stopping
-instances is the fleet's job (moorage/fleet); this module decides when, and records what happened."""
+instances is the fleet's job (moorage/fleet); this module decides when, and records what happened.
+
+A transition records its outcome only if the row is still in the state the transition started from
+(same endpoint, status and deployment); every write is conditional on the row's version, and one that
+another writer overtook is decided again on the row as it now is. An endpoint deleted meanwhile is
+never written back: what the transition started is stopped instead."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
-from moorage.store import Store
+from moorage.store import Store, delete_endpoint, update_endpoint
 from moorage.store.tables import EndpointRow
 
 
@@ -78,7 +83,7 @@ class Reconciler:
             elif row.status == "Creating":
                 self.create(row.name)
             elif row.status in ("InService", "Updating"):
-                resumed.append(self._resume(row.name, row.status, row.deployed or {}))
+                resumed.append(self._resume(row))
         await asyncio.gather(*resumed)
 
     async def shutdown(self) -> None:
@@ -101,38 +106,47 @@ class Reconciler:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.logs.write(name, f"Internal error while reconciling: {exc!r}")
 
-    def _save(self, name: str, **changes: Any) -> bool:
+    def _read(self, name: str) -> EndpointRow | None:
         with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-            if row is None:
-                return False
-            for key, value in changes.items():
-                setattr(row, key, value)
-            row.last_modified_time = self.clock.time()
-        return True
+            return session.get(EndpointRow, name)
+
+    def _record(self, name: str, still: _Expect, changes: Callable[[EndpointRow], dict[str, Any]]) -> bool:
+        """Write a transition's outcome if the row is still as `still` expects; False when the endpoint
+        moved on (deleted, or changed by another transition), so the caller undoes what it started."""
+        while True:
+            with self.store.session() as session:
+                row = session.get(EndpointRow, name)
+                if row is None or not still(row):
+                    return False
+                values = {**changes(row), "last_modified_time": self.clock.time()}
+                if update_endpoint(session, name, row.version, **values):
+                    return True
+            # overtaken by another writer (a tag, a DeleteEndpoint): decide again on the row as it is now
+
+    def _save(self, name: str, still: _Expect, **changes: Any) -> bool:
+        return self._record(name, still, lambda _row: changes)
 
     async def _create(self, name: str) -> None:
-        with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-            snapshot = row.pending if row else None
-        if not snapshot:
+        row = self._read(name)
+        if row is None or row.status != "Creating" or not row.pending:
             return
+        snapshot, still = row.pending, _still(row)
         try:
             fleet = await deploy_fleet(name, snapshot, self.ctx)
         except DeploymentFailed as failure:
             self.logs.write(name, f"Endpoint creation failed: {failure}")
-            self._save(name, status="Failed", failure_reason=str(failure)[:1024], pending=None)
+            self._save(name, still, status="Failed", failure_reason=str(failure)[:1024], pending=None)
             return
-        self._promote(fleet, snapshot)
-        self.logs.write(name, "Endpoint is InService.")
+        if await self._promote(fleet, snapshot, still):
+            self.logs.write(name, "Endpoint is InService.")
 
     async def _update(self, name: str) -> None:
-        with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-            snapshot = row.pending if row else None
-            old_config = row.config_name if row else ""
+        row = self._read(name)
+        if row is None or row.status != "Updating":
+            return
+        snapshot, old_config, still = row.pending, row.config_name, _still(row)
         if not snapshot:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
-            self._save(name, status="InService")
+            self._save(name, still, status="InService")
             return
         new_config = snapshot["config"]["EndpointConfigName"]
         try:
@@ -144,11 +158,17 @@ class Reconciler:
             )
             self.logs.write(name, reason)
             self._save(
-                name, status="InService", failure_reason=reason[:1024], pending=None, pending_start_time=None
+                name,
+                still,
+                status="InService",
+                failure_reason=reason[:1024],
+                pending=None,
+                pending_start_time=None,
             )
             return
         old = self.fleets.get(name)
-        self._promote(fleet, snapshot)
+        if not await self._promote(fleet, snapshot, still):
+            return
         self.logs.write(name, f"Traffic switched to {new_config}; the previous instances are draining.")
         if old is not None:
             await old.retire(drain=True)
@@ -162,10 +182,7 @@ class Reconciler:
         fleet = self.fleets.pop(name, None)
         if fleet is not None:
             await fleet.retire(drain=False, grace=5.0)
-        with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-            if row is not None:
-                session.delete(row)
+        self._remove(name)
         if self.ctx.stats is not None:
             self.ctx.stats.forget(name)
         self.logs.write(name, "Endpoint deleted.")
@@ -174,6 +191,8 @@ class Reconciler:
         self, fleet: EndpointFleet, resizes: dict[str, asyncio.Future[None]], weights: dict[str, float]
     ) -> None:
         name = fleet.name
+        row = self._read(name)
+        still = _still(row) if row is not None and row.status == "Updating" else _never
         results = await asyncio.gather(*resizes.values(), return_exceptions=True)
         failed = {
             variant: result
@@ -182,47 +201,50 @@ class Reconciler:
         }
         # weights move only to variants whose instances are there to take the traffic
         fleet.set_weights({v: w for v, w in weights.items() if v not in failed})
-        with self.store.session() as session:
-            row = session.get(EndpointRow, name)
-            if row is None or row.deployed is None:
-                return
-            capacity = {v: dict(c) for v, c in (row.deployed.get("capacity") or {}).items()}
+
+        def outcome(row: EndpointRow) -> dict[str, Any]:
+            deployed = row.deployed or {}
+            capacity = {v: dict(c) for v, c in (deployed.get("capacity") or {}).items()}
             for variant_name in failed:
                 variant = fleet.variant(variant_name)
                 assert variant is not None
                 capacity[variant_name]["instances"] = variant.current
                 capacity[variant_name]["weight"] = variant.route.weight
-            row.deployed = {**row.deployed, "capacity": capacity}
-            row.status = "InService"
-            row.failure_reason = (
-                "; ".join(
-                    f"Variant {v} could not reach its new instance count: {e}" for v, e in failed.items()
-                )[:1024]
-                or None
+            reasons = "; ".join(
+                f"Variant {v} could not reach its new instance count: {e}" for v, e in failed.items()
             )
-            row.last_modified_time = self.clock.time()
+            return {
+                "deployed": {**deployed, "capacity": capacity},
+                "status": "InService",
+                "failure_reason": reasons[:1024] or None,
+            }
+
+        if not self._record(name, lambda r: still(r) and r.deployed is not None, outcome):
+            return
         for variant_name, error in failed.items():
             self.logs.write(name, f"Variant {variant_name}: capacity change failed: {error}")
         self.logs.write(name, "Capacity change finished; the endpoint is InService.")
 
-    async def _resume(self, name: str, status: str, deployed: dict[str, Any]) -> None:
+    async def _resume(self, row: EndpointRow) -> None:
+        name, status, still = row.name, row.status, _still(row)
         self.logs.write(name, f"Server restarted: starting the instances of this {status} endpoint again.")
         try:
-            fleet = await deploy_fleet(name, deployed, self.ctx)
+            fleet = await deploy_fleet(name, row.deployed or {}, self.ctx)
         except DeploymentFailed as failure:
             reason = f"The endpoint could not be started again after a server restart: {failure}"
             self.logs.write(name, reason)
-            self._save(name, status="Failed", failure_reason=reason[:1024], pending=None)
+            self._save(name, still, status="Failed", failure_reason=reason[:1024], pending=None)
             return
         self._activate(fleet)
         if status == "Updating":
             self.update(name)
 
-    def _promote(self, fleet: EndpointFleet, snapshot: dict[str, Any]) -> None:
-        """Route traffic to a freshly deployed fleet and record its snapshot as what the endpoint runs."""
-        self._activate(fleet)
-        self._save(
+    async def _promote(self, fleet: EndpointFleet, snapshot: dict[str, Any], still: _Expect) -> bool:
+        """Record a freshly deployed fleet's snapshot as what the endpoint runs, then route traffic to
+        it; if the endpoint moved on meanwhile (deleted, say), the fleet is stopped instead."""
+        recorded = self._save(
             fleet.name,
+            still,
             status="InService",
             failure_reason=None,
             deployed=snapshot,
@@ -230,8 +252,38 @@ class Reconciler:
             pending_start_time=None,
             config_name=snapshot["config"]["EndpointConfigName"],
         )
+        if not recorded:
+            self.logs.write(
+                fleet.name, "The endpoint changed while it was being deployed; the new instances stop."
+            )
+            await fleet.retire(drain=False, grace=5.0)
+            return False
+        self._activate(fleet)
+        return True
+
+    def _remove(self, name: str) -> None:
+        """Delete the row of a Deleting endpoint, whoever else writes to it meanwhile."""
+        while True:
+            with self.store.session() as session:
+                row = session.get(EndpointRow, name)
+                if row is None or row.status != "Deleting" or delete_endpoint(session, name, row.version):
+                    return
 
     def _activate(self, fleet: EndpointFleet) -> None:
         self.fleets[fleet.name] = fleet
         self.table.install(fleet.route)
         fleet.activate()
+
+
+_Expect = Callable[[EndpointRow], bool]
+
+
+def _never(_row: EndpointRow) -> bool:
+    return False
+
+
+def _still(row: EndpointRow) -> _Expect:
+    """Whether a row is still in the transition that `row` was read in: the same endpoint (not one
+    deleted and created again under its name), status and deployment."""
+    key = (row.creation_time, row.generation, row.status)
+    return lambda current: (current.creation_time, current.generation, current.status) == key

@@ -5,6 +5,7 @@ resource's tags go away with it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from moorage.api.errors import ResourceLimitExceeded, ValidationException, not_found
 from moorage.control.context import Caller
 from moorage.control.listing import paginate
-from moorage.store import Store
+from moorage.store import Store, update_endpoint
 from moorage.store.tables import EndpointConfigRow, EndpointRow, ModelRow
 
 Params = dict[str, Any]
@@ -56,16 +57,18 @@ def add_tags(store: Store, caller: Caller, params: Params) -> Params:
     """Adds tags, replacing the value of a key that is already there (as AWS does)."""
     added = params["Tags"]
     check_tags(added)
-    with store.session() as session:
-        row = _resource(session, params["ResourceArn"])
-        merged = {tag["Key"]: tag.get("Value", "") for tag in row.tags}
+
+    def merge(tags: list[Params]) -> list[Params]:
+        merged = {tag["Key"]: tag.get("Value", "") for tag in tags}
         merged.update((tag["Key"], tag.get("Value", "")) for tag in added)
         if len(merged) > MAX_TAGS:
             raise ResourceLimitExceeded(
                 f"{params['ResourceArn']} would have {len(merged)} tags; a resource can have at most "
                 f"{MAX_TAGS}. Delete some with DeleteTags first."
             )
-        row.tags = [{"Key": key, "Value": value} for key, value in merged.items()]
+        return [{"Key": key, "Value": value} for key, value in merged.items()]
+
+    _edit(store, params["ResourceArn"], merge)
     return {"Tags": added}
 
 
@@ -79,7 +82,19 @@ def list_tags(store: Store, caller: Caller, params: Params) -> Params:
 def delete_tags(store: Store, caller: Caller, params: Params) -> Params:
     """Removes the named keys; keys the resource does not have are ignored."""
     doomed = set(params["TagKeys"])
-    with store.session() as session:
-        row = _resource(session, params["ResourceArn"])
-        row.tags = [tag for tag in row.tags if tag["Key"] not in doomed]
+    _edit(store, params["ResourceArn"], lambda tags: [tag for tag in tags if tag["Key"] not in doomed])
     return {}
+
+
+def _edit(store: Store, arn: str, change: Callable[[list[Params]], list[Params]]) -> None:
+    """Replace a resource's tags by `change(tags)`. An endpoint row is written only if no other writer
+    changed it since it was read (its version); an overtaken edit is applied again to the row as it is."""
+    while True:
+        with store.session() as session:
+            row = _resource(session, arn)
+            tags = change(row.tags)
+            if not isinstance(row, EndpointRow):
+                row.tags = tags
+                return
+            if update_endpoint(session, row.name, row.version, tags=tags):
+                return

@@ -53,6 +53,8 @@ class EndpointRow(Base):
     deployment_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     tags: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped by every write; each write is conditional on the version read (moorage/store/endpoints.py).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 # Application Auto Scaling (SageMaker endpoint variants). A scalable target is keyed the way AWS keys it:
