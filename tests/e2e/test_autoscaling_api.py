@@ -285,6 +285,8 @@ def test_light_load_scales_in_and_disable_scale_in_holds(
         traffic.per_second = 15
         eventually(lambda: variant_counts(sm, name)[1] >= 2, what="a scale-out")
         traffic.per_second = 2
+        # a scale-out may still be on its way to a higher desired count: wait until it has arrived
+        eventually(lambda: len(set(variant_counts(sm, name))) == 1, what="the scale-out to settle")
         scaled = variant_counts(sm, name)
         time.sleep(8)  # many periods of low datapoints (3 make a low alarm)
         assert variant_counts(sm, name) == scaled
