@@ -28,20 +28,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from botocore.awsrequest import HeadersDict
 from botocore.parsers import create_parser
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz.budget import TIMEOUT, fuzz
 from tests.fuzz.conftest import FuzzTarget, rss_kib, watcher_client
 from tests.fuzz.strategies import (
     ECHO,
@@ -67,24 +66,8 @@ SILENCE = 0.25  # s to wait for an answer that may rightly never come (a truncat
 LOOP_BOUND = 2.0  # s: the slowest the watcher's ListEndpoints may be while the fuzzer runs
 RSS_GROWTH_BOUND_KIB = 150 * 1024
 
-EXAMPLES = int(os.environ.get("MOORAGE_FUZZ_EXAMPLES") or 0)
-RANDOM = os.environ.get("MOORAGE_FUZZ_RANDOM", "") not in ("", "0")
 
-F = TypeVar("F", bound=Callable[..., Any])
-# pytest-timeout's 300 s per test fits the default run; a longer hunt sets its own pace.
-pytestmark = pytest.mark.timeout(0 if EXAMPLES else 300)
-
-
-def fuzz(default_examples: int) -> Callable[[F], F]:
-    """Hypothesis settings for a bounded, reproducible run (MOORAGE_FUZZ_EXAMPLES raises the count)."""
-    return settings(  # type: ignore[return-value]
-        max_examples=EXAMPLES or default_examples,
-        deadline=None,
-        derandomize=not RANDOM,
-        database=None,
-        print_blob=RANDOM,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-    )
+pytestmark = TIMEOUT
 
 
 # ---------------------------------------------------------------------------------------------------

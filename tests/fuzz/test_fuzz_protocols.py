@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz.budget import TIMEOUT, fuzz
 from tests.fuzz.conftest import ControlLoop, FuzzTarget, rss_kib
 from tests.fuzz.protocol_strategies import (
     ACCOUNT,
@@ -57,8 +57,6 @@ ANSWER_BOUND = 10.0  # s: a complete request is answered within this
 CLOSE_BOUND = 5.0  # s: after the client half-closes, the rest of the answers or a close
 LOOP_BOUND = 2.0  # s: the slowest the watcher's calls may be
 RSS_GROWTH_BOUND_KIB = 150 * 1024
-EXAMPLES = int(os.environ.get("MOORAGE_FUZZ_EXAMPLES") or 0)
-RANDOM = os.environ.get("MOORAGE_FUZZ_RANDOM", "") not in ("", "0")
 KEYS_FILE = f"""\
 [fuzz]
 aws_access_key_id = {KEY_ID}
@@ -67,19 +65,7 @@ aws_account_id = {ACCOUNT}
 """
 SERVER_ENV = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_MAX_ATTEMPTS": "1"}
 
-F = TypeVar("F", bound=Callable[..., Any])
-pytestmark = pytest.mark.timeout(0 if EXAMPLES else 300)
-
-
-def fuzz(default_examples: int) -> Callable[[F], F]:
-    return settings(  # type: ignore[return-value]
-        max_examples=EXAMPLES or default_examples,
-        deadline=None,
-        derandomize=not RANDOM,
-        database=None,
-        print_blob=RANDOM,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-    )
+pytestmark = TIMEOUT
 
 
 class ProtocolFailure(AssertionError):
