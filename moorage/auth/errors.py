@@ -14,6 +14,7 @@ from moorage.api.errors import (
     UnrecognizedClientException,
 )
 from moorage.api.http import CONTROL_CONTENT_TYPE, RUNTIME_CONTENT_TYPE, error_response, request_id
+from moorage.api.s3xml import s3_error
 from moorage.auth.sigv4 import AuthFailure
 from moorage.http.responses import Response
 
@@ -74,8 +75,6 @@ _S3: dict[str, tuple[int, str, str | None]] = {  # None: the failure's own messa
     "wrong-service": (403, "SignatureDoesNotMatch", None),
 }
 
-XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
-
 
 def auth_error_response(failure: AuthFailure, family: str) -> Response:
     """The response for `failure` to a request for `family`: "json" (SageMaker, Application Auto
@@ -122,15 +121,4 @@ def _s3_error(failure: AuthFailure) -> Response:
         extra = {k: v for k, v in extra.items() if k.endswith("ContentSHA256")}
     elif failure.kind not in ("bad-signature", "skewed", "unknown-key", "expired"):
         extra = {}
-    rid = request_id()
-    fields = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in extra.items())
-    body = (
-        f"<Error><Code>{code}</Code><Message>{escape(message or failure.message)}</Message>"
-        f"{fields}<RequestId>{rid}</RequestId></Error>"
-    )
-    return Response(
-        status,
-        XML_DECLARATION + body.encode("utf-8"),
-        b"application/xml",
-        b"x-amz-request-id: %s\r\n" % rid.encode(),
-    )
+    return s3_error(status, code, message or failure.message, fields=extra)

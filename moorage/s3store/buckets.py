@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 from moorage.api.http import request_id
+from moorage.api.s3xml import XML
+from moorage.http.responses import Response, render_head
 from moorage.http.server import StreamSink
 from moorage.s3store.passthrough import Address, Answering, error_response
 
@@ -111,10 +113,8 @@ class ListBuckets(Answering):
             sink.finish(keep_alive=False)
             return
         body = list_buckets_xml(buckets, self._account, self._query)
-        sink.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n"
-            b"x-amz-request-id: %s\r\n\r\n%s" % (len(body), request_id().encode(), body)
-        )
+        rid = b"x-amz-request-id: %s\r\n" % request_id().encode()
+        sink.write(render_head(Response(200, body, XML, rid), close=False) + body)
         sink.finish(keep_alive=True)
 
     def abort(self) -> None:

@@ -21,11 +21,10 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape
 
 import httptools
 
-from moorage.api.http import request_id
+from moorage.api.s3xml import s3_error
 from moorage.http.responses import Response, render_head, status_line
 from moorage.http.server import StreamHandler, StreamSink
 from moorage.s3store.resign import CannotResign
@@ -47,7 +46,6 @@ _SSE_HEADERS = (
 )
 _KMS = b"aws:kms"
 _OWNER = b"x-amz-expected-bucket-owner"
-_XML = b"application/xml"
 _MAX_IDLE = 16  # pooled keep-alive connections per store address
 _IDLE_SECONDS = 15.0  # a pooled connection older than this is closed, before the store would
 _ANSWER_SECONDS = 120.0  # from the end of the request body to the store's first response byte
@@ -98,29 +96,20 @@ _REFUSAL_CODES = {
 
 
 def s3_refusal(status: int, message: str, resource: bytes, code: str | None = None) -> Response:
-    """An S3 error as a Response: for a request refused before it could be passed on (by the HTTP
-    server: unparseable, head too large, too slow; or by this hop), in S3's XML so the S3 client
-    reads the code."""
+    """An S3 error for a request refused before it could be passed on (by the HTTP server:
+    unparseable, head too large, too slow; or by this hop), in S3's XML so the S3 client reads
+    the code."""
     code = code or _REFUSAL_CODES.get(status, "InvalidRequest")
-    raw = error_response(status, code, message, resource[:1024])
-    body = raw.partition(b"\r\n\r\n")[2]
-    return Response(status, body, _XML)
+    return s3_error(status, code, message, resource=resource[:1024])
 
 
-def error_response(status: int, code: str, message: str, resource: bytes = b"", close: bool = True) -> bytes:
-    """A complete HTTP response with S3's XML error body."""
-    where = escape(resource.decode("utf-8", "replace"))
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
-        f"<Resource>{where}</Resource><RequestId>{request_id()}</RequestId></Error>"
-    ).encode()
-    return b"%sContent-Type: application/xml\r\nContent-Length: %d\r\n%s\r\n%s" % (
-        status_line(status),
-        len(body),
-        b"Connection: close\r\n" if close else b"",
-        body,
-    )
+def error_response(
+    status: int, code: str, message: str, resource: bytes = b"", head_only: bool = False
+) -> bytes:
+    """The bytes of S3's XML error as a whole response on a connection that closes after it."""
+    response = s3_error(status, code, message, resource=resource[:1024])
+    head = render_head(response, close=True)
+    return head if head_only else head + response.body
 
 
 class Answering:
@@ -523,10 +512,9 @@ class _Exchange:
             message += f". Retry shortly; {more} more."
         if self.sink is not None:
             if not self._answering:
-                raw = error_response(status, code, message, self.url.partition(b"?")[0])
-                if self.method == b"HEAD":  # the status says it; no body follows a HEAD answer
-                    raw = raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
-                self.sink.write(raw)
+                # the status says it on a HEAD: no body follows a HEAD answer
+                resource = self.url.partition(b"?")[0]
+                self.sink.write(error_response(status, code, message, resource, self.method == b"HEAD"))
             self.sink.finish(keep_alive=False)
 
 
