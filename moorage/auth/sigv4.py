@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote, unquote_to_bytes
 from botocore.utils import normalize_url_path
 
 from moorage.auth.keys import KeyRing
+from moorage.http.server import announces_body
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -626,9 +627,9 @@ class SigV4Verifier:
                 presigned=presigned,
                 extra={"ArgumentName": "x-amz-content-sha256", "ArgumentValue": claimed},
             )
-        if claimed == EMPTY_SHA256 and _has_body(headers):
+        if claimed == EMPTY_SHA256 and announces_body(headers):
             return claimed, claimed  # an announced body must really be empty: the proxy checks it
-        if claimed == EMPTY_SHA256 or not _has_body(headers):
+        if claimed == EMPTY_SHA256 or not announces_body(headers):
             if claimed != EMPTY_SHA256:
                 raise AuthFailure(
                     "bad-body-hash",
@@ -658,10 +659,3 @@ def refuse_unsigned_amz_headers(
             presigned=presigned,
             extra={"HeadersNotSigned": listed},
         )
-
-
-def _has_body(headers: Mapping[bytes, bytes]) -> bool:
-    length = headers.get(b"content-length")
-    if length is not None:
-        return length.strip() not in (b"0", b"")
-    return b"transfer-encoding" in headers

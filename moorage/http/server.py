@@ -95,6 +95,14 @@ class StreamHandler(Protocol):
 Streams = Callable[[bytes, bytes, Mapping[bytes, bytes]], StreamHandler | None]
 
 
+def announces_body(headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a request's head announces a body: a non-zero Content-Length, or chunked framing."""
+    length = headers.get(b"content-length")
+    if length is not None:
+        return length.strip() not in (b"0", b"")
+    return b"transfer-encoding" in headers
+
+
 class _Abort(Exception):
     """Stops the parser after the connection has been answered and closed."""
 
@@ -374,8 +382,7 @@ class HttpProtocol(asyncio.Protocol):
         if handler is None:
             return False
         if self._task is not None or self._pending:
-            length = self._headers.get(b"content-length", b"0")
-            if length in (b"", b"0") and b"transfer-encoding" not in self._headers:
+            if not announces_body(self._headers):
                 self._deferred = handler  # no body to stream: it waits its turn (on_message_complete)
                 return True
             message = "This request cannot be pipelined behind another; send it alone."

@@ -26,7 +26,7 @@ import httptools
 
 from moorage.api.s3xml import s3_error
 from moorage.http.responses import Response, render_head, status_line
-from moorage.http.server import StreamHandler, StreamSink
+from moorage.http.server import StreamHandler, StreamSink, announces_body
 from moorage.s3store.resign import CannotResign
 
 log = logging.getLogger("moorage.s3")
@@ -141,8 +141,7 @@ class Refusal(Answering):
     def __init__(self, response: Response, method: bytes, headers: Mapping[bytes, bytes]) -> None:
         self._response = response
         self._head_only = method == b"HEAD"
-        length = headers.get(b"content-length", b"0").strip()
-        self._bodiless = length in (b"", b"0") and b"transfer-encoding" not in headers
+        self._bodiless = not announces_body(headers)
         self._sink: StreamSink | None = None
 
     @classmethod
