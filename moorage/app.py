@@ -52,7 +52,6 @@ from moorage.store import Store, open_store
 log = logging.getLogger("moorage")
 _PING = json_response({"status": "Healthy"})
 RUNTIME_PREFIX = b"/endpoints/"
-_OPEN = frozenset({b"/ping", b"/metrics"})  # unsigned, these need no signature even with --credentials
 _NOT_FOUND = "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."
 
 
@@ -83,7 +82,6 @@ class MoorageApp:
         self.sts = StsApi(settings.account_id, settings.default_region, keys)
         self.s3_service = S3Service(settings)
         self.s3: S3PassThrough | None = None
-        self._s3_off = S3Service.OFF
 
     def __call__(
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
@@ -109,9 +107,7 @@ class MoorageApp:
         each head outside /endpoints/)."""
         if not routing.is_s3(method, url, headers):
             return None
-        if self.s3 is None:
-            return Refusal.error(501, "NotImplemented", self._s3_off, method, url, headers)
-        return self.s3.handler(method, url, headers)
+        return self._s3_handler(method, url, headers, None)
 
     def authenticated(
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
@@ -124,7 +120,7 @@ class MoorageApp:
             family = "runtime"
         elif path == b"/" and b"x-amz-target" not in headers and routing.is_sts(method, url, headers, body):
             family = "query"
-        elif path in _OPEN and routing.signing_service(url, headers) is None:
+        elif path in routing.OWN_PATHS and routing.signing_service(url, headers) is None:
             return self(method, url, headers, body)
         else:
             family = "json"
@@ -150,9 +146,15 @@ class MoorageApp:
             _check_scope(caller.service, "s3")
         except AuthFailure as failure:
             return Refusal(auth_error_response(failure, "s3"), method, headers)
+        return self._s3_handler(method, url, headers, caller.payload_sha256)
+
+    def _s3_handler(
+        self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], payload_sha256: str | None
+    ) -> StreamHandler:
         if self.s3 is None:
-            return Refusal.error(501, "NotImplemented", self._s3_off, method, url, headers)
-        return self.s3.handler(method, url, headers, caller.payload_sha256)
+            off = self.s3_service.off_reason
+            return Refusal.error(501, "NotImplemented", off, method, url, headers)
+        return self.s3.handler(method, url, headers, payload_sha256)
 
     def _fleets(self) -> Iterable[EndpointFleet]:
         return list(self.reconciler.fleets.values()) if self.reconciler is not None else []
@@ -167,7 +169,9 @@ class MoorageApp:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
         runtime = url.startswith(RUNTIME_PREFIX)
         path = url.partition(b"?")[0]
-        if not runtime and path not in (b"", b"/") and path not in _OPEN:  # only S3 has other paths
+        if (
+            not runtime and path not in (b"", b"/") and path not in routing.OWN_PATHS
+        ):  # only S3 has other paths
             return s3_refusal(status, message, path)
         if status == 413:  # over the HTTP server's per-path limit (`prefix_limit` in serve())
             limit = self.settings.max_control_body_bytes
@@ -179,7 +183,6 @@ class MoorageApp:
         self.store = open_store(settings.state_dir, settings.database_url)
         # before endpoints are restored: their model data may be in the store
         self.s3 = await self.s3_service.start()
-        self._s3_off = self.s3_service.off_reason
         # Unix socket paths must stay short, so instance sockets live in a private temp dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="moorage-"))
         logs = EndpointLogs(settings.log_dir)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 _CREDENTIAL = b"Credential="
 _QUERY_CREDENTIAL = b"X-Amz-Credential="
-_OWN_PATHS = frozenset({b"/ping", b"/metrics"})
+OWN_PATHS = frozenset({b"/ping", b"/metrics"})  # the server's own, when unsigned
 S3 = b"s3"
 STS = b"sts"
 
@@ -60,7 +60,7 @@ def is_s3(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> bool:
         return service == S3
     if path == b"/":
         return b"Action=" not in query
-    return not (path in _OWN_PATHS and method in (b"GET", b"HEAD"))
+    return not (path in OWN_PATHS and method in (b"GET", b"HEAD"))
 
 
 def is_sts(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> bool:
