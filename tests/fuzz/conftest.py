@@ -10,7 +10,7 @@ import multiprocessing
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,12 @@ SERVER_ENV = {
 def _control_loop(url: str, stop: Any, results: Any) -> None:
     """The watcher: ListEndpoints through boto3 until `stop` is set, then its record goes to `results`."""
     client = watcher_client(url)
+    watch([lambda: client.list_endpoints(MaxResults=10)], stop, results)
+
+
+def watch(calls: list[Callable[[], Any]], stop: Any, results: Any) -> None:
+    """A watcher's loop: `calls` in turn every LOOP_PAUSE until `stop` is set, timing each; then the
+    durations, failures and the slowest call go to `results`."""
     durations: list[float] = []
     failures: list[str] = []
     slowest = (0.0, 0.0)  # (seconds, when it started: time.monotonic(), the same clock in every process)
@@ -46,7 +52,7 @@ def _control_loop(url: str, stop: Any, results: Any) -> None:
         while not stop.wait(LOOP_PAUSE):
             started = time.monotonic()
             try:
-                client.list_endpoints(MaxResults=10)
+                calls[len(durations) % len(calls)]()
             except Exception as exc:  # recorded, asserted on at the end of the module
                 failures.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}")
             took = time.monotonic() - started

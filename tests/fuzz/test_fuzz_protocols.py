@@ -38,7 +38,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.budget import TIMEOUT, fuzz
-from tests.fuzz.conftest import ControlLoop, FuzzTarget, rss_kib
+from tests.fuzz.conftest import ControlLoop, FuzzTarget, rss_kib, watch
 from tests.fuzz.protocol_strategies import (
     ACCOUNT,
     BUCKET,
@@ -123,21 +123,7 @@ def _watch(url: str, stop: Any, results: Any) -> None:
         lambda: sts.get_caller_identity(),
         lambda: s3.get_object(Bucket=BUCKET, Key=OBJECT)["Body"].read(),
     ]
-    durations: list[float] = []
-    failures: list[str] = []
-    slowest = (0.0, 0.0)
-    try:
-        while not stop.wait(0.05):
-            started = time.monotonic()
-            try:
-                calls[len(durations) % len(calls)]()
-            except Exception as exc:  # recorded, asserted on at the end of the module
-                failures.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}")
-            took = time.monotonic() - started
-            durations.append(took)
-            slowest = max(slowest, (took, started))
-    finally:
-        results.put((durations, failures, slowest))
+    watch(calls, stop, results)
 
 
 class Watcher(ControlLoop):

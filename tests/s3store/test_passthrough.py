@@ -62,12 +62,12 @@ async def front(s3_server: SeaweedS3) -> AsyncIterator[tuple[_Front, str]]:
         await http.drain(timeout=1)
 
 
-def _client(url: str, **config: Any) -> Any:
+def _client(url: str, key: str = "test", secret: str = "test", **config: Any) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         region_name="us-east-1",
         config=Config(retries={"max_attempts": 1}, **config),
     )
@@ -132,14 +132,7 @@ async def test_presigned_get_and_a_wrong_signature_reach_the_store_unchanged(
         link = _client(url).generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
         with urllib.request.urlopen(link) as response:
             body = response.read()
-        bad = boto3.client(
-            "s3",
-            endpoint_url=url,
-            aws_access_key_id="test",
-            aws_secret_access_key="wrong",
-            region_name="us-east-1",
-            config=Config(retries={"max_attempts": 1}),
-        )
+        bad = _client(url, secret="wrong")
         try:
             bad.get_object(Bucket=bucket, Key="k")
         except ClientError as exc:
@@ -233,14 +226,8 @@ async def test_an_external_store_gets_requests_signed_with_the_servers_keys(
     http = HttpServer(front.app, 1024 * 1024, prefix_limit=(b"/endpoints/", 1024), streams=front.streams)
     server = await asyncio.get_running_loop().create_server(http, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=url,
-        aws_access_key_id="a-key-the-store-never-saw",
-        aws_secret_access_key="and-its-secret",
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}),
-    )
+    stranger = ("a-key-the-store-never-saw", "and-its-secret")
+    client = _client(url, *stranger)
     bucket = f"resign-{os.urandom(4).hex()}"
     source = tmp_path / "parts.bin"
     source.write_bytes(os.urandom(11 * 1024 * 1024))
@@ -257,14 +244,7 @@ async def test_an_external_store_gets_requests_signed_with_the_servers_keys(
         parts = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
         client.upload_file(str(source), bucket, "parts.bin", Config=parts)
         for version in ("s3v4", None):  # presigned with SigV4, and with boto3's default (SigV2)
-            presigner = boto3.client(
-                "s3",
-                endpoint_url=url,
-                aws_access_key_id="a-key-the-store-never-saw",
-                aws_secret_access_key="and-its-secret",
-                region_name="us-east-1",
-                config=Config(signature_version=version) if version else None,
-            )
+            presigner = _client(url, *stranger, signature_version=version)
             link = presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": "a b/ü.txt"}
             )
