@@ -21,7 +21,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 _PR_SET_PDEATHSIG = 1
 PARENT_PID_VARIABLE = "MOORAGE_PARENT_PID"
@@ -52,3 +52,18 @@ def die_with_parent(parent: int, signum: signal.Signals) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+
+
+# run by `python -c` (argv: parent pid, "1" to offer itself to the OOM killer first, the command)
+_EXEC = (
+    "import os, signal, sys; from moorage import lifeline; "
+    "lifeline.die_with_parent(int(sys.argv[1]), signal.SIGTERM); "
+    "sys.argv[2] == '1' and lifeline.prefer_for_oom_kill(); os.execvp(sys.argv[3], sys.argv[3:])"
+)
+
+
+def lifeline_argv(command: Sequence[str], *, oom_first: bool) -> list[str]:
+    """An argv that becomes `command` (searched on PATH) tied to this process's life, for programs
+    that cannot make the calls above themselves (an image's own server, the embedded S3 store): a
+    small Python prelude makes them, and PR_SET_PDEATHSIG survives the exec into `command`."""
+    return [sys.executable, "-c", _EXEC, str(os.getpid()), "1" if oom_first else "0", *command]

