@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from moorage.api.sts import is_sts_form
+
 _CREDENTIAL = b"Credential="
 _QUERY_CREDENTIAL = b"X-Amz-Credential="
 OWN_PATHS = frozenset({b"/ping", b"/metrics"})  # the server's own, when unsigned
@@ -69,7 +71,4 @@ def is_sts(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: byte
     service = signing_service(url, headers)
     if service is not None:
         return service == STS
-    query = url.partition(b"?")[2]
-    if method == b"GET":
-        return query.startswith(b"Action=") or b"&Action=" in query
-    return body.startswith(b"Action=") or b"&Action=" in body
+    return is_sts_form(url.partition(b"?")[2] if method == b"GET" else body)

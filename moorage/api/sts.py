@@ -49,7 +49,7 @@ _FORM = b"application/x-www-form-urlencoded"
 
 
 def is_sts_form(body: bytes) -> bool:
-    """Whether an unsigned body looks like an awsQuery call (a form with an Action= parameter)."""
+    """Whether a form (a body, or a query string) is an awsQuery call: it has an Action= parameter."""
     return body.startswith(b"Action=") or b"&Action=" in body
 
 
