@@ -83,19 +83,9 @@ def scenario_sides(name: str, baseline: Path | None) -> tuple[Side, ...]:
 
 def _signed_request(url: str) -> dict[str, str]:
     """post.lua's settings for one request signed as boto3 signs InvokeEndpoint (keys bench/bench)."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
     body = json.dumps({"user_id": "u42", "k": 10})
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
-    SigV4Auth(Credentials("bench", "bench"), "sagemaker", "us-east-1").add_auth(request)
-    return {
-        "SIGNED_BODY": body,
-        "AUTHORIZATION": request.headers["Authorization"],
-        "AMZ_DATE": request.headers["X-Amz-Date"],
-    }
+    headers = run.signed_invocation(url, body)
+    return {"SIGNED_BODY": body, "AUTHORIZATION": headers["Authorization"], "AMZ_DATE": headers["X-Amz-Date"]}
 
 
 def start(side: Side, work: Path, stack: list[Launched]) -> tuple[Launched, Any, Any, int]:
@@ -105,7 +95,7 @@ def start(side: Side, work: Path, stack: list[Launched]) -> tuple[Launched, Any,
     cmd += ["--state-dir", str(state)]
     if side.signed:
         keys = work / "credentials"
-        keys.write_text("[bench]\naws_access_key_id = bench\naws_secret_access_key = bench\n")
+        keys.write_text(run.BENCH_KEYS_FILE)
         cmd += ["--credentials", str(keys)]
     env = {**os.environ, **side.env}
     cwd = run.REPO

@@ -103,27 +103,12 @@ def send(conn: http.client.HTTPConnection, count: int, signed_for: int | None = 
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     for _ in range(count):
         if signed_for is not None:
-            headers = _signed_headers(signed_for)
+            headers = run.signed_invocation(f"http://127.0.0.1:{signed_for}/endpoints/m/invocations", BODY)
         conn.request("POST", "/endpoints/m/invocations", body=BODY, headers=headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:
             raise RuntimeError(f"request answered {response.status}")
-
-
-def _signed_headers(port: int) -> dict[str, str]:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
-    request = AWSRequest(
-        method="POST",
-        url=f"http://127.0.0.1:{port}/endpoints/m/invocations",
-        data=BODY.encode(),
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    SigV4Auth(Credentials("bench", "bench"), "sagemaker", "us-east-1").add_auth(request)
-    return dict(request.headers.items())
 
 
 def control(pid: int, *args: str) -> None:
@@ -152,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="minstr-", dir="/tmp"))
     if a.sigv4:
         keys = work / "credentials"
-        keys.write_text("[bench]\naws_access_key_id = bench\naws_secret_access_key = bench\n")
+        keys.write_text(run.BENCH_KEYS_FILE)
         sides.append(Side("sigv4 on", args=["--credentials", str(keys)], signed=True))
     results = {}
     try:

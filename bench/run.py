@@ -167,8 +167,25 @@ def start_bare(work: Path, port: int, data_dir: Path, workers: int, omp: str) ->
     return Launched.start("bare", cmd, env, work / f"bare-{data_dir.name}.log", REPO)
 
 
+BENCH_KEYS = ("bench", "bench")  # what sagemaker_clients signs with; below, as a --credentials file
+BENCH_KEYS_FILE = "[bench]\naws_access_key_id = bench\naws_secret_access_key = bench\n"
+
+
+def signed_invocation(url: str, body: str) -> dict[str, str]:
+    """The headers of one InvokeEndpoint POST of `body` to `url`, SigV4-signed as boto3 signs it."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
+    SigV4Auth(Credentials(*BENCH_KEYS), "sagemaker", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
 def sagemaker_clients(port: int) -> tuple[Any, Any]:
-    session = boto3.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name="us-east-1")
+    key, secret = BENCH_KEYS
+    session = boto3.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
     cfg = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"})
     url = f"http://127.0.0.1:{port}"
     return session.client("sagemaker", endpoint_url=url, config=cfg), session.client(
