@@ -166,7 +166,7 @@ class LocalProvider:
                 )
             await asyncio.sleep(_POLL_SECONDS)
         info = json.loads(ready_file.read_text())
-        workers = [WorkerAddress(int(w["index"]), str(w["socket"])) for w in info["workers"]]
+        workers = [WorkerAddress(int(w["index"]), str(w["address"])) for w in info["workers"]]
         await asyncio.gather(*(_ping_until_healthy(w.address, deadline, timeout) for w in workers))
         return workers
 

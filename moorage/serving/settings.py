@@ -40,6 +40,7 @@ class Settings:
     model_dir: Path
     socket_dir: Path
     workers: int
+    tcp_host: str | None  # workers listen on TCP at this address (an instance on another machine)
     code_dir: Path
     program: str
     default_accept: str
@@ -57,17 +58,22 @@ class Arguments:
     model_dir: Path
     socket_dir: Path
     workers: int | None
+    tcp_host: str | None = None
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> Arguments:
     parser = argparse.ArgumentParser(
-        prog="python -m moorage.serving", description="Serve one SageMaker model instance on Unix sockets."
+        prog="python -m moorage.serving",
+        description="Serve one SageMaker model instance on Unix sockets (or TCP, with --tcp-host).",
     )
     parser.add_argument("--model-dir", required=True, type=Path, help="the unpacked model artifact")
     parser.add_argument("--socket-dir", required=True, type=Path, help="where w<i>.sock and instance.json go")
     parser.add_argument("--workers", type=_positive_int, help="overrides SAGEMAKER_MODEL_SERVER_WORKERS")
+    parser.add_argument(
+        "--tcp-host", metavar="ADDRESS", help="workers listen on TCP at ADDRESS, each on a port the OS picks"
+    )
     ns = parser.parse_args(argv)
-    return Arguments(ns.model_dir.absolute(), ns.socket_dir.absolute(), ns.workers)
+    return Arguments(ns.model_dir.absolute(), ns.socket_dir.absolute(), ns.workers, ns.tcp_host)
 
 
 def load_settings(args: Arguments, environ: Mapping[str, str]) -> Settings:
@@ -75,6 +81,7 @@ def load_settings(args: Arguments, environ: Mapping[str, str]) -> Settings:
     return Settings(
         model_dir=args.model_dir,
         socket_dir=args.socket_dir,
+        tcp_host=args.tcp_host,
         workers=args.workers or _workers(environ),
         code_dir=_code_dir(args.model_dir, environ),
         program=_program(environ),

@@ -28,14 +28,14 @@ class StateFiles:
         for name in (INSTANCE, FAILURE):
             (self.directory / name).unlink(missing_ok=True)
 
-    def write_instance(self, pid: int, model_fn_seconds: float, workers: list[tuple[int, int]]) -> None:
-        """`workers` holds (index, pid) pairs."""
+    def write_instance(self, pid: int, model_fn_seconds: float, workers: list[tuple[int, int, str]]) -> None:
+        """`workers` holds (index, pid, address) triples; an address is a socket path or tcp://host:port."""
         self._write(
             INSTANCE,
             {
                 "pid": pid,
                 "model_fn_seconds": model_fn_seconds,
-                "workers": [{"index": i, "socket": str(self.socket(i)), "pid": p} for i, p in workers],
+                "workers": [{"index": i, "address": a, "pid": p} for i, p, a in workers],
             },
         )
 

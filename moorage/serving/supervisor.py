@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -54,7 +55,14 @@ class Supervisor:
         for fd in (self._wake_r, self._wake_w, self._ready_r):
             os.set_blocking(fd, False)
         self._buffer = b""
-        self._published: list[tuple[int, int]] | None = None  # (index, pid) pairs in instance.json
+        self._published: list[tuple[int, int, str]] | None = None  # (index, pid, address) in instance.json
+        # TCP: each worker's listening socket is bound here, once, and inherited by every worker forked
+        # for its slot, so a replaced worker keeps its address and the connections waiting on it
+        self._listeners = (
+            {slot.index: socket.create_server((settings.tcp_host, 0), backlog=1024) for slot in self._slots}
+            if settings.tcp_host is not None
+            else {}
+        )
         self._stopping = False
 
     def run(self) -> int:
@@ -78,8 +86,15 @@ class Supervisor:
         self._stop_workers()
         return 0
 
+    def _address(self, index: int) -> str:
+        listener = self._listeners.get(index)
+        if listener is None:
+            return str(self._files.socket(index))
+        host, port = listener.getsockname()[:2]
+        return f"tcp://{host}:{port}"
+
     def _spawn(self, slot: _Slot) -> None:
-        socket = self._files.socket(slot.index)
+        listen = self._listeners.get(slot.index) or self._files.socket(slot.index)
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -90,7 +105,7 @@ class Supervisor:
             try:
                 for fd in (self._wake_r, self._wake_w, self._ready_r):
                     os.close(fd)
-                status = run_worker(slot.index, socket, self._app, self._settings, self._ready_w, parent)
+                status = run_worker(slot.index, listen, self._app, self._settings, self._ready_w, parent)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -147,7 +162,7 @@ class Supervisor:
                 continue
             how = _how_it_ended(status)
             if self._published is None:
-                return f"worker {slot.index} {how} before listening on {self._files.socket(slot.index)}"
+                return f"worker {slot.index} {how} before listening on {self._address(slot.index)}"
             slot.quick_deaths = slot.quick_deaths + 1 if now - slot.started < _STEADY_SECONDS else 0
             delay = min(0.05 * 2**slot.quick_deaths, _MAX_BACKOFF_SECONDS) if slot.quick_deaths else 0.0
             logger.warning("worker %d (pid %d) %s; restarting it in %.2f s", slot.index, pid, how, delay)
@@ -165,12 +180,13 @@ class Supervisor:
         """Rewrites instance.json when every worker listens and some pid changed since the last write."""
         if not all(slot.listening for slot in self._slots):
             return
-        workers = [(slot.index, slot.pid) for slot in self._slots]
+        workers = [(slot.index, slot.pid, self._address(slot.index)) for slot in self._slots]
         if self._published == workers:
             return
         self._files.write_instance(os.getpid(), self._model_fn_seconds, workers)
         if self._published is None:
-            logger.info("ready: %d workers listening in %s", len(workers), self._settings.socket_dir)
+            where = self._settings.tcp_host or self._settings.socket_dir
+            logger.info("ready: %d workers listening on %s", len(workers), where)
         self._published = workers
 
     def _stop_workers(self) -> None:

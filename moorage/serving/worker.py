@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,9 @@ SUPERVISED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
 DRAIN_SECONDS = 8.0  # the main kills workers that are still running 10 s after SIGTERM
 
 
-def run_worker(index: int, socket: Path, app: App, settings: Settings, ready_fd: int, parent: int) -> int:
+def run_worker(
+    index: int, listen: Path | socket.socket, app: App, settings: Settings, ready_fd: int, parent: int
+) -> int:
     """The body of the forked child; returns its exit status. Signals arrive blocked (see Supervisor)."""
     _reset_signals()
     die_with_parent(parent, signal.SIGKILL)  # a worker never outlives its instance's main process
@@ -38,16 +41,20 @@ def run_worker(index: int, socket: Path, app: App, settings: Settings, ready_fd:
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     server = HttpServer(app, settings.max_body_bytes)
-    return loop.run_until_complete(_serve(index, socket, server, ready_fd))
+    return loop.run_until_complete(_serve(index, listen, server, ready_fd))
 
 
-async def _serve(index: int, socket: Path, server: HttpServer, ready_fd: int) -> int:
+async def _serve(index: int, listen: Path | socket.socket, server: HttpServer, ready_fd: int) -> int:
+    """`listen`: a Unix socket path to create, or a TCP socket the main process bound for this slot."""
     loop = asyncio.get_running_loop()
     try:
-        _remove_stale_socket(socket)
-        listener = await loop.create_unix_server(server, path=str(socket), backlog=1024)
+        if isinstance(listen, Path):
+            _remove_stale_socket(listen)
+            listener = await loop.create_unix_server(server, path=str(listen), backlog=1024)
+        else:
+            listener = await loop.create_server(server, sock=listen)
     except OSError as exc:
-        _notify(ready_fd, f"E {index} {os.getpid()} worker {index} could not listen on {socket}: {exc}")
+        _notify(ready_fd, f"E {index} {os.getpid()} worker {index} could not listen on {listen}: {exc}")
         return 1
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -78,9 +85,9 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISED_SIGNALS)
 
 
-def _remove_stale_socket(socket: Path) -> None:
+def _remove_stale_socket(path: Path) -> None:
     try:
-        if stat.S_ISSOCK(socket.lstat().st_mode):
-            socket.unlink()
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
     except FileNotFoundError:
         pass

@@ -62,13 +62,21 @@ def model_dir(root: Path, code: str | None, program: str = "inference.py", **fil
 class Instance:
     """One `python -m moorage.serving` process with its own short socket directory."""
 
-    def __init__(self, model: Path, env: dict[str, str] | None = None, workers: int | None = 1) -> None:
+    def __init__(
+        self,
+        model: Path,
+        env: dict[str, str] | None = None,
+        workers: int | None = 1,
+        tcp_host: str | None = None,
+    ) -> None:
         self.socket_dir = Path(tempfile.mkdtemp(prefix="ms-", dir="/tmp"))
         self.log = self.socket_dir.parent / f"{self.socket_dir.name}.log"
         command = [sys.executable, "-m", "moorage.serving", "--model-dir", str(model)]
         command += ["--socket-dir", str(self.socket_dir)]
         if workers is not None:
             command += ["--workers", str(workers)]
+        if tcp_host is not None:
+            command += ["--tcp-host", tcp_host]
         environ = {k: v for k, v in os.environ.items() if not k.startswith("SAGEMAKER_")}
         environ["PYTHONPATH"] = str(REPO)
         environ.update(env or {})
@@ -76,7 +84,7 @@ class Instance:
             self.process = subprocess.Popen(
                 command, env=environ, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
-        self._connections: dict[int, UnixHTTPConnection] = {}
+        self._connections: dict[int, http.client.HTTPConnection] = {}
 
     @property
     def instance_file(self) -> Path:
@@ -132,7 +140,13 @@ class Instance:
         """Keeps one connection per worker open across requests, as the front door does."""
         connection = self._connections.get(worker)
         if connection is None:
-            connection = UnixHTTPConnection(str(self.socket_dir / f"w{worker}.sock"))
+            address = next(w["address"] for w in self.info()["workers"] if w["index"] == worker)
+            host, _, port = address.removeprefix("tcp://").rpartition(":")
+            connection = (
+                http.client.HTTPConnection(host, int(port), timeout=10.0)
+                if address.startswith("tcp://")
+                else UnixHTTPConnection(address)
+            )
             self._connections[worker] = connection
         names = {k.replace("_", "-"): v for k, v in headers.items()}
         connection.request(method, path, body=body, headers=names)

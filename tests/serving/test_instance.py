@@ -57,7 +57,7 @@ def test_model_fn_runs_before_instance_json(tmp_path: Path, start_instance: Star
     assert info["model_fn_seconds"] >= 0.5
     assert info["pid"] == instance.process.pid
     assert [w["index"] for w in info["workers"]] == [0]
-    assert info["workers"][0]["socket"] == str(instance.socket_dir / "w0.sock")
+    assert info["workers"][0]["address"] == str(instance.socket_dir / "w0.sock")
     ping = instance.request("GET", "/ping")
     assert (ping.status, ping.json()) == (200, {"status": "Healthy"})
 

@@ -31,6 +31,24 @@ def test_killed_worker_is_replaced(tmp_path: Path, start_instance: StartInstance
     assert "was killed by SIGKILL" in instance.output()
 
 
+def test_tcp_workers_keep_their_address_when_replaced(tmp_path: Path, start_instance: StartInstance) -> None:
+    """An instance on another machine serves on TCP: each worker its own port on the given address, kept
+    by its replacement, so the front door's address for it never goes stale."""
+    instance = start_instance(model_dir(tmp_path, MODEL), workers=2, tcp_host="127.0.0.1")
+    info = instance.wait_ready()
+    addresses = [w["address"] for w in info["workers"]]
+    assert all(a.startswith("tcp://127.0.0.1:") for a in addresses) and len(set(addresses)) == 2
+    assert instance.invoke(b"[1, 2]", worker=1, content_type="application/json").json() == 2
+    old = info["workers"][1]["pid"]
+    os.kill(old, signal.SIGKILL)
+    new_info = instance.wait_info(lambda info: info["workers"][1]["pid"] != old)
+    assert [w["address"] for w in new_info["workers"]] == addresses
+    instance.drop_connection(1)
+    assert instance.invoke(b"[1, 2, 3]", worker=1, content_type="application/json").json() == 3
+    instance.stop()
+    assert not running(info["pid"])
+
+
 def test_sigterm_stops_cleanly(tmp_path: Path, start_instance: StartInstance) -> None:
     instance = start_instance(model_dir(tmp_path, MODEL), workers=2)
     info = instance.wait_ready()
