@@ -1,15 +1,15 @@
 """Application Auto Scaling's operation table (`X-Amz-Target: AnyScaleFrontendService.<Op>`), for
 SageMaker endpoint variants. The adapter (json_service.py) validates each request against botocore's
-model before these run; the work is in moorage/control/scaling."""
+model before these run; the work is in moorage/control/scaling. Every operation is a coroutine on the event
+loop whose store work runs on the store's threads (`Store.run`)."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
 
 from moorage.api.errors import AwsError, InternalServiceException
-from moorage.api.json_service import Operation
+from moorage.api.json_service import Operation, Params, on_store
 from moorage.clock import Clock
 from moorage.control.context import Caller
 from moorage.control.scaling import activities
@@ -34,9 +34,13 @@ def operations(store: Store, fleet: FleetPort, clock: Clock, engine: ScalingEngi
         "PutScalingPolicy": policies.put,
         "DescribeScalingPolicies": policies.describe,
         "DeleteScalingPolicy": policies.delete,
-        "DescribeScalingActivities": lambda caller, params: activities.describe(store, params),
+        "DescribeScalingActivities": on_store(store, _describe_activities),
     }
     return {name: _in_service_terms(operation) for name, operation in table.items()}
+
+
+def _describe_activities(store: Store, caller: Caller, params: Params) -> Params:
+    return activities.describe(store, params)
 
 
 def _in_service_terms(operation: Operation) -> Operation:
@@ -44,9 +48,9 @@ def _in_service_terms(operation: Operation) -> Operation:
     retry) rather than SageMaker's InternalFailure; details go to the log, not the client."""
 
     @functools.wraps(operation)
-    def run(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    async def run(caller: Caller, params: Params) -> Params:
         try:
-            return operation(caller, params)
+            return await operation(caller, params)
         except AwsError:
             raise
         except Exception:

@@ -1,6 +1,9 @@
 """The scaling engine's view of the fleets (its FleetPort): what a variant is doing, read from the live
 fleet, the data plane's running totals and the usage meter, and the one way it changes a variant's
-size, UpdateEndpointWeightsAndCapacities' own path (`Endpoints.change_capacity`)."""
+size, UpdateEndpointWeightsAndCapacities' own path (`Endpoints.change_capacity`).
+
+Each method runs on the event loop: the endpoint's row is read on the store's threads (`Store.run`), the
+live fleet (the reconciler's, the data plane's counters, the usage meter) on the loop."""
 
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ class FleetScalingPort:
         self.endpoints = endpoints
         self.usage = usage
 
-    def read(self, endpoint: str, variant: str) -> VariantReading | None:
-        row = self._row(endpoint)
+    async def read(self, endpoint: str, variant: str) -> VariantReading | None:
+        row = await self._row(endpoint)
         fleet = self.reconciler.fleets.get(row.name) if row is not None else None
         live = fleet.variant(variant) if fleet is not None else None
         spec = _variant(row.deployed if row is not None else None, variant)
@@ -49,27 +52,31 @@ class FleetScalingPort:
             memory_percent=sum(u.memory_percent for u in usage) / len(usage) if usage else 0.0,
         )
 
-    def exists(self, endpoint: str, variant: str) -> bool:
-        row = self._row(endpoint)
+    async def exists(self, endpoint: str, variant: str) -> bool:
+        row = await self._row(endpoint)
         return row is not None and _variant(row.deployed or row.pending, variant) is not None
 
-    def is_async(self, endpoint: str) -> bool:
-        row = self._row(endpoint)
+    async def is_async(self, endpoint: str) -> bool:
+        row = await self._row(endpoint)
         snapshot = (row.deployed or row.pending) if row is not None else None
         return bool(snapshot) and "AsyncInferenceConfig" in snapshot["config"]  # type: ignore[index]
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:
-        row = self._row(endpoint)
+        row = await self._row(endpoint)
         if row is None:
             raise CapacityChangeRefused(f"Endpoint {endpoint} no longer exists.")
         try:
-            self.endpoints.change_capacity(row.name, {variant: count}, {})
+            await self.endpoints.change_capacity(row.name, {variant: count}, {})
         except AwsError as err:
             raise CapacityChangeRefused(err.message) from None
 
-    def _row(self, endpoint: str) -> EndpointRow | None:
-        with self.store.session() as session:
-            return lookup(session, endpoint)
+    async def _row(self, endpoint: str) -> EndpointRow | None:
+        return await self.store.run(_lookup, self.store, endpoint)
+
+
+def _lookup(store: Store, endpoint: str) -> EndpointRow | None:
+    with store.session() as session:
+        return lookup(session, endpoint)
 
 
 def _variant(snapshot: dict[str, Any] | None, name: str) -> dict[str, Any] | None:

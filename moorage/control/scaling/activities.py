@@ -4,11 +4,14 @@ Pending (decided) → InProgress (the fleet accepted the new desired count) → 
 reached it) | Overridden (a newer activity changed it first) | Unfulfilled (the variant settled elsewhere
 or went away). A refused change goes Pending → Failed with the reason, and is tried again at a later
 evaluation. "Not scaled" activities (an alarm fired but the capacity could not move) are only listed
-with IncludeNotScaledActivities. Cooldowns are computed from these rows, so they survive a restart."""
+with IncludeNotScaledActivities. Cooldowns are computed from these rows, so they survive a restart.
+
+Every function here opens store sessions: code on the event loop calls them through `Store.run`."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
@@ -99,33 +102,37 @@ def accepted(store: Store, clock: Clock, activity_id: str) -> None:
 
 
 def refused(store: Store, clock: Clock, activity_id: str, reason: str) -> None:
+    now = clock.time()
     with store.session() as session:
-        row = _get(session, activity_id)
-        row.status_code = "Failed"
-        row.end_time = clock.time()
-        row.status_message = f"Failed to set desired instance count to {row.capacity}. Reason: {reason}"
+        _refuse(_get(session, activity_id), now, reason)
 
 
-def fulfilled(store: Store, clock: Clock, activity_id: str) -> None:
+def _refuse(row: ScalingActivityRow, now: float, reason: str) -> None:
+    row.status_code = "Failed"
+    row.end_time = now
+    row.status_message = f"Failed to set desired instance count to {row.capacity}. Reason: {reason}"
+
+
+def conclude(store: Store, clock: Clock, outcomes: Sequence[tuple[str, str | None]]) -> None:
+    """End InProgress activities in one transaction: each (ActivityId, None) was fulfilled, each
+    (ActivityId, why) could not be."""
+    now = clock.time()
     with store.session() as session:
-        row = _get(session, activity_id)
-        row.status_code = "Successful"
-        row.end_time = clock.time()
-        row.status_message = (
-            f"Successfully set desired instance count to {row.capacity}. "
-            "Change successfully fulfilled by sagemaker."
-        )
-
-
-def unfulfilled(store: Store, clock: Clock, activity_id: str, why: str) -> None:
-    with store.session() as session:
-        row = _get(session, activity_id)
-        row.status_code = "Unfulfilled"
-        row.end_time = clock.time()
-        row.status_message = (
-            f"Successfully set desired instance count to {row.capacity}. "
-            f"Change could not be fulfilled by sagemaker: {why}"
-        )
+        for activity_id, why in outcomes:
+            row = _get(session, activity_id)
+            row.end_time = now
+            if why is None:
+                row.status_code = "Successful"
+                row.status_message = (
+                    f"Successfully set desired instance count to {row.capacity}. "
+                    "Change successfully fulfilled by sagemaker."
+                )
+            else:
+                row.status_code = "Unfulfilled"
+                row.status_message = (
+                    f"Successfully set desired instance count to {row.capacity}. "
+                    f"Change could not be fulfilled by sagemaker: {why}"
+                )
 
 
 def not_scaled(
@@ -171,13 +178,14 @@ def not_scaled(
 
 def abandon_pending(store: Store, clock: Clock) -> int:
     """At start-up: a change the server was making when it stopped is not known to have happened."""
+    now = clock.time()
     with store.session() as session:
-        ids = session.scalars(
-            select(ScalingActivityRow.activity_id).where(ScalingActivityRow.status_code == "Pending")
+        rows = session.scalars(
+            select(ScalingActivityRow).where(ScalingActivityRow.status_code == "Pending")
         ).all()
-    for activity_id in ids:
-        refused(store, clock, activity_id, "the server stopped before the change was made.")
-    return len(ids)
+        for row in rows:
+            _refuse(row, now, "the server stopped before the change was made.")
+        return len(rows)
 
 
 def in_progress(store: Store) -> list[ScalingActivityRow]:

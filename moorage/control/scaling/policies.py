@@ -51,11 +51,23 @@ _STEP_SCALING = (
 
 
 class ScalingPolicies:
+    """The three policy operations: coroutines on the event loop whose work, all of it store work, runs on
+    the store's threads (`Store.run`)."""
+
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
 
-    def put(self, caller: Caller, params: Params) -> Params:
+    async def put(self, caller: Caller, params: Params) -> Params:
+        return await self.store.run(self._put, caller, params)
+
+    async def describe(self, caller: Caller, params: Params) -> Params:
+        return await self.store.run(self._describe, caller, params)
+
+    async def delete(self, caller: Caller, params: Params) -> Params:
+        return await self.store.run(self._delete, caller, params)
+
+    def _put(self, caller: Caller, params: Params) -> Params:
         key = TargetKey.of(params)
         name = params["PolicyName"]
         try:
@@ -103,7 +115,7 @@ class ScalingPolicies:
                 f"Another request put scaling policy {name} at the same time; retry the request."
             ) from None
 
-    def describe(self, caller: Caller, params: Params) -> Params:
+    def _describe(self, caller: Caller, params: Params) -> Params:
         query = described_rows(ScalingPolicyRow, params)
         if params.get("PolicyNames"):
             query = query.where(ScalingPolicyRow.policy_name.in_(params["PolicyNames"]))
@@ -123,7 +135,7 @@ class ScalingPolicies:
         )
         return {"ScalingPolicies": [_summary(r) for r in chosen], "NextToken": token}
 
-    def delete(self, caller: Caller, params: Params) -> Params:
+    def _delete(self, caller: Caller, params: Params) -> Params:
         key = TargetKey.of(params)
         name = params["PolicyName"]
         with self.store.session() as session:

@@ -1,7 +1,8 @@
 """What the scaling engine needs from whoever owns the fleets: read a variant, and change its desired count.
 
 The engine never starts or stops instances itself; the fleet owner implements `FleetPort` (in the server,
-on top of moorage/fleet), and tests use a fake."""
+on top of moorage/fleet), and tests use a fake. Every method is a coroutine, called on the event loop: an
+implementation reads the live fleets there and reaches the store only through `Store.run`."""
 
 from __future__ import annotations
 
@@ -38,15 +39,15 @@ class CapacityChangeRefused(Exception):
 
 
 class FleetPort(Protocol):
-    def read(self, endpoint: str, variant: str) -> VariantReading | None:
+    async def read(self, endpoint: str, variant: str) -> VariantReading | None:
         """The variant now; None while it is not serving (creating, failed, deleted)."""
         ...
 
-    def exists(self, endpoint: str, variant: str) -> bool:
+    async def exists(self, endpoint: str, variant: str) -> bool:
         """Whether the endpoint and its variant are known, in any status."""
         ...
 
-    def is_async(self, endpoint: str) -> bool:
+    async def is_async(self, endpoint: str) -> bool:
         """Whether the endpoint's config has AsyncInferenceConfig (only those may scale in to 0)."""
         ...
 

@@ -1,6 +1,9 @@
 """Scalable targets: RegisterScalableTarget (create, or update only the members given),
 DescribeScalableTargets, DeregisterScalableTarget, and the deregistration AWS does itself when an
-endpoint is deleted. Deregistering a target deletes its scaling policies, as on AWS."""
+endpoint is deleted. Deregistering a target deletes its scaling policies, as on AWS.
+
+The operations are coroutines on the event loop: the fleet port is asked there, and the store's part
+runs on its threads (`Store.run`). The module's functions open store sessions, so they too run there."""
 
 from __future__ import annotations
 
@@ -50,32 +53,45 @@ class ScalableTargets:
         self.clock = clock
         self.bounds_changed = bounds_changed
 
-    def register(self, caller: Caller, params: Params) -> Params:
+    async def register(self, caller: Caller, params: Params) -> Params:
         key = TargetKey.of(params)
         ref = scalable_variant(key)
-        if not self.fleet.exists(ref.endpoint, ref.variant):
+        if not await self.fleet.exists(ref.endpoint, ref.variant):
             raise ValidationException(
                 f"SageMaker endpoint variant doesn't exist: {key.resource_id}. Create the endpoint first, "
                 "or check the endpoint and variant names."
             )
+        asynchronous = await self.fleet.is_async(ref.endpoint)  # read here: the fleet belongs to the loop
+        arn, bounds_changed = await self.store.run(self._register, caller, key, ref, params, asynchronous)
+        if bounds_changed:
+            self.bounds_changed()
+        return {"ScalableTargetARN": arn}
+
+    def _register(
+        self, caller: Caller, key: TargetKey, ref: VariantRef, params: Params, asynchronous: bool
+    ) -> tuple[str, bool]:
+        """The store's part of register (on its threads); `asynchronous`: the endpoint may scale to 0."""
         try:
             with self.store.session() as session:
                 row = find(session, key)
-                arn, bounds_changed = (
-                    self._create(session, caller, key, ref, params)
+                return (
+                    self._create(session, caller, key, ref, params, asynchronous)
                     if row is None
-                    else self._update(row, ref, params)
+                    else self._update(row, ref, params, asynchronous)
                 )
         except IntegrityError:
             raise ConcurrentUpdateException(
                 f"Another request registered {key.resource_id} at the same time; retry the request."
             ) from None
-        if bounds_changed:
-            self.bounds_changed()
-        return {"ScalableTargetARN": arn}
 
     def _create(
-        self, session: Session, caller: Caller, key: TargetKey, ref: VariantRef, params: Params
+        self,
+        session: Session,
+        caller: Caller,
+        key: TargetKey,
+        ref: VariantRef,
+        params: Params,
+        asynchronous: bool,
     ) -> tuple[str, bool]:
         if "MinCapacity" not in params:
             raise ValidationException("Minimum capacity must be specified")
@@ -91,7 +107,7 @@ class ScalableTargets:
                 f"Your account already has {MAX_TARGETS} scalable targets for SageMaker endpoint variants, "
                 "the most allowed; deregister one you no longer need."
             )
-        self._check_capacities(params["MinCapacity"], params["MaxCapacity"], ref)
+        _check_capacities(params["MinCapacity"], params["MaxCapacity"], ref, asynchronous)
         now = self.clock.time()
         row = ScalableTargetRow(
             resource_id=key.resource_id,
@@ -112,12 +128,14 @@ class ScalableTargets:
         session.flush()
         return row.arn, True
 
-    def _update(self, row: ScalableTargetRow, ref: VariantRef, params: Params) -> tuple[str, bool]:
+    def _update(
+        self, row: ScalableTargetRow, ref: VariantRef, params: Params, asynchronous: bool
+    ) -> tuple[str, bool]:
         if "Tags" in params:
             raise ValidationException(_TAGGED_EXISTING)
         minimum = params.get("MinCapacity", row.min_capacity)
         maximum = params.get("MaxCapacity", row.max_capacity)
-        self._check_capacities(minimum, maximum, ref)
+        _check_capacities(minimum, maximum, ref, asynchronous)
         changed = (minimum, maximum) != (row.min_capacity, row.max_capacity)
         row.min_capacity, row.max_capacity = minimum, maximum
         if "SuspendedState" in params:  # only the flags given change
@@ -126,19 +144,10 @@ class ScalableTargets:
             row.bounds_pending_since = self.clock.time()
         return row.arn, changed
 
-    def _check_capacities(self, minimum: int, maximum: int, ref: VariantRef) -> None:
-        if minimum < 0:
-            raise ValidationException("Minimum capacity cannot be less than 0")
-        if maximum < minimum:
-            raise ValidationException("Maximum capacity cannot be less than minimum capacity")
-        if minimum == 0 and not self.fleet.is_async(ref.endpoint):
-            raise ValidationException(
-                f"Minimum capacity cannot be 0 for endpoint/{ref.endpoint}/variant/{ref.variant}: only an "
-                "endpoint whose endpoint configuration has AsyncInferenceConfig can scale in to 0 instances. "
-                "Use a MinCapacity of at least 1."
-            )
+    async def describe(self, caller: Caller, params: Params) -> Params:
+        return await self.store.run(self._describe, caller, params)
 
-    def describe(self, caller: Caller, params: Params) -> Params:
+    def _describe(self, caller: Caller, params: Params) -> Params:
         namespace = params["ServiceNamespace"]
         resource_ids: list[str] = params.get("ResourceIds") or []
         dimension = params.get("ScalableDimension")
@@ -159,14 +168,29 @@ class ScalableTargets:
         )
         return {"ScalableTargets": [_summary(r, caller) for r in chosen], "NextToken": token}
 
-    def deregister(self, caller: Caller, params: Params) -> Params:
-        key = TargetKey.of(params)
+    async def deregister(self, caller: Caller, params: Params) -> Params:
+        await self.store.run(self._deregister, TargetKey.of(params))
+        return {}
+
+    def _deregister(self, key: TargetKey) -> None:
         with self.store.session() as session:
             row = find(session, key)
             if row is None:
                 raise target_not_found(key)
             _remove(session, row)
-        return {}
+
+
+def _check_capacities(minimum: int, maximum: int, ref: VariantRef, asynchronous: bool) -> None:
+    if minimum < 0:
+        raise ValidationException("Minimum capacity cannot be less than 0")
+    if maximum < minimum:
+        raise ValidationException("Maximum capacity cannot be less than minimum capacity")
+    if minimum == 0 and not asynchronous:
+        raise ValidationException(
+            f"Minimum capacity cannot be 0 for endpoint/{ref.endpoint}/variant/{ref.variant}: only an "
+            "endpoint whose endpoint configuration has AsyncInferenceConfig can scale in to 0 instances. "
+            "Use a MinCapacity of at least 1."
+        )
 
 
 def find(session: Session, key: TargetKey) -> ScalableTargetRow | None:

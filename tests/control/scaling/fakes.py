@@ -47,7 +47,7 @@ class FakeFleetPort:
     def variant(self, endpoint: str = "ep", variant: str = "v") -> FakeVariant:
         return self.variants[(endpoint, variant)]
 
-    def read(self, endpoint: str, variant: str) -> VariantReading | None:
+    async def read(self, endpoint: str, variant: str) -> VariantReading | None:
         fake = self.variants.get((endpoint, variant))
         if fake is None or not fake.serving:
             return None
@@ -68,10 +68,10 @@ class FakeFleetPort:
             memory_percent=fake.memory_percent,
         )
 
-    def exists(self, endpoint: str, variant: str) -> bool:
+    async def exists(self, endpoint: str, variant: str) -> bool:
         return (endpoint, variant) in self.variants
 
-    def is_async(self, endpoint: str) -> bool:
+    async def is_async(self, endpoint: str) -> bool:
         return endpoint in self.async_endpoints
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:

@@ -239,7 +239,7 @@ def test_at_most_500_targets(aas: Any, store: Store, clock: FakeClock) -> None:
 
 
 def test_an_unexpected_failure_is_an_internal_service_exception(aas: Any, fleet: FakeFleetPort) -> None:
-    def broken(endpoint: str, variant: str) -> bool:
+    async def broken(endpoint: str, variant: str) -> bool:
         raise RuntimeError("the fleet is on fire")
 
     fleet.exists = broken  # type: ignore[method-assign]
@@ -574,7 +574,8 @@ async def test_activities_newest_first_paged_and_not_scaled_only_on_request(
     ids = []
     for capacity in (3, 4, 5):
         ids.append(
-            activities.begin(
+            await store.run(
+                activities.begin,
                 store,
                 clock,
                 key,
@@ -585,7 +586,8 @@ async def test_activities_newest_first_paged_and_not_scaled_only_on_request(
             )
         )
         await clock.advance(1)  # a later start time
-    activities.not_scaled(
+    await store.run(
+        activities.not_scaled,
         store,
         clock,
         key,
@@ -621,9 +623,11 @@ async def test_activities_newest_first_paged_and_not_scaled_only_on_request(
     assert message == "ResourceId must be specified when ScalableDimension is specified"
 
 
-def test_caller_region_is_minted_into_arns(store: Store, fleet: FakeFleetPort, clock: FakeClock) -> None:
+async def test_caller_region_is_minted_into_arns(
+    store: Store, fleet: FakeFleetPort, clock: FakeClock
+) -> None:
     targets = ScalableTargets(store, fleet, clock, bounds_changed=lambda: None)
-    arn = targets.register(
+    arn = await targets.register(
         Caller("eu-west-1", "111122223333"), {**TARGET, "MinCapacity": 1, "MaxCapacity": 2}
     )
     assert arn["ScalableTargetARN"].startswith("arn:aws:application-autoscaling:eu-west-1:111122223333:")
@@ -644,7 +648,7 @@ def test_caller_region_is_minted_into_arns(store: Store, fleet: FakeFleetPort, c
 def test_application_autoscaling_errors_reach_boto3_as_their_modelled_classes(
     error: type[errors.AwsError],
 ) -> None:
-    def failing(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    async def failing(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         raise error("it went wrong")
 
     service = JsonService(

@@ -36,20 +36,20 @@ INVOCATIONS = {
 
 @pytest.fixture
 async def running(engine: ScalingEngine, clock: FakeClock) -> AsyncIterator[ScalingEngine]:
-    engine.start()
+    await engine.start()
     await clock.advance(0)
     yield engine
     await engine.stop()
 
 
-def register(
+async def register(
     store: Store, fleet: FakeFleetPort, clock: FakeClock, engine: ScalingEngine, **members: Any
 ) -> None:
-    ScalableTargets(store, fleet, clock, engine.wake).register(CALLER, {**TARGET, **members})
+    await ScalableTargets(store, fleet, clock, engine.wake).register(CALLER, {**TARGET, **members})
 
 
-def put(store: Store, clock: FakeClock, name: str = "p", **configuration: Any) -> dict[str, Any]:
-    return ScalingPolicies(store, clock).put(
+async def put(store: Store, clock: FakeClock, name: str = "p", **configuration: Any) -> dict[str, Any]:
+    return await ScalingPolicies(store, clock).put(
         CALLER,
         {
             **TARGET,
@@ -64,10 +64,14 @@ def put(store: Store, clock: FakeClock, name: str = "p", **configuration: Any) -
     )
 
 
-def history(store: Store, *, not_scaled: bool = False) -> list[dict[str, Any]]:
+async def history(store: Store, *, not_scaled: bool = False) -> list[dict[str, Any]]:
     """Oldest first."""
-    listed = activities.describe(
-        store, {"ServiceNamespace": "sagemaker", "IncludeNotScaledActivities": not_scaled}
+    listed = (
+        await store.run(
+            activities.describe,
+            store,
+            {"ServiceNamespace": "sagemaker", "IncludeNotScaledActivities": not_scaled},
+        )
     )["ScalingActivities"]
     return list(reversed(listed))
 
@@ -79,9 +83,9 @@ async def until(clock: FakeClock, t: float) -> None:
 
 @pytest.fixture
 def setup(store: Store, fleet: FakeFleetPort, clock: FakeClock, engine: ScalingEngine) -> Any:
-    def target(minimum: int = 1, maximum: int = 10, **policy: Any) -> dict[str, Any]:
-        register(store, fleet, clock, engine, MinCapacity=minimum, MaxCapacity=maximum)
-        return put(store, clock, **{"ScaleOutCooldown": 60, "ScaleInCooldown": 60, **policy})
+    async def target(minimum: int = 1, maximum: int = 10, **policy: Any) -> dict[str, Any]:
+        await register(store, fleet, clock, engine, MinCapacity=minimum, MaxCapacity=maximum)
+        return await put(store, clock, **{"ScaleOutCooldown": 60, "ScaleInCooldown": 60, **policy})
 
     return target
 
@@ -89,14 +93,14 @@ def setup(store: Store, fleet: FakeFleetPort, clock: FakeClock, engine: ScalingE
 async def test_scale_out_after_three_high_datapoints(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    policy = setup()
+    policy = await setup()
     fleet.variant().rate_per_minute = 600  # 2 instances: 300 invocations per instance per minute
     await until(clock, 22.5)  # datapoints at 5 (none), 11, 17: two above 100
     assert fleet.calls == []
     await until(clock, 23.5)  # the third
     assert fleet.calls == [("ep", "v", 6)]  # ceil(2 * 300 / 100)
     await until(clock, 24.5)
-    (activity,) = history(store)
+    (activity,) = await history(store)
     high_alarm = policy["Alarms"][0]["AlarmName"]
     assert re.fullmatch(r"TargetTracking-endpoint/ep/variant/v-AlarmHigh-[0-9a-f-]{36}", high_alarm)
     assert activity["Cause"] == f"monitor alarm {high_alarm} in state ALARM triggered policy p"
@@ -112,7 +116,7 @@ async def test_scale_out_after_three_high_datapoints(
 async def test_scale_in_after_fifteen_low_datapoints_is_five_here(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup(minimum=2)
+    await setup(minimum=2)
     variant = fleet.variant()
     variant.instances = variant.desired = 4
     variant.rate_per_minute = 100  # 25 per instance, below 90 % of 100
@@ -120,7 +124,7 @@ async def test_scale_in_after_fifteen_low_datapoints_is_five_here(
     assert fleet.calls == []
     await until(clock, 35.5)
     assert fleet.calls == [("ep", "v", 2)]  # ceil(4 * 25 / 100) = 1, clamped to MinCapacity
-    assert history(store)[0]["Cause"].startswith(
+    assert (await history(store))[0]["Cause"].startswith(
         "monitor alarm TargetTracking-endpoint/ep/variant/v-AlarmLow-"
     )
 
@@ -130,31 +134,31 @@ async def test_an_idle_variant_is_not_scaled_in(
 ) -> None:
     """No invocations, no InvocationsPerInstance datapoints (SageMaker publishes none): the low alarm never
     fills, as on AWS."""
-    setup()
+    await setup()
     await until(clock, 120)
-    assert fleet.calls == [] and history(store, not_scaled=True) == []
+    assert fleet.calls == [] and await history(store, not_scaled=True) == []
 
 
 async def test_max_capacity_clamps_and_being_at_it_is_a_not_scaled_activity_recorded_once(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup(maximum=5)
+    await setup(maximum=5)
     fleet.variant().rate_per_minute = 6000  # wants ceil(2 * 3000 / 100) = 60
     await until(clock, 23.5)
     assert fleet.calls == [("ep", "v", 5)]
     await until(clock, 60)  # still in ALARM every period, now at the maximum
     assert fleet.calls == [("ep", "v", 5)]
-    not_scaled = [a for a in history(store, not_scaled=True) if a.get("NotScaledReasons")]
+    not_scaled = [a for a in await history(store, not_scaled=True) if a.get("NotScaledReasons")]
     assert len(not_scaled) == 1
     assert not_scaled[0]["NotScaledReasons"] == [{"Code": "AlreadyAtMaxCapacity", "MaxCapacity": 5}]
     assert not_scaled[0]["StatusCode"] == "Failed"
-    assert len(history(store)) == 1  # hidden unless asked for
+    assert len(await history(store)) == 1  # hidden unless asked for
 
 
 async def test_disable_scale_in_keeps_scale_out(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup(DisableScaleIn=True)
+    await setup(DisableScaleIn=True)
     variant = fleet.variant()
     variant.instances = variant.desired = 4
     variant.rate_per_minute = 40
@@ -173,12 +177,12 @@ async def test_suspended_scale_out_holds_until_resumed(
     engine: ScalingEngine,
     running: ScalingEngine,
 ) -> None:
-    setup()
-    register(store, fleet, clock, engine, SuspendedState={"DynamicScalingOutSuspended": True})
+    await setup()
+    await register(store, fleet, clock, engine, SuspendedState={"DynamicScalingOutSuspended": True})
     fleet.variant().rate_per_minute = 600
     await until(clock, 40)
-    assert fleet.calls == [] and history(store, not_scaled=True) == []
-    register(store, fleet, clock, engine, SuspendedState={"DynamicScalingOutSuspended": False})
+    assert fleet.calls == [] and await history(store, not_scaled=True) == []
+    await register(store, fleet, clock, engine, SuspendedState={"DynamicScalingOutSuspended": False})
     await until(clock, 41.5)  # the alarm is still in breach: the next period end scales out
     assert fleet.calls == [("ep", "v", 6)]
 
@@ -191,14 +195,14 @@ async def test_suspended_scale_in(
     engine: ScalingEngine,
     running: ScalingEngine,
 ) -> None:
-    setup()
-    register(store, fleet, clock, engine, SuspendedState={"DynamicScalingInSuspended": True})
+    await setup()
+    await register(store, fleet, clock, engine, SuspendedState={"DynamicScalingInSuspended": True})
     variant = fleet.variant()
     variant.instances = variant.desired = 4
     variant.rate_per_minute = 40
     await until(clock, 60)
     assert fleet.calls == []
-    register(store, fleet, clock, engine, SuspendedState={"DynamicScalingInSuspended": False})
+    await register(store, fleet, clock, engine, SuspendedState={"DynamicScalingInSuspended": False})
     await until(clock, 66)
     assert fleet.calls == [("ep", "v", 1)]
 
@@ -206,7 +210,7 @@ async def test_suspended_scale_in(
 async def test_scale_out_cooldown_counts_the_added_capacity_until_it_ends(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup(ScaleOutCooldown=60)
+    await setup(ScaleOutCooldown=60)
     variant = fleet.variant()
     variant.rate_per_minute = 600
     await until(clock, 23.5)
@@ -222,7 +226,7 @@ async def test_scale_out_cooldown_counts_the_added_capacity_until_it_ends(
 async def test_while_instances_start_larger_scale_outs_follow_the_load_without_running_away(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup(maximum=40, ScaleOutCooldown=600)
+    await setup(maximum=40, ScaleOutCooldown=600)
     fleet.fulfil = False  # new instances take long: 2 still serve
     variant = fleet.variant()
     variant.rate_per_minute = 600
@@ -233,9 +237,9 @@ async def test_while_instances_start_larger_scale_outs_follow_the_load_without_r
     variant.rate_per_minute = 1500  # 525 in the period that ends at 53, then 750 per instance
     await until(clock, 90)
     assert fleet.calls == [("ep", "v", 6), ("ep", "v", 11), ("ep", "v", 15)]  # ceil(2 * 750 / 100) = 15
-    statuses = [a["StatusCode"] for a in history(store)]
+    statuses = [a["StatusCode"] for a in await history(store)]
     assert statuses == ["Overridden", "Overridden", "InProgress"]
-    assert history(store)[-1]["StatusMessage"] == (
+    assert (await history(store))[-1]["StatusMessage"] == (
         "Successfully set desired instance count to 15. Waiting for change to be fulfilled by sagemaker."
     )
 
@@ -243,7 +247,7 @@ async def test_while_instances_start_larger_scale_outs_follow_the_load_without_r
 async def test_scale_in_cooldown_holds_the_next_scale_in(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup(ScaleInCooldown=120)
+    await setup(ScaleInCooldown=120)
     variant = fleet.variant()
     variant.instances = variant.desired = 8
     variant.rate_per_minute = 480  # 60 per instance: ceil(8 * 60 / 100) = 5
@@ -259,12 +263,12 @@ async def test_scale_in_cooldown_holds_the_next_scale_in(
 async def test_a_refused_change_is_a_failed_activity_and_is_retried(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup()
+    await setup()
     fleet.refusal = "Endpoint ep is Updating; its instance count can change once it is InService."
     fleet.variant().rate_per_minute = 600
     await until(clock, 29.5)  # tried at 23 and again at 29
     assert fleet.calls == [("ep", "v", 6), ("ep", "v", 6)]
-    failed = history(store)
+    failed = await history(store)
     assert [a["StatusCode"] for a in failed] == ["Failed", "Failed"]
     assert failed[0]["StatusMessage"] == (
         "Failed to set desired instance count to 6. Reason: Endpoint ep is Updating; its instance count can "
@@ -273,20 +277,20 @@ async def test_a_refused_change_is_a_failed_activity_and_is_retried(
     assert failed[0]["EndTime"] is not None
     fleet.refusal = None
     await until(clock, 36.5)
-    assert [a["StatusCode"] for a in history(store)] == ["Failed", "Failed", "Successful"]
+    assert [a["StatusCode"] for a in await history(store)] == ["Failed", "Failed", "Successful"]
 
 
 async def test_new_bounds_bring_the_variant_inside_them_at_once(
     fleet: FakeFleetPort, clock: FakeClock, store: Store, engine: ScalingEngine, running: ScalingEngine
 ) -> None:
-    register(store, fleet, clock, engine, MinCapacity=4, MaxCapacity=6)  # the variant has 2
+    await register(store, fleet, clock, engine, MinCapacity=4, MaxCapacity=6)  # the variant has 2
     await clock.advance(0.1)  # woken: no need to wait for a look
     assert fleet.calls == [("ep", "v", 4)]
-    register(store, fleet, clock, engine, MaxCapacity=3, MinCapacity=1)
+    await register(store, fleet, clock, engine, MaxCapacity=3, MinCapacity=1)
     await clock.advance(0.1)
     assert fleet.calls == [("ep", "v", 4), ("ep", "v", 3)]
     await clock.advance(1)
-    causes = [(a["Cause"], a["Description"], a["StatusCode"]) for a in history(store)]
+    causes = [(a["Cause"], a["Description"], a["StatusCode"]) for a in await history(store)]
     assert causes == [
         ("minimum capacity was set to 4", "Setting desired instance count to 4.", "Successful"),
         ("maximum capacity was set to 3", "Setting desired instance count to 3.", "Successful"),
@@ -297,13 +301,13 @@ async def test_refused_bounds_are_retried_at_the_next_period(
     fleet: FakeFleetPort, clock: FakeClock, store: Store, engine: ScalingEngine, running: ScalingEngine
 ) -> None:
     fleet.refusal = "Endpoint ep is Creating."
-    register(store, fleet, clock, engine, MinCapacity=3, MaxCapacity=6)
+    await register(store, fleet, clock, engine, MinCapacity=3, MaxCapacity=6)
     await until(clock, 4.5)
     assert fleet.calls == [("ep", "v", 3)]  # once, not at every look
     fleet.refusal = None
     await until(clock, 5.5)
     assert fleet.calls == [("ep", "v", 3), ("ep", "v", 3)]
-    assert [a["StatusCode"] for a in history(store)] == ["Failed", "Successful"]
+    assert [a["StatusCode"] for a in await history(store)] == ["Failed", "Successful"]
     await until(clock, 20)
     assert len(fleet.calls) == 2  # done: nothing more to enforce
 
@@ -312,7 +316,7 @@ async def test_bounds_wait_for_a_serving_variant(
     fleet: FakeFleetPort, clock: FakeClock, store: Store, engine: ScalingEngine, running: ScalingEngine
 ) -> None:
     fleet.variant().serving = False
-    register(store, fleet, clock, engine, MinCapacity=3, MaxCapacity=6)
+    await register(store, fleet, clock, engine, MinCapacity=3, MaxCapacity=6)
     await until(clock, 10)
     assert fleet.calls == []
     fleet.variant().serving = True
@@ -323,9 +327,9 @@ async def test_bounds_wait_for_a_serving_variant(
 async def test_a_restart_keeps_cooldowns_and_abandons_unfinished_changes(
     store: Store, fleet: FakeFleetPort, clock: FakeClock, settings: ScalingSettings, setup: Any
 ) -> None:
-    setup(ScaleInCooldown=120)
+    await setup(ScaleInCooldown=120)
     first = ScalingEngine(store, fleet, clock, settings)
-    first.start()
+    await first.start()
     variant = fleet.variant()
     variant.instances = variant.desired = 8
     variant.rate_per_minute = 480
@@ -334,15 +338,17 @@ async def test_a_restart_keeps_cooldowns_and_abandons_unfinished_changes(
     await until(clock, 37)
     await first.stop()
     variant.rate_per_minute = 240
-    stuck = activities.begin(store, clock, KEY, kind="scale-in", from_capacity=5, capacity=4, cause="x")
+    stuck = await store.run(
+        activities.begin, store, clock, KEY, kind="scale-in", from_capacity=5, capacity=4, cause="x"
+    )
     second = ScalingEngine(store, fleet, clock, settings)  # a new server on the same store
-    second.start()
+    await second.start()
     await until(clock, 150)  # the new engine has its five low datapoints long before the cooldown ends
     assert fleet.calls == [("ep", "v", 5)]
     await until(clock, 175)
     assert fleet.calls == [("ep", "v", 5), ("ep", "v", 3)]
     await second.stop()
-    abandoned = next(a for a in history(store) if a["ActivityId"] == stuck)
+    abandoned = next(a for a in await history(store) if a["ActivityId"] == stuck)
     assert abandoned["StatusCode"] == "Failed"
     assert abandoned["StatusMessage"].endswith("Reason: the server stopped before the change was made.")
 
@@ -355,36 +361,36 @@ async def test_deleting_the_endpoint_deregisters_its_targets_and_ends_unfinished
     engine: ScalingEngine,
     running: ScalingEngine,
 ) -> None:
-    setup()
+    await setup()
     fleet.fulfil = False
     fleet.variant().rate_per_minute = 600
     await until(clock, 24)
-    assert history(store)[0]["StatusCode"] == "InProgress"
+    assert (await history(store))[0]["StatusCode"] == "InProgress"
     del fleet.variants[("ep", "v")]
-    assert engine.endpoint_deleted("EP") == ["endpoint/ep/variant/v"]  # any spelling, as DeleteEndpoint
+    # any spelling, as DeleteEndpoint
+    assert await engine.endpoint_deleted("EP") == ["endpoint/ep/variant/v"]
     await clock.advance(0.1)
-    (activity,) = history(store)
+    (activity,) = await history(store)
     assert activity["StatusCode"] == "Unfulfilled"
     assert activity["StatusMessage"].endswith("the endpoint was deleted.")
     targets = ScalableTargets(store, fleet, clock, engine.wake)
-    assert targets.describe(CALLER, {"ServiceNamespace": "sagemaker"})["ScalableTargets"] == []
-    assert (
-        ScalingPolicies(store, clock).describe(CALLER, {"ServiceNamespace": "sagemaker"})["ScalingPolicies"]
-        == []
-    )
-    assert engine.endpoint_deleted("ep") == []
+    assert (await targets.describe(CALLER, {"ServiceNamespace": "sagemaker"}))["ScalableTargets"] == []
+    assert (await ScalingPolicies(store, clock).describe(CALLER, {"ServiceNamespace": "sagemaker"}))[
+        "ScalingPolicies"
+    ] == []
+    assert await engine.endpoint_deleted("ep") == []
 
 
 async def test_a_change_the_variant_drops_is_unfulfilled(
     setup: Any, fleet: FakeFleetPort, clock: FakeClock, store: Store, running: ScalingEngine
 ) -> None:
-    setup()
+    await setup()
     fleet.fulfil = False
     fleet.variant().rate_per_minute = 600
     await until(clock, 24)
     fleet.variant().desired = 2  # e.g. the new instances failed to start and the fleet gave up
     await until(clock, 25)
-    (activity,) = history(store)
+    (activity,) = await history(store)
     assert activity["StatusCode"] == "Unfulfilled"
     assert activity["StatusMessage"].endswith("the variant's desired instance count is now 2.")
 
@@ -392,8 +398,8 @@ async def test_a_change_the_variant_drops_is_unfulfilled(
 async def test_custom_metric_policy_scales_on_model_latency(
     fleet: FakeFleetPort, clock: FakeClock, store: Store, engine: ScalingEngine, running: ScalingEngine
 ) -> None:
-    register(store, fleet, clock, engine, MinCapacity=1, MaxCapacity=10)
-    ScalingPolicies(store, clock).put(
+    await register(store, fleet, clock, engine, MinCapacity=1, MaxCapacity=10)
+    await ScalingPolicies(store, clock).put(
         CALLER,
         {
             **TARGET,
@@ -425,8 +431,8 @@ async def test_custom_metric_policy_scales_on_model_latency(
 async def test_concurrency_policy_uses_the_average_of_samples(
     fleet: FakeFleetPort, clock: FakeClock, store: Store, engine: ScalingEngine, running: ScalingEngine
 ) -> None:
-    register(store, fleet, clock, engine, MinCapacity=1, MaxCapacity=10)
-    ScalingPolicies(store, clock).put(
+    await register(store, fleet, clock, engine, MinCapacity=1, MaxCapacity=10)
+    await ScalingPolicies(store, clock).put(
         CALLER,
         {
             **TARGET,
@@ -448,27 +454,28 @@ async def test_concurrency_policy_uses_the_average_of_samples(
 async def test_start_up_brings_a_variant_that_came_back_smaller_inside_its_bounds(
     store: Store, fleet: FakeFleetPort, clock: FakeClock, engine: ScalingEngine
 ) -> None:
-    register(store, fleet, clock, engine, MinCapacity=2, MaxCapacity=4)  # the variant has 2: nothing to do
-    engine.start()
+    # the variant has 2: nothing to do
+    await register(store, fleet, clock, engine, MinCapacity=2, MaxCapacity=4)
+    await engine.start()
     await clock.advance(0.1)
     await engine.stop()
     assert fleet.calls == []
     variant = fleet.variant()
     variant.instances = variant.desired = 1  # e.g. restarted from its endpoint config's InitialInstanceCount
-    engine.start()
+    await engine.start()
     await clock.advance(0.1)
     await engine.stop()
     assert fleet.calls == [("ep", "v", 2)]
-    assert history(store)[0]["Cause"] == "minimum capacity was set to 2"
+    assert (await history(store))[0]["Cause"] == "minimum capacity was set to 2"
 
 
 async def test_new_bounds_after_a_refusal_are_tried_at_once(
     fleet: FakeFleetPort, clock: FakeClock, store: Store, engine: ScalingEngine, running: ScalingEngine
 ) -> None:
     fleet.refusal = "Endpoint ep is Updating."
-    register(store, fleet, clock, engine, MinCapacity=3, MaxCapacity=6)
+    await register(store, fleet, clock, engine, MinCapacity=3, MaxCapacity=6)
     await clock.advance(0.1)
     fleet.refusal = None
-    register(store, fleet, clock, engine, MinCapacity=4)
+    await register(store, fleet, clock, engine, MinCapacity=4)
     await clock.advance(0.1)  # not waiting for the end of the period
     assert fleet.calls == [("ep", "v", 3), ("ep", "v", 4)]
