@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-from moorage.api.json_service import Operation
+from moorage.api.json_service import Operation, on_store
 from moorage.control import endpoint_configs, models, tags
 from moorage.control.endpoints import Endpoints
 from moorage.store import Store
@@ -12,21 +10,21 @@ from moorage.store import Store
 
 def operations(store: Store, endpoints: Endpoints) -> dict[str, Operation]:
     return {
-        "CreateModel": partial(models.create_model, store),
-        "DescribeModel": partial(models.describe_model, store),
-        "ListModels": partial(models.list_models, store),
-        "DeleteModel": partial(models.delete_model, store),
-        "CreateEndpointConfig": partial(endpoint_configs.create_endpoint_config, store),
-        "DescribeEndpointConfig": partial(endpoint_configs.describe_endpoint_config, store),
-        "ListEndpointConfigs": partial(endpoint_configs.list_endpoint_configs, store),
-        "DeleteEndpointConfig": partial(endpoint_configs.delete_endpoint_config, store),
+        "CreateModel": on_store(store, models.create_model),
+        "DescribeModel": on_store(store, models.describe_model),
+        "ListModels": on_store(store, models.list_models),
+        "DeleteModel": on_store(store, models.delete_model),
+        "CreateEndpointConfig": on_store(store, endpoint_configs.create_endpoint_config),
+        "DescribeEndpointConfig": on_store(store, endpoint_configs.describe_endpoint_config),
+        "ListEndpointConfigs": on_store(store, endpoint_configs.list_endpoint_configs),
+        "DeleteEndpointConfig": on_store(store, endpoint_configs.delete_endpoint_config),
         "CreateEndpoint": endpoints.create,
         "DescribeEndpoint": endpoints.describe,
         "ListEndpoints": endpoints.list,
         "UpdateEndpoint": endpoints.update,
         "UpdateEndpointWeightsAndCapacities": endpoints.update_weights_and_capacities,
         "DeleteEndpoint": endpoints.delete,
-        "AddTags": partial(tags.add_tags, store),
-        "ListTags": partial(tags.list_tags, store),
-        "DeleteTags": partial(tags.delete_tags, store),
+        "AddTags": on_store(store, tags.add_tags),
+        "ListTags": on_store(store, tags.list_tags),
+        "DeleteTags": on_store(store, tags.delete_tags),
     }

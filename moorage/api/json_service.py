@@ -26,8 +26,11 @@ from moorage.api.json_protocol import operation_for_target, parse_json_request, 
 from moorage.api.spec import load_service
 from moorage.control.context import Caller
 from moorage.http.responses import Response
+from moorage.store import Store
 
-Operation = Callable[[Caller, dict[str, Any]], dict[str, Any]]
+Params = dict[str, Any]
+# Operations are coroutines: they reach the store through Store.run, never on the event loop itself.
+Operation = Callable[[Caller, Params], Awaitable[Params]]
 
 _CONTENT_TYPE = CONTROL_CONTENT_TYPE
 _CONTENT_TYPE_BYTES = _CONTENT_TYPE.encode()
@@ -89,11 +92,11 @@ class JsonService:
             call = await asyncio.to_thread(self._parse, headers, body)
         except Exception as exc:
             return _failure(exc, rid)
-        return self._respond(call, rid)
+        return await self._respond(call, rid)
 
-    def _respond(self, call: _Call, rid: str) -> Response:
+    async def _respond(self, call: _Call, rid: str) -> Response:
         try:
-            payload = serialize_json_response(call.operation, call.handler(call.caller, call.params))
+            payload = serialize_json_response(call.operation, await call.handler(call.caller, call.params))
         except Exception as exc:
             return _failure(exc, rid)
         return Response(200, payload, _CONTENT_TYPE_BYTES, b"x-amzn-RequestId: %s\r\n" % rid.encode())
@@ -121,6 +124,15 @@ class JsonService:
         params = parse_json_request(operation, body)
         caller = Caller(region=region_of(headers, self.default_region), account=self.account)
         return _Call(operation, handler, caller, params)
+
+
+def on_store(store: Store, work: Callable[[Store, Caller, Params], Params]) -> Operation:
+    """An operation that only reads and writes the store, run whole on the store's threads."""
+
+    def operation(caller: Caller, params: Params) -> Awaitable[Params]:
+        return store.run(work, store, caller, params)
+
+    return operation
 
 
 MISSING_TARGET = "Missing X-Amz-Target header; this port expects AWS SDK requests."

@@ -2,13 +2,16 @@
 
 Creating → InService | Failed; InService → Updating → InService (FailureReason set when an update is
 rolled back); any → Deleting → gone. The operations here only validate and record the transition; the
-reconciler does the work."""
+reconciler does the work.
+
+Each operation is a coroutine on the event loop: its reads and writes run together on the store's threads
+(`Store.run`), and only telling the reconciler, which owns the live fleets, happens on the loop."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -38,7 +41,7 @@ class Endpoints:
         self.reconciler = reconciler
         self.quotas = quotas
         # told the name of every endpoint that DeleteEndpoint accepts (autoscaling drops its targets)
-        self.on_delete: list[Callable[[str], object]] = []
+        self.on_delete: list[Callable[[str], Awaitable[object]]] = []
 
     def _row(self, caller: Caller, name: str) -> EndpointRow:
         with self.store.session() as session:
@@ -59,7 +62,12 @@ class Endpoints:
         # when the images were "resolved" (DeployedImages.ResolutionTime): when this deployment was accepted
         return {"config": spec, "models": models, "accepted_at": time.time()}
 
-    def create(self, caller: Caller, params: Params) -> Params:
+    async def create(self, caller: Caller, params: Params) -> Params:
+        arn = await self.store.run(self._record_create, caller, params)
+        self.reconciler.create(params["EndpointName"])
+        return {"EndpointArn": arn}
+
+    def _record_create(self, caller: Caller, params: Params) -> str:
         name = params["EndpointName"]
         check_tags(params.get("Tags", []))
         arn = caller.arn("endpoint", name)
@@ -90,10 +98,14 @@ class Endpoints:
                 )
         except IntegrityError:  # another front door created the same name since the check above
             raise ValidationException(already_exists("endpoint", arn)) from None
-        self.reconciler.create(name)
+        return arn
+
+    async def update(self, caller: Caller, params: Params) -> Params:
+        name, arn = await self.store.run(self._record_update, caller, params)
+        self.reconciler.update(name)
         return {"EndpointArn": arn}
 
-    def update(self, caller: Caller, params: Params) -> Params:
+    def _record_update(self, caller: Caller, params: Params) -> tuple[str, str]:
         name = params["EndpointName"]
         row = self._row(caller, name)
         if row.status != "InService":
@@ -118,13 +130,12 @@ class Endpoints:
             generation=row.generation + 1,
             **changes,
         )
-        self.reconciler.update(row.name)
-        return {"EndpointArn": row.arn}
+        return row.name, row.arn
 
-    def update_weights_and_capacities(self, caller: Caller, params: Params) -> Params:
+    async def update_weights_and_capacities(self, caller: Caller, params: Params) -> Params:
         """UpdateEndpointWeightsAndCapacities: Updating until every variant has its new instance count;
         new weights take effect once the instances they send traffic to are warm."""
-        row = self._row(caller, params["EndpointName"])
+        row = await self.store.run(self._row, caller, params["EndpointName"])
         counts: dict[str, int] = {}
         weights: dict[str, float] = {}
         for change in params["DesiredWeightsAndCapacities"]:
@@ -147,12 +158,16 @@ class Endpoints:
                 counts[variant] = change["DesiredInstanceCount"]
             if "DesiredWeight" in change:
                 weights[variant] = change["DesiredWeight"]
-        self.change_capacity(row.name, counts, weights)
+        await self.change_capacity(row.name, counts, weights)
         return {"EndpointArn": row.arn}
 
-    def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
+    async def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
         """The one way instance counts and weights change (the API above, and autoscaling): checked,
         recorded as the variants' desired capacity, then carried out by the reconciler."""
+        await self.store.run(self._record_capacity, name, counts, weights)
+        self.reconciler.change_capacity(name, counts, weights)
+
+    def _record_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
         with self.store.session() as session:
             row = session.get(EndpointRow, name)
             if row is None:
@@ -200,16 +215,18 @@ class Endpoints:
             )
         if not won:
             raise self._lost_race(name, arn)
-        self.reconciler.change_capacity(name, counts, weights)
 
-    def delete(self, caller: Caller, params: Params) -> Params:
-        row = self._row(caller, params["EndpointName"])
-        self._transition(row, status="Deleting", last_modified_time=time.time())
-        name = row.name
+    async def delete(self, caller: Caller, params: Params) -> Params:
+        name = await self.store.run(self._record_delete, caller, params["EndpointName"])
         for listener in self.on_delete:
-            listener(name)
+            await listener(name)
         self.reconciler.delete(name)
         return {}
+
+    def _record_delete(self, caller: Caller, name: str) -> str:
+        row = self._row(caller, name)
+        self._transition(row, status="Deleting", last_modified_time=time.time())
+        return row.name
 
     def _transition(self, row: EndpointRow, **values: Any) -> None:
         """Write a transition decided on `row` as read; refused if another writer changed it since."""
@@ -231,8 +248,8 @@ class Endpoints:
             f"being applied; its status is now {status}. Describe it and try again."
         )
 
-    def describe(self, caller: Caller, params: Params) -> Params:
-        row = self._row(caller, params["EndpointName"])
+    async def describe(self, caller: Caller, params: Params) -> Params:
+        row = await self.store.run(self._row, caller, params["EndpointName"])
         result: Params = {
             "EndpointName": row.name,
             "EndpointArn": row.arn,
@@ -267,9 +284,8 @@ class Endpoints:
             )
         return result
 
-    def list(self, caller: Caller, params: Params) -> Params:
-        with self.store.session() as session:
-            rows = session.scalars(select(EndpointRow)).all()
+    async def list(self, caller: Caller, params: Params) -> Params:
+        rows = await self.store.run(self._all_rows)
         summaries = [
             {
                 "EndpointName": r.name,
@@ -292,6 +308,10 @@ class Endpoints:
             status_key="EndpointStatus",
         )
         return {"Endpoints": page, "NextToken": token}
+
+    def _all_rows(self) -> Sequence[EndpointRow]:
+        with self.store.session() as session:
+            return session.scalars(select(EndpointRow)).all()
 
 
 def lookup(session: Session, name: str) -> EndpointRow | None:

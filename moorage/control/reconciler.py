@@ -8,7 +8,10 @@ instances is the fleet's job (moorage/fleet); this module decides when, and reco
 A transition records its outcome only if the row is still in the state the transition started from
 (same endpoint, status and deployment); every write is conditional on the row's version, and one that
 another writer overtook is decided again on the row as it now is. An endpoint deleted meanwhile is
-never written back: what the transition started is stopped instead."""
+never written back: what the transition started is stopped instead.
+
+Reads and writes run on the store's threads (`Store.run`), so a slow database holds up a transition, never
+the event loop; whatever touches the live fleets and the routing table runs on the loop, between them."""
 
 from __future__ import annotations
 
@@ -74,8 +77,7 @@ class Reconciler:
 
     async def restore(self) -> None:
         """Rebuild what the store says should run; InService endpoints are warm before this returns."""
-        with self.store.session() as session:
-            rows = list(session.query(EndpointRow).all())
+        rows = await self.store.run(self._all)
         resumed = []
         for row in rows:
             if row.status == "Deleting":
@@ -106,6 +108,10 @@ class Reconciler:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.logs.write(name, f"Internal error while reconciling: {exc!r}")
 
+    def _all(self) -> list[EndpointRow]:
+        with self.store.session() as session:
+            return list(session.query(EndpointRow).all())
+
     def _read(self, name: str) -> EndpointRow | None:
         with self.store.session() as session:
             return session.get(EndpointRow, name)
@@ -123,11 +129,11 @@ class Reconciler:
                     return True
             # overtaken by another writer (a tag, a DeleteEndpoint): decide again on the row as it is now
 
-    def _save(self, name: str, still: _Expect, **changes: Any) -> bool:
-        return self._record(name, still, lambda _row: changes)
+    async def _save(self, name: str, still: _Expect, **changes: Any) -> bool:
+        return await self.store.run(self._record, name, still, lambda _row: changes)
 
     async def _create(self, name: str) -> None:
-        row = self._read(name)
+        row = await self.store.run(self._read, name)
         if row is None or row.status != "Creating" or not row.pending:
             return
         snapshot, still = row.pending, _still(row)
@@ -135,18 +141,18 @@ class Reconciler:
             fleet = await deploy_fleet(name, snapshot, self.ctx)
         except DeploymentFailed as failure:
             self.logs.write(name, f"Endpoint creation failed: {failure}")
-            self._save(name, still, status="Failed", failure_reason=str(failure)[:1024], pending=None)
+            await self._save(name, still, status="Failed", failure_reason=str(failure)[:1024], pending=None)
             return
         if await self._promote(fleet, snapshot, still):
             self.logs.write(name, "Endpoint is InService.")
 
     async def _update(self, name: str) -> None:
-        row = self._read(name)
+        row = await self.store.run(self._read, name)
         if row is None or row.status != "Updating":
             return
         snapshot, old_config, still = row.pending, row.config_name, _still(row)
         if not snapshot:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
-            self._save(name, still, status="InService")
+            await self._save(name, still, status="InService")
             return
         new_config = snapshot["config"]["EndpointConfigName"]
         try:
@@ -157,7 +163,7 @@ class Reconciler:
                 f"serves {old_config}. Cause: {failure}"
             )
             self.logs.write(name, reason)
-            self._save(
+            await self._save(
                 name,
                 still,
                 status="InService",
@@ -182,7 +188,7 @@ class Reconciler:
         fleet = self.fleets.pop(name, None)
         if fleet is not None:
             await fleet.retire(drain=False, grace=5.0)
-        self._remove(name)
+        await self.store.run(self._remove, name)
         if self.ctx.stats is not None:
             self.ctx.stats.forget(name)
         self.logs.write(name, "Endpoint deleted.")
@@ -191,7 +197,7 @@ class Reconciler:
         self, fleet: EndpointFleet, resizes: dict[str, asyncio.Future[None]], weights: dict[str, float]
     ) -> None:
         name = fleet.name
-        row = self._read(name)
+        row = await self.store.run(self._read, name)
         still = _still(row) if row is not None and row.status == "Updating" else _never
         results = await asyncio.gather(*resizes.values(), return_exceptions=True)
         failed = {
@@ -201,15 +207,19 @@ class Reconciler:
         }
         # weights move only to variants whose instances are there to take the traffic
         fleet.set_weights({v: w for v, w in weights.items() if v not in failed})
+        # what the variants that failed to resize serve now, read here on the loop (outcome runs on a
+        # store thread)
+        reached = {
+            name: {"instances": variant.current, "weight": variant.route.weight}
+            for name, variant in ((v, fleet.variant(v)) for v in failed)
+            if variant is not None
+        }
 
         def outcome(row: EndpointRow) -> dict[str, Any]:
             deployed = row.deployed or {}
             capacity = {v: dict(c) for v, c in (deployed.get("capacity") or {}).items()}
-            for variant_name in failed:
-                variant = fleet.variant(variant_name)
-                assert variant is not None
-                capacity[variant_name]["instances"] = variant.current
-                capacity[variant_name]["weight"] = variant.route.weight
+            for variant_name, now in reached.items():
+                capacity[variant_name].update(now)
             reasons = "; ".join(
                 f"Variant {v} could not reach its new instance count: {e}" for v, e in failed.items()
             )
@@ -219,7 +229,9 @@ class Reconciler:
                 "failure_reason": reasons[:1024] or None,
             }
 
-        if not self._record(name, lambda r: still(r) and r.deployed is not None, outcome):
+        if not await self.store.run(
+            self._record, name, lambda r: still(r) and r.deployed is not None, outcome
+        ):
             return
         for variant_name, error in failed.items():
             self.logs.write(name, f"Variant {variant_name}: capacity change failed: {error}")
@@ -233,7 +245,7 @@ class Reconciler:
         except DeploymentFailed as failure:
             reason = f"The endpoint could not be started again after a server restart: {failure}"
             self.logs.write(name, reason)
-            self._save(name, still, status="Failed", failure_reason=reason[:1024], pending=None)
+            await self._save(name, still, status="Failed", failure_reason=reason[:1024], pending=None)
             return
         self._activate(fleet)
         if status == "Updating":
@@ -241,17 +253,23 @@ class Reconciler:
 
     async def _promote(self, fleet: EndpointFleet, snapshot: dict[str, Any], still: _Expect) -> bool:
         """Record a freshly deployed fleet's snapshot as what the endpoint runs, then route traffic to
-        it; if the endpoint moved on meanwhile (deleted, say), the fleet is stopped instead."""
-        recorded = self._save(
-            fleet.name,
-            still,
-            status="InService",
-            failure_reason=None,
-            deployed=snapshot,
-            pending=None,
-            pending_start_time=None,
-            config_name=snapshot["config"]["EndpointConfigName"],
-        )
+        it; if the endpoint moved on meanwhile (deleted, say), the fleet is stopped instead. Cancelled
+        while the write is under way (a DeleteEndpoint, shutdown), the fleet is stopped too: nothing
+        else knows about it yet."""
+        try:
+            recorded = await self._save(
+                fleet.name,
+                still,
+                status="InService",
+                failure_reason=None,
+                deployed=snapshot,
+                pending=None,
+                pending_start_time=None,
+                config_name=snapshot["config"]["EndpointConfigName"],
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(fleet.retire(drain=False, grace=5.0))
+            raise
         if not recorded:
             self.logs.write(
                 fleet.name, "The endpoint changed while it was being deployed; the new instances stop."

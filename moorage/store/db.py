@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -12,6 +16,12 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# threads that run store work for the event loop: enough for a few control-plane calls at once on a remote
+# database, while the loop itself never waits on one
+STORE_THREADS = 4
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Store:
@@ -20,6 +30,13 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="moorage-store")
+
+    async def run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `work` (which uses `session()`) on the store's threads. Code on the event loop reaches the
+        store only this way, so a slow or remote database delays the call that needs it, never the
+        invocations the same loop carries."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, partial(work, *args, **kwargs))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -28,6 +45,7 @@ class Store:
             yield session
 
     def close(self) -> None:
+        self._threads.shutdown(wait=True)
         self.engine.dispose()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -142,6 +142,11 @@ def _insert(store: Store, status: str, **values: Any) -> None:
         )
 
 
+def _elsewhere(operation: Coroutine[Any, Any, object]) -> None:
+    """Another front door's call, run to its end while ours waits on a store thread (its own loop)."""
+    asyncio.run(cast(Coroutine[Any, Any, None], operation))
+
+
 def _row(store: Store) -> EndpointRow | None:
     with store.session() as session:
         return session.get(EndpointRow, "ep")
@@ -160,62 +165,64 @@ def test_of_two_writers_that_read_the_same_version_exactly_one_wins(store: Store
     assert row is not None and (row.status, row.version) == ("Updating", 2)
 
 
-def test_two_update_endpoints_racing_one_wins_the_other_is_refused(store: Store) -> None:
+async def test_two_update_endpoints_racing_one_wins_the_other_is_refused(store: Store) -> None:
     _insert(store, "InService", deployed=SNAPSHOT)
     mine, quotas, my_reconciler = _front_door(store)
     theirs, _, their_reconciler = _front_door(store)
     params = {"EndpointName": "ep", "EndpointConfigName": "cfg"}
-    quotas.meanwhile = lambda: theirs.update(CALLER, params)
+    quotas.meanwhile = lambda: _elsewhere(theirs.update(CALLER, params))
     with pytest.raises(
         ValidationException, match=r'Cannot update in-progress endpoint ".*/ep"\..*now Updating'
     ):
-        mine.update(CALLER, params)
+        await mine.update(CALLER, params)
     assert their_reconciler.calls == [("update", "ep")]
     assert my_reconciler.calls == []
     row = _row(store)
     assert row is not None and (row.status, row.generation, row.version) == ("Updating", 1, 2)
 
 
-def test_capacity_change_losing_to_delete_endpoint_is_refused(store: Store) -> None:
+async def test_capacity_change_losing_to_delete_endpoint_is_refused(store: Store) -> None:
     _insert(store, "InService", deployed=SNAPSHOT)
     mine, quotas, my_reconciler = _front_door(store)
     theirs, _, their_reconciler = _front_door(store)
-    quotas.meanwhile = lambda: theirs.delete(CALLER, {"EndpointName": "ep"})
+    quotas.meanwhile = lambda: _elsewhere(theirs.delete(CALLER, {"EndpointName": "ep"}))
     change = {
         "EndpointName": "ep",
         "DesiredWeightsAndCapacities": [{"VariantName": "v", "DesiredInstanceCount": 2}],
     }
     with pytest.raises(ValidationException, match="its status is now Deleting"):
-        mine.update_weights_and_capacities(CALLER, change)
+        await mine.update_weights_and_capacities(CALLER, change)
     assert (my_reconciler.calls, their_reconciler.calls) == ([], [("delete", "ep")])
     row = _row(store)
     assert row is not None and row.status == "Deleting" and row.deployed == SNAPSHOT
 
 
-def test_delete_endpoint_losing_to_an_update_is_refused(store: Store) -> None:
+async def test_delete_endpoint_losing_to_an_update_is_refused(store: Store) -> None:
     _insert(store, "InService", deployed=SNAPSHOT)
     racing = _RacingStore(store)
     mine, _, my_reconciler = _front_door(racing)
     theirs, _, _ = _front_door(store)
-    racing.meanwhile = lambda: theirs.update(CALLER, {"EndpointName": "ep", "EndpointConfigName": "cfg"})
+    racing.meanwhile = lambda: _elsewhere(
+        theirs.update(CALLER, {"EndpointName": "ep", "EndpointConfigName": "cfg"})
+    )
     with pytest.raises(ValidationException, match=r"Cannot update in-progress endpoint.*now Updating"):
-        mine.delete(CALLER, {"EndpointName": "ep"})
+        await mine.delete(CALLER, {"EndpointName": "ep"})
     assert my_reconciler.calls == []
     row = _row(store)
     assert row is not None and row.status == "Updating"
 
 
-def test_two_create_endpoints_racing_one_wins_the_other_is_told_it_exists(store: Store) -> None:
+async def test_two_create_endpoints_racing_one_wins_the_other_is_told_it_exists(store: Store) -> None:
     mine, quotas, my_reconciler = _front_door(store)
     theirs, _, their_reconciler = _front_door(store)
     params = {"EndpointName": "ep", "EndpointConfigName": "cfg"}
-    quotas.meanwhile = lambda: theirs.create(CALLER, {**params, "EndpointName": "EP"})
+    quotas.meanwhile = lambda: _elsewhere(theirs.create(CALLER, {**params, "EndpointName": "EP"}))
     with pytest.raises(ValidationException, match=r'Cannot create already existing endpoint ".*/ep"'):
-        mine.create(CALLER, params)
+        await mine.create(CALLER, params)
     assert (my_reconciler.calls, their_reconciler.calls) == ([], [("create", "EP")])
 
 
-def test_a_change_overtaken_by_a_deletion_answers_not_found(store: Store) -> None:
+async def test_a_change_overtaken_by_a_deletion_answers_not_found(store: Store) -> None:
     _insert(store, "InService", deployed=SNAPSHOT)
     mine, quotas, _ = _front_door(store)
 
@@ -225,7 +232,7 @@ def test_a_change_overtaken_by_a_deletion_answers_not_found(store: Store) -> Non
 
     quotas.meanwhile = removed
     with pytest.raises(ValidationException, match=r'Could not find endpoint ".*/ep"'):
-        mine.update(CALLER, {"EndpointName": "ep", "EndpointConfigName": "cfg"})
+        await mine.update(CALLER, {"EndpointName": "ep", "EndpointConfigName": "cfg"})
     assert _row(store) is None
 
 
@@ -275,7 +282,7 @@ async def test_a_creation_that_loses_to_delete_endpoint_stops_its_fleet_and_neve
     await deploying.wait()
     # another front door accepts DeleteEndpoint (and, with `removed`, its reconciler removes the row)
     theirs, _, _ = _front_door(store)
-    theirs.delete(CALLER, {"EndpointName": "ep"})
+    await theirs.delete(CALLER, {"EndpointName": "ep"})
     if removed:
         row = _row(store)
         assert row is not None
