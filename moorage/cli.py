@@ -33,7 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if warning:
         logging.getLogger("moorage").warning("%s", warning)
+    from moorage.store.db import StoreError, describe_url
+
     settings = Settings(
+        **({"database_url": args.database_url} if args.database_url else {}),
         state_dir=Path(args.state_dir),
         host=args.host,
         port=args.port,
@@ -42,13 +45,19 @@ def _serve(args: argparse.Namespace) -> int:
         s3_enabled=not args.no_s3,
         s3_endpoint=args.s3_endpoint,
     )
-    banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {settings.state_dir})"
+    state = describe_url(settings.database_url) if settings.database_url else settings.state_dir
+    banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {state})"
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings, ready=banner))
+        run = asyncio.run
     else:
-        uvloop.run(serve(settings, ready=banner))
+        run = uvloop.run
+    try:
+        run(serve(settings, ready=banner))
+    except StoreError as error:
+        print(f"moorage serve: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -130,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-no-auth",
         action="store_true",
         help="unsafe: listen on a non-loopback --host without --credentials",
+    )
+    serve.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="keep state in this database, postgresql://USER:PASSWORD@HOST/DB (default: "
+        "$MOORAGE_DATABASE_URL, else SQLite in --state-dir)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s3 = serve.add_mutually_exclusive_group()

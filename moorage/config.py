@@ -30,7 +30,8 @@ class Settings:
     port: int = 7070
     account_id: str = "123456789012"
     default_region: str = "us-east-1"
-    database_url: str | None = None
+    # the state store: SQLite in state_dir unless a postgresql:// URL is given (README, PostgreSQL)
+    database_url: str | None = field(default_factory=lambda: os.environ.get("MOORAGE_DATABASE_URL") or None)
     # SigV4: the accepted keys (~/.aws/credentials format); None accepts any signature, which is
     # allowed on a loopback address only, or anywhere with insecure_no_auth (docs/security.md)
     credentials_file: Path | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,9 +37,10 @@ def add_arguments(commands: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def _registry(state_dir: str) -> ImageRegistry:
+    """The store `moorage serve` uses: MOORAGE_DATABASE_URL's database if set, else the state dir's."""
     from moorage.store import open_store
 
-    return ImageRegistry(open_store(Path(state_dir)))
+    return ImageRegistry(open_store(Path(state_dir), os.environ.get("MOORAGE_DATABASE_URL") or None))
 
 
 def add_image(args: argparse.Namespace) -> int:
