@@ -1,12 +1,15 @@
-"""Shared fixtures: a real S3-compatible server (SeaweedFS) for code that talks to S3."""
+"""Shared fixtures: a real S3-compatible server (SeaweedFS) for code that talks to S3, and a real
+PostgreSQL server for the store's second database."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 
@@ -37,3 +40,27 @@ def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
 def s3_bucket(s3_server: SeaweedS3) -> str:
     """A new, empty bucket on the test server."""
     return s3_server.create_bucket()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (started on first use, stopped at the end); on a
+    Unix socket and 127.0.0.1 only. `postgres.tcp_url(database)` reaches it over TCP loopback."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database of this test's own on the session's PostgreSQL server."""
+    return postgres.url(postgres.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store-level test twice: on SQLite in a state dir, and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        state = tmp_path / "state"
+        state.mkdir(exist_ok=True)
+        return f"sqlite:///{state / 'moorage.db'}"
+    return str(request.getfixturevalue("postgres_url"))

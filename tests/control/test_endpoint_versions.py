@@ -1,12 +1,11 @@
 """Optimistic concurrency on endpoint rows: every write is conditional on the version its writer read.
 
-Two front doors over one real SQLite store stand in for two servers sharing a database; a race is
-staged by letting the second one write between the first one's read and its write."""
+Two front doors over one real store (SQLite, and PostgreSQL) stand in for two servers sharing a
+database; a race is staged by letting the second one write between the first one's read and its write."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any, cast
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from moorage.api.errors import ValidationException
@@ -32,7 +31,6 @@ from moorage.fleet import FleetContext
 from moorage.logs import EndpointLogs
 from moorage.store import Store, delete_endpoint, open_store, update_endpoint
 from moorage.store import db as store_db
-from moorage.store.db import database_url
 from moorage.store.tables import EndpointConfigRow, EndpointRow, ModelRow
 from tests.support.clock import FakeClock
 
@@ -101,8 +99,9 @@ class _RacingStore(Store):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = open_store(tmp_path / "state")
+def store(tmp_path: Path, store_url: str) -> Iterator[Store]:
+    """On SQLite and on PostgreSQL (`store_url`), where two front doors really are two connections."""
+    opened = open_store(tmp_path / "state", store_url)
     with opened.session() as session:
         session.add(
             ModelRow(name="m", arn=CALLER.arn("model", "m"), creation_time=0.0, spec=SNAPSHOT["models"]["m"])
@@ -334,21 +333,26 @@ async def test_a_creation_overtaken_by_a_tag_edit_still_finishes(
     assert installed == [fleet.route]
 
 
-def test_the_migration_gives_existing_endpoint_rows_a_version(tmp_path: Path) -> None:
-    url = database_url(tmp_path)
+def test_the_migration_gives_existing_endpoint_rows_a_version(tmp_path: Path, store_url: str) -> None:
+    url = store_db.engine_url(store_url)
     config = Config()
     config.set_main_option("script_location", str(Path(store_db.__file__).parent / "migrations"))
-    config.set_main_option("sqlalchemy.url", url)
-    command.upgrade(config, "0003")
-    db = sqlite3.connect(tmp_path / "moorage.db")
-    with db:
-        db.execute(
-            "INSERT INTO endpoints (name, name_key, arn, config_name, status, creation_time, "
-            "last_modified_time, tags, generation) "
-            "VALUES ('old', 'old', 'arn', 'cfg', 'InService', 1.0, 1.0, '[]', 0)"
-        )
-    db.close()
-    store = open_store(tmp_path)
+    engine = store_db.make_engine(url)
+    try:
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO endpoints (name, name_key, arn, config_name, status, creation_time, "
+                    "last_modified_time, tags, generation) "
+                    "VALUES ('old', 'old', 'arn', 'cfg', 'InService', 1.0, 1.0, '[]', 0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    store = open_store(tmp_path, store_url)
     try:
         with store.session() as session:
             row = session.get(EndpointRow, "old")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from moorage.control.scaling import ScalingSettings
-from moorage.store import open_store
+from moorage.store import Store, open_store
 from moorage.store.tables import Base
 
 
@@ -56,12 +57,16 @@ def test_bad_values_name_the_variable(name: str, value: str, text: str) -> None:
         ScalingSettings.from_environ({name: value})
 
 
-def test_the_migration_creates_the_tables_as_declared(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
-    try:
-        with store.engine.connect() as connection:
-            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    finally:
-        store.close()
+@pytest.fixture
+def store(tmp_path: Path, store_url: str) -> Iterator[Store]:
+    """On SQLite and on PostgreSQL (`store_url`)."""
+    opened = open_store(tmp_path / "state", store_url)
+    yield opened
+    opened.close()
+
+
+def test_the_migration_creates_the_tables_as_declared(store: Store) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     ours = {"scalable_targets", "scaling_policies", "scaling_activities"}
     assert [d for d in differences if any(table in repr(d) for table in ours)] == []
