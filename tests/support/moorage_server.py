@@ -68,10 +68,12 @@ def moorage_server(
     env: dict[str, str] | None = None,
     startup_timeout: float = 120,
     args: Sequence[str] = ("--no-s3",),
+    database_url: str | None = None,
 ) -> Iterator[RunningServer]:
     """Start the server (restarting on the same state dir is just calling this again). `args` are
     more `moorage serve` flags: by default no S3 on the port, so most tests start no embedded store;
-    pass ``args=()`` for the default server."""
+    pass ``args=()`` for the default server. `database_url` keeps the state there (`--database-url`)
+    instead of SQLite in the state dir."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,7 @@ def moorage_server(
                 str(port),
                 "--state-dir",
                 str(state_dir),
+                *(("--database-url", database_url) if database_url else ()),
                 *args,
             ],
             stdout=log,
