@@ -61,6 +61,12 @@ def use_store(endpoint_url: str | None, anonymous: bool = False) -> None:
     _store = None if endpoint_url is None else _StoreChoice(endpoint_url, anonymous)
 
 
+def current_store() -> tuple[str, bool] | None:
+    """(endpoint URL, anonymous) of the store chosen with `use_store`, to choose it again elsewhere."""
+    store = _store
+    return None if store is None else (store.endpoint_url, store.anonymous)
+
+
 def s3_client() -> Any:
     """A fresh client per call: boto3 sessions are not thread-safe and this runs in worker threads."""
     session = boto3.session.Session()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -9,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from moorage.artifacts.environments import ImagePackages, ensure_environment, find_requirements
+from moorage.artifacts.fetch import current_store, use_store
 from moorage.artifacts.materialize import empty_model_dir, materialize
 from moorage.artifacts.sourcedir import fetch_submit_dir
 from moorage.artifacts.sources import model_source
 from moorage.artifacts.unpack import UnpackLimits
-from moorage.images import ImageLookup, resolve_image
+from moorage.images import ImageLookup, RegisteredImage, resolve_image
+from moorage.serving.settings import CODE_DIR_VARIABLE
 
 DEFAULT_LIMITS = UnpackLimits()
 
@@ -28,6 +31,54 @@ class PreparedModel:
     code_dir: Path | None = None  # the unpacked archive SAGEMAKER_SUBMIT_DIRECTORY names, if it names one
     command: tuple[str, ...] | None = None  # the image's own HTTP server; None: the built-in runtime
     image_environment: Mapping[str, str] = field(default_factory=dict)  # the image's ENV
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """Everything needed to prepare one container's model, on this machine or another: a provider whose
+    instances run elsewhere (a Ray node) prepares the model again where the instance runs."""
+
+    container: Mapping[str, Any]  # the ContainerDefinition
+    limits: UnpackLimits
+    image: RegisteredImage | None  # the registered image the container names, looked up where accepted
+    store: tuple[str, bool] | None  # the S3 store downloads use (fetch.use_store); None: boto3's settings
+
+    @classmethod
+    def of(
+        cls, container: Mapping[str, Any], limits: UnpackLimits, images: ImageLookup | None
+    ) -> ModelRecipe:
+        uri = str(container.get("Image") or "").strip()
+        image = images.get(uri) if images is not None and uri else None
+        return cls(container, limits, image, current_store())
+
+
+class _Registered:
+    """The one registered image a recipe carries, as an ImageLookup."""
+
+    def __init__(self, image: RegisteredImage | None) -> None:
+        self.image = image
+
+    def get(self, uri: str) -> RegisteredImage | None:
+        return self.image
+
+
+def prepare_recipe(
+    recipe: ModelRecipe, cache_dir: Path, log: Callable[[str], None]
+) -> tuple[PreparedModel, dict[str, str]]:
+    """Prepare a recipe's model; returns it with the instance environment: the image's ENV, the model's
+    Environment over it, and the variables that point the runtime at the venv and the submitted code.
+    Blocking: call from a worker thread."""
+    if recipe.store is not None and current_store() != recipe.store:
+        use_store(*recipe.store)
+    prepared = prepare_model(recipe.container, cache_dir, recipe.limits, log, _Registered(recipe.image))
+    own = {str(k): str(v) for k, v in (recipe.container.get("Environment") or {}).items()}
+    environment = {**prepared.image_environment, **own}  # the model's Environment wins
+    if prepared.env_dir is not None:
+        environment.setdefault("VIRTUAL_ENV", str(prepared.env_dir))
+        environment["PATH"] = f"{prepared.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    if prepared.code_dir is not None:
+        environment[CODE_DIR_VARIABLE] = str(prepared.code_dir)
+    return prepared, environment
 
 
 def _ignore(_line: str) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from moorage.artifacts.prepare import ModelRecipe
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,10 @@ class InstanceSpec:
     startup_timeout: float
     # the image's own HTTP server (SageMaker container contract); None: the built-in serving runtime
     command: tuple[str, ...] | None = None
+    # how the model above was prepared, for a provider that prepares it again where the instance runs
+    recipe: ModelRecipe | None = None
+    instance_type: str = ""  # the resources a cluster reserves for the instance (compute/instance_types.py)
+    download_timeout: float = 3600.0  # ModelDataDownloadTimeoutInSeconds, for preparing it there
 
 
 @dataclass(frozen=True)
@@ -71,4 +78,12 @@ class Instance(Protocol):
 
 
 class InstanceProvider(Protocol):
+    async def open(self) -> None:
+        """Before the first start (connect to a cluster); raises with a message for the user."""
+        ...
+
     async def start(self, spec: InstanceSpec) -> Instance: ...
+
+    async def close(self) -> None:
+        """After the last instance stopped."""
+        ...

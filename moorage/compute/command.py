@@ -72,10 +72,11 @@ class CommandInstance:
             await self.process.wait()
 
 
-async def start_command(spec: InstanceSpec) -> CommandInstance:
-    """Start ``spec.command`` and return once it answers GET /ping with 200."""
+async def start_command(spec: InstanceSpec, host: str = "127.0.0.1") -> CommandInstance:
+    """Start ``spec.command`` and return once it answers GET /ping with 200 on `host` (this machine's
+    address the front door reaches it at)."""
     assert spec.command is not None
-    port = _free_port()
+    port = _free_port(host)
     command = list(spec.command)
     if _PYTHON.match(os.path.basename(command[0])):
         command[0] = spec.python  # the image's environment, not whatever `python` is on PATH
@@ -99,7 +100,7 @@ async def start_command(spec: InstanceSpec) -> CommandInstance:
             )
         except OSError as exc:
             raise InstanceStartError(f"Cannot start the image's command {' '.join(command)}: {exc}") from None
-    instance = CommandInstance(spec.instance_id, process, f"{TCP_PREFIX}127.0.0.1:{port}")
+    instance = CommandInstance(spec.instance_id, process, f"{TCP_PREFIX}{host}:{port}")
     try:
         await _until_healthy(instance, command, spec.startup_timeout)
     except BaseException:
@@ -127,7 +128,7 @@ async def _until_healthy(instance: CommandInstance, command: list[str], timeout:
         await asyncio.sleep(_POLL_SECONDS)
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])

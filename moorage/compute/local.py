@@ -14,7 +14,7 @@ from pathlib import Path
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
 from moorage.compute.command import CommandInstance, start_command
-from moorage.compute.probe import PING, answers_ping, signal_group
+from moorage.compute.probe import PING, WorkerPings, signal_group
 from moorage.compute.procfs import process_usage
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
 from moorage.lifeline import PARENT_PID_VARIABLE
@@ -31,7 +31,7 @@ class LocalInstance:
         self.process = process
         self.socket_dir = socket_dir
         self.workers: list[WorkerAddress] = []
-        self._health: dict[int, WorkerClient] = {}  # one kept-alive connection per worker for pings
+        self._pings = WorkerPings()
 
     def _worker_pids(self) -> dict[int, int]:
         try:
@@ -73,20 +73,13 @@ class LocalInstance:
         return process_usage(pids)
 
     async def ping(self, index: int, timeout: float) -> bool:
-        client = self._health.get(index)
-        if client is None:
-            address = next((w for w in self.workers if w.index == index), None)
-            if address is None:
-                return False
-            client = self._health[index] = WorkerClient(address.address, max_idle=1)
-        return await answers_ping(client, timeout)
+        return await self._pings.ping(self.workers, index, timeout)
 
     def _signal_group(self, sig: int) -> None:
         signal_group(self.process.pid, sig)
 
     async def stop(self, grace: float) -> None:
-        for client in self._health.values():
-            client.close()
+        self._pings.close()
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
@@ -99,14 +92,23 @@ class LocalInstance:
 
 
 class LocalProvider:
-    """Spawns instances as child processes; `run_dir` must be short (Unix socket paths are ≤ 107 bytes)."""
+    """Spawns instances as child processes; `run_dir` must be short (Unix socket paths are ≤ 107 bytes).
+    With `tcp_host`, workers listen on TCP at that address instead (instances that another machine's
+    front door reaches: the Ray provider runs this provider on each node)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, tcp_host: str | None = None) -> None:
         self.run_dir = run_dir
+        self.tcp_host = tcp_host
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to let go of."""
 
     async def start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
         if spec.command is not None:  # the image runs its own server (moorage/compute/command.py)
-            return await start_command(spec)
+            return await start_command(spec, self.tcp_host or "127.0.0.1")
         socket_dir = self.run_dir / spec.instance_id
         socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("instance.json", "failure.json"):  # only this start's files may decide its outcome
@@ -127,6 +129,7 @@ class LocalProvider:
                 str(spec.model_dir),
                 "--socket-dir",
                 str(socket_dir),
+                *(("--tcp-host", self.tcp_host) if self.tcp_host else ()),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moorage.artifacts import PreparedModel, UnpackLimits, prepare_model
+from moorage.artifacts import PreparedModel, UnpackLimits
+from moorage.artifacts.prepare import ModelRecipe, prepare_recipe
 from moorage.fleet.settings import FleetContext
-from moorage.serving.settings import CODE_DIR_VARIABLE
 
 INVOCATION_TIMEOUT = 60.0
 DEFAULT_STARTUP_TIMEOUT = 600.0
@@ -42,6 +41,9 @@ class VariantPlan:
 
     name: str
     prepared: PreparedModel
+    recipe: ModelRecipe  # how it was prepared, for a provider that prepares it again where instances run
+    instance_type: str
+    download_timeout: float
     environment: dict[str, str]
     startup_timeout: float
     instances: int
@@ -110,22 +112,18 @@ async def prepare_variant(
     """Download and unpack the variant's model and build its environment, within its download bound."""
     model = snapshot["models"][pv["ModelName"]]
     container = primary_container(model)
-    environment = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
-    limits = UnpackLimits(max_total_bytes=ctx.settings.max_unpacked_bytes)
+    recipe = ModelRecipe.of(
+        container, UnpackLimits(max_total_bytes=ctx.settings.max_unpacked_bytes), ctx.images
+    )
     source = container.get("ModelDataUrl") or "ModelDataSource"
     ctx.logs.write(
         endpoint, f"Variant {pv['VariantName']}: preparing model {model['ModelName']} from {source}"
     )
     timeout = float(pv.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
     try:
-        prepared = await asyncio.wait_for(
+        prepared, environment = await asyncio.wait_for(
             asyncio.to_thread(
-                prepare_model,
-                container,
-                ctx.settings.cache_dir,
-                limits,
-                lambda line: ctx.logs.write(endpoint, line),
-                ctx.images,
+                prepare_recipe, recipe, ctx.settings.cache_dir, lambda line: ctx.logs.write(endpoint, line)
             ),
             timeout,
         )
@@ -135,16 +133,13 @@ async def prepare_variant(
             f"the model data from {source} was still being downloaded, unpacked or given its environment. "
             "Raise ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
         ) from None
-    environment = {**prepared.image_environment, **environment}  # the model's Environment wins
-    if prepared.env_dir is not None:
-        environment.setdefault("VIRTUAL_ENV", str(prepared.env_dir))
-        environment["PATH"] = f"{prepared.env_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-    if prepared.code_dir is not None:
-        environment[CODE_DIR_VARIABLE] = str(prepared.code_dir)
     instances, weight = variant_capacity(snapshot, pv)
     return VariantPlan(
         name=pv["VariantName"],
         prepared=prepared,
+        recipe=recipe,
+        instance_type=str(pv.get("InstanceType") or ""),
+        download_timeout=timeout,
         environment=environment,
         startup_timeout=float(pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)),
         instances=instances,

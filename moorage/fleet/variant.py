@@ -217,6 +217,9 @@ class VariantFleet:
             log_path=self.ctx.logs.path(self.endpoint),
             startup_timeout=plan.startup_timeout,
             command=plan.prepared.command,
+            recipe=plan.recipe,
+            instance_type=plan.instance_type,
+            download_timeout=plan.download_timeout,
         )
         self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
         self.route.starting += 1

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moorage.artifacts import PreparedModel
+from moorage.artifacts import PreparedModel, UnpackLimits
+from moorage.artifacts.prepare import ModelRecipe
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.fleet import FleetContext, FleetSettings
 from moorage.fleet.plan import VariantPlan
@@ -81,6 +82,9 @@ def plan(instances: int = 1, name: str = "v", weight: float = 1.0) -> VariantPla
     return VariantPlan(
         name=name,
         prepared=prepared,
+        recipe=ModelRecipe({"Image": "img"}, UnpackLimits(), None, None),
+        instance_type="ml.m5.large",
+        download_timeout=3600.0,
         environment={},
         startup_timeout=600.0,
         instances=instances,
