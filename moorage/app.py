@@ -25,7 +25,7 @@ from moorage.auth import AuthFailure, SigV4Verifier, load_keyring
 from moorage.auth.errors import auth_error_response
 from moorage.auth.keys import the_account
 from moorage.clock import SystemClock
-from moorage.compute.base import Instance
+from moorage.compute.base import Instance, InstanceProvider
 from moorage.compute.providers import make_provider
 from moorage.config import Settings
 from moorage.control.endpoints import Endpoints
@@ -72,6 +72,7 @@ class MoorageApp:
         self.control: JsonServices | None = None
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
+        self.provider: InstanceProvider | None = None
         self._run_dir: Path | None = None
         self.stats = StatsBook() if settings.metrics else None
         self.usage = UsageMeter(self.clock, self._instances)
@@ -181,13 +182,15 @@ class MoorageApp:
     async def startup(self) -> None:
         settings = self.settings
         self.store = open_store(settings.state_dir, settings.database_url)
-        # before endpoints are restored: their model data may be in the store
-        self.s3 = await self.s3_service.start()
         # Unix socket paths must stay short, so instance sockets live in a private temp dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="moorage-"))
+        self.provider = make_provider(settings, self._run_dir)
+        await self.provider.open()  # a cluster that cannot be reached stops start-up here
+        # before endpoints are restored: their model data may be in the store
+        self.s3 = await self.s3_service.start()
         logs = EndpointLogs(settings.log_dir)
         fleet = FleetContext(
-            provider=make_provider(settings.compute, self._run_dir),
+            provider=self.provider,
             logs=logs,
             clock=self.clock,
             settings=settings.fleet(),
@@ -230,6 +233,8 @@ class MoorageApp:
             task.cancel()
         if self.reconciler is not None:
             await self.reconciler.shutdown()
+        if self.provider is not None:
+            await self.provider.close()
         if self.store is not None:
             self.store.close()
         if self._run_dir is not None:
@@ -259,7 +264,11 @@ def _check_scope(signed_for: str, expected: str | None) -> None:
 async def serve(settings: Settings, ready: str | None = None) -> None:
     """Run until SIGINT/SIGTERM; `ready` is printed once the port accepts connections."""
     app = MoorageApp(settings)
-    await app.startup()
+    try:
+        await app.startup()
+    except BaseException:
+        await app.shutdown()  # whatever did start (the embedded store, a cluster connection) stops
+        raise
     loop = asyncio.get_running_loop()
     # InvokeEndpoint bodies may be 6 MiB; control-plane requests are small JSON documents, and a bigger
     # one is refused before it is read (so it cannot tie up the loop that serves invocations)

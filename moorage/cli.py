@@ -44,6 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         s3_enabled=not args.no_s3,
         s3_endpoint=args.s3_endpoint,
+        compute=args.compute,
+        ray_address=args.ray_address,
+        ray_node_address=args.ray_node_address,
     )
     state = describe_url(settings.database_url) if settings.database_url else settings.state_dir
     banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {state})"
@@ -53,9 +56,11 @@ def _serve(args: argparse.Namespace) -> int:
         run = asyncio.run
     else:
         run = uvloop.run
+    from moorage.compute.ray_provider import RayUnavailable
+
     try:
         run(serve(settings, ready=banner))
-    except StoreError as error:
+    except (StoreError, RayUnavailable) as error:
         print(f"moorage serve: {error}", file=sys.stderr)
         return 2
     return 0
@@ -147,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
         "$MOORAGE_DATABASE_URL, else SQLite in --state-dir)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    compute = serve.add_argument_group("where instances run (docs/cluster.md)")
+    compute.add_argument(
+        "--compute",
+        choices=["local", "ray"],
+        default="local",
+        help="local processes (default), or actors on a Ray cluster",
+    )
+    compute.add_argument(
+        "--ray-address",
+        default="auto",
+        metavar="ADDRESS",
+        help="the Ray cluster: auto (the one this machine belongs to), HOST:PORT or ray://HOST:PORT",
+    )
+    compute.add_argument(
+        "--ray-node-address",
+        metavar="IP",
+        help="this server's address on the cluster's network (default: the one Ray picks)",
+    )
     s3 = serve.add_mutually_exclusive_group()
     s3.add_argument(
         "--s3-endpoint",

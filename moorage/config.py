@@ -82,8 +82,23 @@ class Settings:
         default_factory=lambda: _env_float("MOORAGE_REQUEST_TIMEOUT_SECONDS", 60.0)
     )
 
-    # where instances run (moorage/compute/providers.py)
+    # where instances run (moorage/compute/providers.py): "local" processes, or actors on a Ray cluster
     compute: str = "local"
+    # the Ray provider (docs/cluster.md): the cluster, this server's address on its network, each node's
+    # model cache, and the bounds on connecting and on waiting for room for an instance
+    ray_address: str = "auto"
+    ray_node_address: str | None = None
+    ray_cache_dir: Path | None = field(
+        default_factory=lambda: (
+            Path(os.environ["MOORAGE_RAY_CACHE_DIR"]) if os.environ.get("MOORAGE_RAY_CACHE_DIR") else None
+        )
+    )
+    ray_connect_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_RAY_CONNECT_TIMEOUT_SECONDS", 15.0)
+    )
+    ray_placement_timeout_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS", 60.0)
+    )
     # S3 on the port: the embedded store (default), an external store's URL, or off (docs/s3.md)
     s3_enabled: bool = True
     s3_endpoint: str | None = None

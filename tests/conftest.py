@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.ray_cluster import RayCluster, ray_cluster
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
 
@@ -64,3 +65,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         state.mkdir(exist_ok=True)
         return f"sqlite:///{state / 'moorage.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def ray_nodes() -> Iterator[RayCluster]:
+    """One real two-node Ray cluster for the whole run, on 127.0.0.2 and 127.0.0.3 (started on first use)."""
+    with ray_cluster() as cluster:
+        yield cluster

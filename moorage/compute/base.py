@@ -54,6 +54,7 @@ class InstanceStartError(Exception):
 class Instance(Protocol):
     instance_id: str
     workers: list[WorkerAddress]
+    placement: str  # where it runs, in words ("this machine", "Ray node 10.0.0.7 (…)")
 
     async def wait(self) -> int:
         """Wait until the instance exits; returns its exit status."""

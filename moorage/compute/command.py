@@ -35,6 +35,7 @@ class CommandInstance:
         self.instance_id = instance_id
         self.process = process
         self.workers = [WorkerAddress(0, address)]
+        self.placement = "this machine"
         self._health = WorkerClient(address, max_idle=1)
 
     async def wait(self) -> int:

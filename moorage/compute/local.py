@@ -31,6 +31,7 @@ class LocalInstance:
         self.process = process
         self.socket_dir = socket_dir
         self.workers: list[WorkerAddress] = []
+        self.placement = "this machine"
         self._pings = WorkerPings()
 
     def _worker_pids(self) -> dict[int, int]:

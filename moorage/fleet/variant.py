@@ -239,7 +239,8 @@ class VariantFleet:
         member.monitor = asyncio.create_task(self._watch(member))
         self.ctx.logs.write(
             self.endpoint,
-            f"Variant {plan.name}: instance {spec.instance_id} is healthy ({len(member.workers)} workers)",
+            f"Variant {plan.name}: instance {spec.instance_id} is healthy on {instance.placement} "
+            f"({len(member.workers)} workers)",
         )
         return member
 

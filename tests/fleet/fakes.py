@@ -20,6 +20,7 @@ class FakeInstance:
     def __init__(self, spec: InstanceSpec, workers: int) -> None:
         self.instance_id = spec.instance_id
         self.spec = spec
+        self.placement = "nowhere (a fake)"
         self.workers = [
             WorkerAddress(i, f"/nonexistent/{spec.instance_id}/w{i}.sock") for i in range(workers)
         ]
@@ -52,6 +53,12 @@ class FakeProvider:
     workers: int = 2
     fail_next: int = 0  # this many starts fail
     started: list[FakeInstance] = field(default_factory=list)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def start(self, spec: InstanceSpec) -> FakeInstance:
         await self.clock.sleep(self.start_seconds)

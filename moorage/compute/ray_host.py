@@ -1,0 +1,138 @@
+"""The node side of the Ray provider: one Ray actor per instance, on the node Ray placed it on.
+
+The actor prepares the model on its node (the same download cache, safe unpacking and per-model
+environments as a single server, in the node's own cache), then runs the serving runtime there with the
+local provider, its workers listening on TCP at the node's address. The front door connects to those
+workers itself: requests never pass through Ray. The actor only answers the front door's questions about
+its instance (wait, kill a worker, usage, stop); the runtime dies with the actor's process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from moorage.artifacts.errors import ArtifactError
+from moorage.artifacts.prepare import prepare_recipe
+from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
+from moorage.compute.command import CommandInstance
+from moorage.compute.local import LocalInstance, LocalProvider
+
+
+@dataclass(frozen=True)
+class HostStarted:
+    """What `InstanceHost.start` answers: the workers' addresses, or why the instance did not start."""
+
+    workers: list[WorkerAddress]
+    node_ip: str
+    node_id: str
+    failure: str | None = None
+
+
+class InstanceHost:
+    """Made a Ray actor by the provider (`ray.remote(InstanceHost)`); its methods run on the actor's
+    event loop on the node. `cache_dir` is where this node keeps models and environments."""
+
+    def __init__(self, cache_dir: str) -> None:
+        import ray  # only ever imported on a Ray node
+
+        self.node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self.node_id: str = ray.get_runtime_context().get_node_id()
+        self.cache_dir = Path(cache_dir)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="moorage-ray-"))
+        self.instance: LocalInstance | CommandInstance | None = None
+        self._exited: asyncio.Future[int] | None = None
+
+    def ready(self) -> str:
+        """Answers once Ray has placed the actor (the provider bounds the wait for room)."""
+        return self.node_ip
+
+    async def start(self, spec: InstanceSpec) -> HostStarted:
+        """Prepare the model here, start the instance and return once it is warm; a failure is returned
+        (as a FailureReason), not raised, so it reaches the front door intact."""
+        try:
+            instance = await self._start(spec)
+        except (InstanceStartError, ArtifactError) as failure:
+            return HostStarted([], self.node_ip, self.node_id, str(failure))
+        except TimeoutError:
+            return HostStarted(
+                [],
+                self.node_ip,
+                self.node_id,
+                f"ModelDataDownloadTimeoutInSeconds ({spec.download_timeout:.0f} s) passed while node "
+                f"{self.node_ip} was still downloading, unpacking or setting up the model. Raise "
+                "ModelDataDownloadTimeoutInSeconds or use a smaller artifact.",
+            )
+        self.instance = instance
+        self._exited = asyncio.ensure_future(instance.wait())
+        return HostStarted(instance.workers, self.node_ip, self.node_id)
+
+    async def _start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
+        log_path = _log_path(spec.log_path, self.cache_dir, spec.endpoint_name)
+        if spec.recipe is not None:
+            log = _appender(log_path, f"[node {self.node_ip}] ")
+            prepared, environment = await asyncio.wait_for(
+                asyncio.to_thread(prepare_recipe, spec.recipe, self.cache_dir, log), spec.download_timeout
+            )
+            spec = dataclasses.replace(
+                spec,
+                model_dir=prepared.model_dir,
+                python=prepared.python,
+                environment=environment,
+                command=prepared.command,
+            )
+        spec = dataclasses.replace(spec, log_path=log_path)
+        return await LocalProvider(self.run_dir, tcp_host=self.node_ip).start(spec)
+
+    async def wait(self) -> int:
+        """The instance's exit status, once it exits."""
+        if self._exited is None:
+            return 0
+        return await asyncio.shield(self._exited)
+
+    async def kill_worker(self, index: int) -> None:
+        """Kill one (hung) worker; returns once it is gone (the runtime replaces it on its address)."""
+        if self.instance is None:
+            return
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_gone() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        self.instance.kill_worker(index, on_gone)
+        await gone
+
+    def usage(self) -> tuple[float, int] | None:
+        used = self.instance.usage() if self.instance is not None else None
+        return None if used is None else (used.cpu_seconds, used.rss_bytes)
+
+    async def stop(self, grace: float) -> None:
+        if self.instance is not None:
+            await self.instance.stop(grace)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _log_path(wanted: Path, cache_dir: Path, endpoint: str) -> Path:
+    """The front door's endpoint log where this node can write it (one machine, a shared disk), else a
+    log of the endpoint's own in this node's cache directory."""
+    if wanted.parent.is_dir() and os.access(wanted.parent, os.W_OK):
+        return wanted
+    local = cache_dir / "logs" / f"{endpoint}.log"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    return local
+
+
+def _appender(path: Path, prefix: str) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        with path.open("a") as log:
+            log.write(f"{stamp} {prefix}{line}\n")
+
+    return write

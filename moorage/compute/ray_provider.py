@@ -1,0 +1,218 @@
+"""The Ray provider: every instance is a Ray actor on some node of an existing Ray cluster.
+
+Ray decides where (each actor reserves the vCPUs, memory and GPUs its InstanceType implies, and actors
+are spread over the nodes); the actor (moorage/compute/ray_host.py) prepares the model and runs the
+serving runtime on its node, on TCP at the node's address, and this front door connects to the workers
+directly, as it does to local ones. Nothing of a request passes through Ray. An actor that cannot be
+placed within `placement_timeout` fails the start with the resources that were missing; a node that dies
+takes its actors with it, which the fleet sees (`wait` returns, pings fail) and replaces on the nodes
+left. See docs/cluster.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
+from moorage.compute.instance_types import InstanceResources, UnknownInstanceType, resources_for
+from moorage.compute.probe import WorkerPings
+from moorage.compute.ray_host import HostStarted, InstanceHost
+
+log = logging.getLogger("moorage.compute")
+
+NAMESPACE = "moorage"
+# Ray's own retries when the cluster address does not answer; without these, ray.init waits ~40 s
+_BOUNDED_CONNECT = {
+    "RAY_gcs_rpc_server_connect_timeout_s": "1",
+    "RAY_py_gcs_connect_timeout_s": "3",
+    "RAY_NUM_REDIS_GET_RETRIES": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+_EXITED_WITH_ITS_NODE = 255  # the status `wait` gives when the actor (or its node) is gone
+
+
+class RayUnavailable(Exception):
+    """The cluster cannot be used (not installed, not reachable); str() says what to do."""
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    address: str  # "auto", "HOST:PORT" or "ray://HOST:PORT"
+    node_address: str | None  # this server's own address on the cluster's network; None: Ray's guess
+    cache_dir: Path  # where each node keeps models and environments
+    placement_timeout: float  # how long an instance may wait for room on the cluster
+    connect_timeout: float
+    instance_types: Mapping[str, InstanceResources]
+
+
+class RayInstance:
+    def __init__(self, instance_id: str, actor: Any, started: HostStarted) -> None:
+        self.instance_id = instance_id
+        self.actor = actor
+        self.workers: list[WorkerAddress] = list(started.workers)
+        self.node_ip = started.node_ip
+        self.node_id = started.node_id
+        self.placement = f"Ray node {self.node_ip} ({self.node_id[:12]})"
+        self._pings = WorkerPings()
+        self._usage: ResourceUsage | None = None
+        self._reading: asyncio.Future[Any] | None = None
+
+    async def wait(self) -> int:
+        try:
+            return int(await self.actor.wait.remote())
+        except Exception as exc:  # RayActorError and kin: the actor, its process or its node is gone
+            log.warning("instance %s on %s is gone: %s", self.instance_id, self.placement, _first_line(exc))
+            return _EXITED_WITH_ITS_NODE
+
+    def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
+        async def kill() -> None:
+            with contextlib.suppress(Exception):
+                await self.actor.kill_worker.remote(index)
+            on_gone()
+
+        asyncio.get_running_loop().create_task(kill())
+
+    def usage(self) -> ResourceUsage | None:
+        """The last reading (asked of the node in the background, so this never waits on the cluster)."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read_usage())
+        return self._usage
+
+    async def _read_usage(self) -> None:
+        try:
+            used = await self.actor.usage.remote()
+        except Exception:
+            self._usage = None
+            return
+        self._usage = None if used is None else ResourceUsage(float(used[0]), int(used[1]))
+
+    async def ping(self, index: int, timeout: float) -> bool:
+        return await self._pings.ping(self.workers, index, timeout)
+
+    async def stop(self, grace: float) -> None:
+        self._pings.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.wrap_future(self.actor.stop.remote(grace).future()), grace + 10)
+        _kill(self.actor)
+
+
+class RayProvider:
+    def __init__(self, settings: RaySettings) -> None:
+        self.settings = settings
+        self._host: Any = None  # InstanceHost as a Ray actor class, made once connected
+
+    async def open(self) -> None:
+        """Connect to the cluster, within `connect_timeout`: an unreachable address fails start-up."""
+        settings = self.settings
+        for name, value in _BOUNDED_CONNECT.items():
+            os.environ.setdefault(name, value)
+        try:
+            import ray
+        except ImportError:
+            raise RayUnavailable(
+                "--compute ray needs Ray on this server: pip install 'moorage[ray]' (and the same Ray "
+                "version on the cluster)."
+            ) from None
+        options: dict[str, Any] = {
+            "address": settings.address,
+            "namespace": NAMESPACE,
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+        }
+        if settings.node_address:
+            options["_node_ip_address"] = settings.node_address
+        try:
+            await asyncio.wait_for(asyncio.to_thread(ray.init, **options), settings.connect_timeout)
+        except TimeoutError:
+            raise RayUnavailable(
+                f"The Ray cluster at {settings.address} did not answer within "
+                f"{settings.connect_timeout:.0f} s. Check --ray-address (and that `ray status` works "
+                "from this machine)."
+            ) from None
+        except Exception as exc:
+            raise RayUnavailable(
+                f"Cannot connect to the Ray cluster at {settings.address}: {_first_line(exc)}. Check "
+                "--ray-address (and that `ray status` works from this machine)."
+            ) from None
+        self._host = ray.remote(max_restarts=0, max_task_retries=0)(InstanceHost)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        log.info("connected to the Ray cluster at %s: %d node(s)", settings.address, len(nodes))
+
+    async def close(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            await asyncio.to_thread(ray.shutdown)
+
+    async def start(self, spec: InstanceSpec) -> RayInstance:
+        try:
+            wants = resources_for(spec.instance_type, self.settings.instance_types)
+        except UnknownInstanceType as exc:
+            raise InstanceStartError(str(exc)) from None
+        actor = self._host.options(
+            num_cpus=wants.cpus,
+            memory=wants.memory_bytes,
+            num_gpus=wants.gpus,
+            scheduling_strategy="SPREAD",
+            name=f"{spec.endpoint_name}:{spec.variant_name}:{spec.instance_id}",
+        ).remote(str(self.settings.cache_dir))
+        try:
+            await self._placed(actor, spec, wants)
+            started: HostStarted = await asyncio.wait_for(
+                asyncio.wrap_future(actor.start.remote(spec).future()),
+                spec.download_timeout + spec.startup_timeout + 30,
+            )
+        except BaseException as exc:
+            _kill(actor)
+            if isinstance(exc, InstanceStartError | asyncio.CancelledError):
+                raise
+            raise InstanceStartError(
+                f"The instance's Ray actor failed while it started: {_first_line(exc)}"
+            ) from None
+        if started.failure is not None:
+            _kill(actor)
+            raise InstanceStartError(started.failure)
+        instance = RayInstance(spec.instance_id, actor, started)
+        log.info("instance %s runs on %s", spec.instance_id, instance.placement)
+        return instance
+
+    async def _placed(self, actor: Any, spec: InstanceSpec, wants: InstanceResources) -> None:
+        """Wait until Ray has placed the actor; a cluster without room fails within the bound."""
+        bound = self.settings.placement_timeout
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(actor.ready.remote().future()), bound)
+        except TimeoutError:
+            import ray
+
+            free = await asyncio.to_thread(ray.available_resources)
+            raise InstanceStartError(
+                f"No node of the Ray cluster had room for instance {spec.instance_id} "
+                f"({spec.instance_type}: {wants.describe()}) within {bound:.0f} s; the cluster has "
+                f"{_free(free)} free. Add nodes or free resources, use a smaller InstanceType, or change "
+                "the type's size in MOORAGE_INSTANCE_TYPES."
+            ) from None
+
+
+def _free(resources: Mapping[str, float]) -> str:
+    cpus = resources.get("CPU", 0.0)
+    memory = resources.get("memory", 0.0) / 1024**3
+    gpus = resources.get("GPU", 0.0)
+    return f"{cpus:g} CPU, {memory:.1f} GiB memory" + (f", {gpus:g} GPU" if gpus else "")
+
+
+def _kill(actor: Any) -> None:
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.kill(actor, no_restart=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
