@@ -221,6 +221,7 @@ class MoorageApp:
             ]
         )
         await self.reconciler.restore()
+        self._background.append(asyncio.create_task(self.reconciler.follow(), name="reconciler"))
         await self.scaling.start()
         self._background.append(asyncio.create_task(self.usage.run(), name="usage"))
         log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))

@@ -64,7 +64,7 @@ class Endpoints:
 
     async def create(self, caller: Caller, params: Params) -> Params:
         arn = await self.store.run(self._record_create, caller, params)
-        self.reconciler.create(params["EndpointName"])
+        self.reconciler.wake()
         return {"EndpointArn": arn}
 
     def _record_create(self, caller: Caller, params: Params) -> str:
@@ -101,11 +101,11 @@ class Endpoints:
         return arn
 
     async def update(self, caller: Caller, params: Params) -> Params:
-        name, arn = await self.store.run(self._record_update, caller, params)
-        self.reconciler.update(name)
+        arn = await self.store.run(self._record_update, caller, params)
+        self.reconciler.wake()
         return {"EndpointArn": arn}
 
-    def _record_update(self, caller: Caller, params: Params) -> tuple[str, str]:
+    def _record_update(self, caller: Caller, params: Params) -> str:
         name = params["EndpointName"]
         row = self._row(caller, name)
         if row.status != "InService":
@@ -130,7 +130,7 @@ class Endpoints:
             generation=row.generation + 1,
             **changes,
         )
-        return row.name, row.arn
+        return row.arn
 
     async def update_weights_and_capacities(self, caller: Caller, params: Params) -> Params:
         """UpdateEndpointWeightsAndCapacities: Updating until every variant has its new instance count;
@@ -165,7 +165,7 @@ class Endpoints:
         """The one way instance counts and weights change (the API above, and autoscaling): checked,
         recorded as the variants' desired capacity, then carried out by the reconciler."""
         await self.store.run(self._record_capacity, name, counts, weights)
-        self.reconciler.change_capacity(name, counts, weights)
+        self.reconciler.wake()
 
     def _record_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
         with self.store.session() as session:
@@ -220,7 +220,7 @@ class Endpoints:
         name = await self.store.run(self._record_delete, caller, params["EndpointName"])
         for listener in self.on_delete:
             await listener(name)
-        self.reconciler.delete(name)
+        self.reconciler.wake()
         return {}
 
     def _record_delete(self, caller: Caller, name: str) -> str:

@@ -11,15 +11,23 @@ another writer overtook is decided again on the row as it now is. An endpoint de
 never written back: what the transition started is stopped instead.
 
 Reads and writes run on the store's threads (`Store.run`), so a slow database holds up a transition, never
-the event loop; whatever touches the live fleets and the routing table runs on the loop, between them."""
+the event loop; whatever touches the live fleets and the routing table runs on the loop, between them.
+
+The control plane never tells the reconciler what to do: it writes the row and wakes it (`wake`), and
+`follow` reads every endpoint's row and starts whatever transition a row asks for that is not already
+under way. So a change accepted by any server sharing the store is carried out by the one that
+reconciles, within `poll_seconds` of being written, and a woken reconciler acts at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from sqlalchemy import select
 
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
@@ -36,27 +44,112 @@ class VariantState:
     status: list[dict[str, Any]]  # VariantStatus entries
 
 
+@dataclass(frozen=True)
+class _Intent:
+    """What one endpoint row asks for, read cheaply: its status, whether a deployment is pending, and
+    the variants' desired capacity."""
+
+    name: str
+    status: str
+    pending: bool
+    capacity: dict[str, dict[str, Any]]
+
+
+log = logging.getLogger("moorage.control")
+
+_Kind = Literal["create", "update", "delete", "capacity"]
+DEFAULT_POLL_SECONDS = 1.0
+
+
 class Reconciler:
-    def __init__(self, store: Store, table: RoutingTable, ctx: FleetContext) -> None:
+    def __init__(
+        self, store: Store, table: RoutingTable, ctx: FleetContext, poll_seconds: float = DEFAULT_POLL_SECONDS
+    ) -> None:
         self.store = store
         self.table = table
         self.ctx = ctx
         self.logs = ctx.logs
         self.clock = ctx.clock
+        self.poll_seconds = poll_seconds
         self.fleets: dict[str, EndpointFleet] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._kinds: dict[str, _Kind] = {}
+        self._woken = asyncio.Event()
 
-    # ---- what the control plane calls (all return at once; work goes on in tasks) ----------------
+    # ---- what the control plane calls ----------------------------------------------------------
+
+    def wake(self) -> None:
+        """A row changed: look at the rows now rather than at the next poll."""
+        self._woken.set()
+
+    async def follow(self) -> None:
+        """Carry out what the rows ask for, forever (run as a task by the server that reconciles)."""
+        while True:
+            self._woken.clear()
+            try:
+                intents = await self.store.run(self._intents)
+            except Exception:  # a store hiccup: logged, and looked at again at the next poll
+                log.exception("reading the endpoints failed; trying again in %.1f s", self.poll_seconds)
+            else:
+                for intent in intents:
+                    self._dispatch(intent)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.poll_seconds)
+
+    def _dispatch(self, intent: _Intent) -> None:
+        name, doing = intent.name, self._kinds.get(intent.name)
+        if intent.status == "Deleting":
+            if doing != "delete":
+                self.delete(name)
+        elif doing is not None:
+            return  # a transition is under way; it decides again on the row when it records its outcome
+        elif intent.status == "Creating":
+            self.create(name)
+        elif intent.status == "Updating" and intent.pending:
+            self.update(name)
+        elif intent.status == "Updating":
+            self._capacity_from(intent)
+
+    def _capacity_from(self, intent: _Intent) -> None:
+        """An accepted capacity change: resize the variants whose desired count the row changed, and
+        move the weights it changed."""
+        fleet = self.fleets.get(intent.name)
+        if fleet is None:
+            self.update(intent.name)  # nothing to resize here: `_update` records the row InService
+            return
+        counts, weights = {}, {}
+        for variant in fleet.variants:
+            wanted = intent.capacity.get(variant.name)
+            if wanted is None:
+                continue
+            if int(wanted["instances"]) != variant.desired:
+                counts[variant.name] = int(wanted["instances"])
+            if float(wanted["weight"]) != variant.route.weight:
+                weights[variant.name] = float(wanted["weight"])
+        self.change_capacity(intent.name, counts, weights)
+
+    def _intents(self) -> list[_Intent]:
+        with self.store.session() as session:
+            rows = session.execute(
+                select(EndpointRow.name, EndpointRow.status, EndpointRow.pending, EndpointRow.deployed)
+            ).all()
+        return [
+            _Intent(name, status, bool(pending), dict((deployed or {}).get("capacity") or {}))
+            for name, status, pending, deployed in rows
+            if status in ("Creating", "Updating", "Deleting")
+        ]
+
+    # ---- transitions, started by `_dispatch` (all return at once; work goes on in tasks) ---------
 
     def create(self, name: str) -> None:
-        self._run(name, self._create(name))
+        self._run(name, self._create(name), "create")
 
     def update(self, name: str) -> None:
-        self._run(name, self._update(name))
+        self._run(name, self._update(name), "update")
 
     def delete(self, name: str) -> None:
         previous = self._tasks.pop(name, None)
-        self._run(name, self._delete(name, previous))
+        self._run(name, self._delete(name, previous), "delete")
 
     def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
         """Resize variants (starting now) and then apply new weights; the endpoint is Updating meanwhile."""
@@ -64,7 +157,7 @@ class Reconciler:
         if fleet is None:
             return
         resizes = {v.name: v.resize(n) for v, n in ((fleet.variant(v), n) for v, n in counts.items()) if v}
-        self._run(name, self._change_capacity(fleet, resizes, weights))
+        self._run(name, self._change_capacity(fleet, resizes, weights), "capacity")
 
     def variant_states(self, name: str) -> dict[str, VariantState]:
         fleet = self.fleets.get(name)
@@ -97,14 +190,17 @@ class Reconciler:
 
     # ---- transitions ---------------------------------------------------------------------------
 
-    def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+    def _run(self, name: str, work: Coroutine[Any, Any, None], kind: _Kind) -> None:
         task = asyncio.create_task(work, name=f"endpoint:{name}")
         self._tasks[name] = task
+        self._kinds[name] = kind
         task.add_done_callback(lambda t: self._forget(name, t))
 
     def _forget(self, name: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(name) is task:
             del self._tasks[name]
+            del self._kinds[name]
+            self.wake()  # the row may ask for more (a change accepted while this one ran)
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.logs.write(name, f"Internal error while reconciling: {exc!r}")
 

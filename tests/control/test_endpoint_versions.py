@@ -45,22 +45,13 @@ SNAPSHOT: dict[str, Any] = {
 
 
 class _Reconciler:
-    """Records what the control plane asks of it and does nothing (no fleets here)."""
+    """Counts how often the control plane wakes it (after writing a row) and does nothing else."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[str] = []
 
-    def create(self, name: str) -> None:
-        self.calls.append(("create", name))
-
-    def update(self, name: str) -> None:
-        self.calls.append(("update", name))
-
-    def delete(self, name: str) -> None:
-        self.calls.append(("delete", name))
-
-    def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
-        self.calls.append(("change_capacity", name))
+    def wake(self) -> None:
+        self.calls.append("wake")
 
     def variant_states(self, name: str) -> dict[str, Any]:
         return {}
@@ -174,7 +165,7 @@ async def test_two_update_endpoints_racing_one_wins_the_other_is_refused(store: 
         ValidationException, match=r'Cannot update in-progress endpoint ".*/ep"\..*now Updating'
     ):
         await mine.update(CALLER, params)
-    assert their_reconciler.calls == [("update", "ep")]
+    assert their_reconciler.calls == ["wake"]
     assert my_reconciler.calls == []
     row = _row(store)
     assert row is not None and (row.status, row.generation, row.version) == ("Updating", 1, 2)
@@ -191,7 +182,7 @@ async def test_capacity_change_losing_to_delete_endpoint_is_refused(store: Store
     }
     with pytest.raises(ValidationException, match="its status is now Deleting"):
         await mine.update_weights_and_capacities(CALLER, change)
-    assert (my_reconciler.calls, their_reconciler.calls) == ([], [("delete", "ep")])
+    assert (my_reconciler.calls, their_reconciler.calls) == ([], ["wake"])
     row = _row(store)
     assert row is not None and row.status == "Deleting" and row.deployed == SNAPSHOT
 
@@ -218,7 +209,7 @@ async def test_two_create_endpoints_racing_one_wins_the_other_is_told_it_exists(
     quotas.meanwhile = lambda: _elsewhere(theirs.create(CALLER, {**params, "EndpointName": "EP"}))
     with pytest.raises(ValidationException, match=r'Cannot create already existing endpoint ".*/ep"'):
         await mine.create(CALLER, params)
-    assert (my_reconciler.calls, their_reconciler.calls) == ([], [("create", "EP")])
+    assert (my_reconciler.calls, their_reconciler.calls) == ([], ["wake"])
 
 
 async def test_a_change_overtaken_by_a_deletion_answers_not_found(store: Store) -> None:
@@ -369,3 +360,44 @@ def _row_named(store: Store, name: str) -> EndpointRow:
         row = session.get(EndpointRow, name)
     assert row is not None
     return row
+
+
+async def test_the_reconciler_carries_out_a_row_another_front_door_wrote(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No call reaches the reconciler: it finds the Creating row itself (within its poll), deploys it,
+    and later finds the Deleting row and removes the endpoint."""
+    fleet = _Fleet("ep")
+    fleet.route = SimpleNamespace(name="ep")  # type: ignore[attr-defined]
+
+    async def deploy(name: str, snapshot: dict[str, Any], ctx: FleetContext) -> _Fleet:
+        return fleet
+
+    monkeypatch.setattr(reconciler_module, "deploy_fleet", deploy)
+    ctx = cast(
+        FleetContext, SimpleNamespace(logs=EndpointLogs(tmp_path / "logs"), clock=FakeClock(), stats=None)
+    )
+    installed: list[object] = []
+    table = SimpleNamespace(install=installed.append, remove=lambda name: None)
+    reconciler = Reconciler(store, cast(RoutingTable, table), ctx, poll_seconds=0.05)
+    following = asyncio.create_task(reconciler.follow())
+    try:
+        _insert(store, "Creating", pending=SNAPSHOT, pending_start_time=1.0)
+        for _ in range(200):
+            row = _row(store)
+            if row is not None and row.status == "InService":
+                break
+            await asyncio.sleep(0.02)
+        assert row is not None and row.status == "InService" and fleet.activated
+        assert installed == [fleet.route]  # type: ignore[attr-defined]
+        theirs, _, _ = _front_door(store)
+        await theirs.delete(CALLER, {"EndpointName": "ep"})
+        await asyncio.wait_for(fleet.retired.wait(), 5)
+        for _ in range(200):
+            if _row(store) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert _row(store) is None and "ep" not in reconciler.fleets
+    finally:
+        following.cancel()
+        await reconciler.shutdown()
