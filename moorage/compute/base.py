@@ -45,6 +45,10 @@ class ResourceUsage:
 
     cpu_seconds: float
     rss_bytes: int
+    # a reading taken earlier than the call (another machine's): when (time.monotonic()), and the memory
+    # that MemoryUtilization is a share of (the InstanceType's); None: now, and this machine's memory
+    taken_at: float | None = None
+    memory_total: int | None = None
 
 
 class InstanceStartError(Exception):

@@ -58,20 +58,23 @@ class InstanceHost:
         (as a FailureReason), not raised, so it reaches the front door intact."""
         try:
             instance = await self._start(spec)
-        except (InstanceStartError, ArtifactError) as failure:
-            return HostStarted([], self.node_ip, self.node_id, str(failure))
+        except InstanceStartError as failure:
+            return self._failed(str(failure))
+        except ArtifactError as failure:
+            return self._failed(str(failure) + _store_hint(spec))
         except TimeoutError:
-            return HostStarted(
-                [],
-                self.node_ip,
-                self.node_id,
+            return self._failed(
                 f"ModelDataDownloadTimeoutInSeconds ({spec.download_timeout:.0f} s) passed while node "
                 f"{self.node_ip} was still downloading, unpacking or setting up the model. Raise "
-                "ModelDataDownloadTimeoutInSeconds or use a smaller artifact.",
+                "ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
             )
         self.instance = instance
         self._exited = asyncio.ensure_future(instance.wait())
         return HostStarted(instance.workers, self.node_ip, self.node_id)
+
+    def _failed(self, reason: str) -> HostStarted:
+        shutil.rmtree(self.run_dir, ignore_errors=True)  # the provider kills this actor next
+        return HostStarted([], self.node_ip, self.node_id, reason)
 
     async def _start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
         log_path = _log_path(spec.log_path, self.cache_dir, spec.endpoint_name)
@@ -117,6 +120,17 @@ class InstanceHost:
         if self.instance is not None:
             await self.instance.stop(grace)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _store_hint(spec: InstanceSpec) -> str:
+    """A node that cannot reach the front door's own S3 store: say why, and what to do."""
+    store = spec.recipe.store if spec.recipe is not None else None
+    if store is None or not any(host in store[0] for host in ("//127.", "//localhost", "//[::1]")):
+        return ""
+    return (
+        f" The model data is in the S3 store at {store[0]}, which only the server's own machine reaches; "
+        "on a cluster, start the server with --s3-endpoint URL for a store every node reaches."
+    )
 
 
 def _log_path(wanted: Path, cache_dir: Path, endpoint: str) -> Path:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +55,10 @@ class RaySettings:
 
 
 class RayInstance:
-    def __init__(self, instance_id: str, actor: Any, started: HostStarted) -> None:
+    def __init__(self, instance_id: str, actor: Any, started: HostStarted, memory_total: int) -> None:
         self.instance_id = instance_id
         self.actor = actor
+        self.memory_total = memory_total
         self.workers: list[WorkerAddress] = list(started.workers)
         self.node_ip = started.node_ip
         self.node_id = started.node_id
@@ -72,14 +76,18 @@ class RayInstance:
 
     def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
         async def kill() -> None:
-            with contextlib.suppress(Exception):
-                await self.actor.kill_worker.remote(index)
-            on_gone()
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(self.actor.kill_worker.remote(index).future()), 10)
+            except Exception:  # the actor is gone or not answering: so is the worker, or it will be
+                pass
+            finally:
+                on_gone()
 
         asyncio.get_running_loop().create_task(kill())
 
     def usage(self) -> ResourceUsage | None:
-        """The last reading (asked of the node in the background, so this never waits on the cluster)."""
+        """The last reading, stamped with when it arrived (asked of the node in the background, so this
+        never waits on the cluster); MemoryUtilization is a share of the InstanceType's memory."""
         if self._reading is None or self._reading.done():
             self._reading = asyncio.ensure_future(self._read_usage())
         return self._usage
@@ -88,9 +96,9 @@ class RayInstance:
         try:
             used = await self.actor.usage.remote()
         except Exception:
-            self._usage = None
-            return
-        self._usage = None if used is None else ResourceUsage(float(used[0]), int(used[1]))
+            return  # the last reading stands; a lost actor is noticed by `wait` and the health check
+        if used is not None:
+            self._usage = ResourceUsage(float(used[0]), int(used[1]), time.monotonic(), self.memory_total)
 
     async def ping(self, index: int, timeout: float) -> bool:
         return await self._pings.ping(self.workers, index, timeout)
@@ -99,13 +107,14 @@ class RayInstance:
         self._pings.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(self.actor.stop.remote(grace).future()), grace + 10)
-        _kill(self.actor)
+        await _killed(self.actor)
 
 
 class RayProvider:
     def __init__(self, settings: RaySettings) -> None:
         self.settings = settings
         self._host: Any = None  # InstanceHost as a Ray actor class, made once connected
+        self._connected = False
 
     async def open(self) -> None:
         """Connect to the cluster, within `connect_timeout`: an unreachable address fails start-up."""
@@ -140,47 +149,65 @@ class RayProvider:
                 f"Cannot connect to the Ray cluster at {settings.address}: {_first_line(exc)}. Check "
                 "--ray-address (and that `ray status` works from this machine)."
             ) from None
+        self._connected = True
         self._host = ray.remote(max_restarts=0, max_task_retries=0)(InstanceHost)
         nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
         log.info("connected to the Ray cluster at %s: %d node(s)", settings.address, len(nodes))
 
     async def close(self) -> None:
+        if not self._connected:
+            return
         import ray
 
-        if ray.is_initialized():
-            await asyncio.to_thread(ray.shutdown)
+        self._connected = False
+        await asyncio.to_thread(ray.shutdown)
 
     async def start(self, spec: InstanceSpec) -> RayInstance:
         try:
             wants = resources_for(spec.instance_type, self.settings.instance_types)
         except UnknownInstanceType as exc:
             raise InstanceStartError(str(exc)) from None
-        actor = self._host.options(
-            num_cpus=wants.cpus,
-            memory=wants.memory_bytes,
-            num_gpus=wants.gpus,
-            scheduling_strategy="SPREAD",
-            name=f"{spec.endpoint_name}:{spec.variant_name}:{spec.instance_id}",
-        ).remote(str(self.settings.cache_dir))
+        # an instance uses the vCPUs it reserved, not every core of the node it landed on
+        workers = str(max(1, math.ceil(wants.cpus)))
+        spec = dataclasses.replace(
+            spec,
+            environment={"SAGEMAKER_MODEL_SERVER_WORKERS": workers, **spec.environment},
+            log_path=spec.log_path.absolute(),  # the node resolves paths in its own working directory
+        )
+        bound = spec.download_timeout + spec.startup_timeout + 30
+        actor = None
         try:
+            actor = await asyncio.to_thread(
+                self._create_actor, wants
+            )  # Ray asks the cluster: not on the loop
             await self._placed(actor, spec, wants)
             started: HostStarted = await asyncio.wait_for(
-                asyncio.wrap_future(actor.start.remote(spec).future()),
-                spec.download_timeout + spec.startup_timeout + 30,
+                asyncio.wrap_future(actor.start.remote(spec).future()), bound
             )
         except BaseException as exc:
-            _kill(actor)
+            if actor is not None:
+                await _killed(actor)
             if isinstance(exc, InstanceStartError | asyncio.CancelledError):
                 raise
+            if isinstance(exc, TimeoutError):
+                raise InstanceStartError(
+                    f"The instance's Ray actor had not started the model within {bound:.0f} s "
+                    "(ModelDataDownloadTimeoutInSeconds + ContainerStartupHealthCheckTimeoutInSeconds)."
+                ) from None
             raise InstanceStartError(
                 f"The instance's Ray actor failed while it started: {_first_line(exc)}"
             ) from None
         if started.failure is not None:
-            _kill(actor)
+            await _killed(actor)
             raise InstanceStartError(started.failure)
-        instance = RayInstance(spec.instance_id, actor, started)
+        instance = RayInstance(spec.instance_id, actor, started, wants.memory_bytes)
         log.info("instance %s runs on %s", spec.instance_id, instance.placement)
         return instance
+
+    def _create_actor(self, wants: InstanceResources) -> Any:
+        return self._host.options(
+            num_cpus=wants.cpus, memory=wants.memory_bytes, num_gpus=wants.gpus, scheduling_strategy="SPREAD"
+        ).remote(str(self.settings.cache_dir))
 
     async def _placed(self, actor: Any, spec: InstanceSpec, wants: InstanceResources) -> None:
         """Wait until Ray has placed the actor; a cluster without room fails within the bound."""
@@ -206,11 +233,12 @@ def _free(resources: Mapping[str, float]) -> str:
     return f"{cpus:g} CPU, {memory:.1f} GiB memory" + (f", {gpus:g} GPU" if gpus else "")
 
 
-def _kill(actor: Any) -> None:
+async def _killed(actor: Any) -> None:
+    """ray.kill, off the loop (it may wait on the cluster)."""
     import ray
 
     with contextlib.suppress(Exception):
-        ray.kill(actor, no_restart=True)
+        await asyncio.to_thread(ray.kill, actor, no_restart=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -351,7 +351,14 @@ class Reconciler:
         """Record a freshly deployed fleet's snapshot as what the endpoint runs, then route traffic to
         it; if the endpoint moved on meanwhile (deleted, say), the fleet is stopped instead. Cancelled
         while the write is under way (a DeleteEndpoint, shutdown), the fleet is stopped too: nothing
-        else knows about it yet."""
+        else knows about it yet.
+
+        A new endpoint (nothing routed yet) is routable before its row says InService, so a client
+        that sees InService can invoke it at once; an updated one switches after the write, the old
+        fleet serving meanwhile."""
+        first = fleet.name not in self.fleets
+        if first:
+            self._activate(fleet)
         try:
             recorded = await self._save(
                 fleet.name,
@@ -364,15 +371,18 @@ class Reconciler:
                 config_name=snapshot["config"]["EndpointConfigName"],
             )
         except asyncio.CancelledError:
+            self._deactivate(fleet)
             await asyncio.shield(fleet.retire(drain=False, grace=5.0))
             raise
         if not recorded:
             self.logs.write(
                 fleet.name, "The endpoint changed while it was being deployed; the new instances stop."
             )
+            self._deactivate(fleet)
             await fleet.retire(drain=False, grace=5.0)
             return False
-        self._activate(fleet)
+        if not first:
+            self._activate(fleet)
         return True
 
     def _remove(self, name: str) -> None:
@@ -387,6 +397,12 @@ class Reconciler:
         self.fleets[fleet.name] = fleet
         self.table.install(fleet.route)
         fleet.activate()
+
+    def _deactivate(self, fleet: EndpointFleet) -> None:
+        """Undo `_activate` of a fleet that is not to serve after all (if it is still the one routed)."""
+        if self.fleets.get(fleet.name) is fleet:
+            del self.fleets[fleet.name]
+            self.table.remove(fleet.name)
 
 
 _Expect = Callable[[EndpointRow], bool]

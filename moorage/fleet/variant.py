@@ -9,6 +9,7 @@ failures back off exponentially instead of spinning."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from moorage.fleet.health import probe
 from moorage.fleet.member import Member
 from moorage.fleet.plan import VariantPlan
 from moorage.fleet.settings import FleetContext
+
+log = logging.getLogger("moorage.fleet")
 
 _DRAIN_POLL_SECONDS = 0.05
 _HUNG_GRACE_SECONDS = 5.0  # a hung instance will not act on SIGTERM; it is out of the route already
@@ -159,8 +162,10 @@ class VariantFleet:
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             for failure in failures:
-                if not isinstance(failure, InstanceStartError):
+                if isinstance(failure, asyncio.CancelledError):
                     raise failure
+                if not isinstance(failure, InstanceStartError):  # a provider bug must not end `_keep`
+                    log.error("variant %s: starting an instance failed", self.name, exc_info=failure)
                 self._failed(f"a new instance did not start: {failure}", lived=0.0)
             if failures and self._resize is not None and not self._resize.done():
                 self.desired = self.current

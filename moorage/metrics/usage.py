@@ -41,12 +41,19 @@ class UsageMeter:
             usage = instance.usage()
             if usage is None:
                 continue
-            current[instance.instance_id] = (usage.cpu_seconds, now)
+            taken = usage.taken_at if usage.taken_at is not None else now
             previous = last.get(instance.instance_id)
+            if previous is not None and taken == previous[1] and instance.instance_id in self._now:
+                # no newer reading (a remote one still on its way): the last figures stand
+                current[instance.instance_id] = previous
+                readings[instance.instance_id] = self._now[instance.instance_id]
+                continue
+            current[instance.instance_id] = (usage.cpu_seconds, taken)
             cpu = 0.0
-            if previous is not None and now > previous[1]:
-                cpu = max(0.0, (usage.cpu_seconds - previous[0]) / (now - previous[1]) * 100)
-            memory = usage.rss_bytes / self.memory_bytes * 100 if self.memory_bytes else 0.0
+            if previous is not None and taken > previous[1]:
+                cpu = max(0.0, (usage.cpu_seconds - previous[0]) / (taken - previous[1]) * 100)
+            total = usage.memory_total or self.memory_bytes
+            memory = usage.rss_bytes / total * 100 if total else 0.0
             readings[instance.instance_id] = Utilization(round(cpu, 2), round(memory, 2))
         self._last, self._now = current, readings
 

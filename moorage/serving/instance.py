@@ -58,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     system = system_properties(str(settings.model_dir))
     invoker = Invoker(loaded.handlers, loaded.model, settings.default_accept, system)
     app = App(invoker, settings.workers, loaded.handlers.is_async)
-    return Supervisor(settings, app, files, loaded.model_fn_seconds).run()
+    try:
+        supervisor = Supervisor(settings, app, files, loaded.model_fn_seconds)
+    except OSError as exc:  # TCP: the address cannot be listened on
+        return _fail(files, one_line(f"the instance cannot listen on {settings.tcp_host}: {exc}"), exc)
+    return supervisor.run()
 
 
 def load(settings: Settings) -> Loaded:

@@ -105,6 +105,9 @@ class Supervisor:
             try:
                 for fd in (self._wake_r, self._wake_w, self._ready_r):
                     os.close(fd)
+                for index, listener in self._listeners.items():  # a worker holds its own socket only
+                    if index != slot.index:
+                        listener.close()
                 status = run_worker(slot.index, listen, self._app, self._settings, self._ready_w, parent)
             except BaseException:
                 traceback.print_exc()

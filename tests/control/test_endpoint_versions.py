@@ -239,6 +239,7 @@ def test_a_tag_edit_overtaken_by_another_write_is_applied_again_to_the_new_row(s
 class _Fleet:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.route = SimpleNamespace(name=name)
         self.activated = False
         self.retired = asyncio.Event()
 
@@ -280,7 +281,7 @@ async def test_a_creation_that_loses_to_delete_endpoint_stops_its_fleet_and_neve
             assert delete_endpoint(session, "ep", row.version)
     release.set()
     await asyncio.wait_for(fleet.retired.wait(), 5)
-    assert not fleet.activated and "ep" not in reconciler.fleets
+    assert "ep" not in reconciler.fleets and table.get("ep") is None
     row = _row(store)
     if removed:
         assert row is None
@@ -368,7 +369,6 @@ async def test_the_reconciler_carries_out_a_row_another_front_door_wrote(
     """No call reaches the reconciler: it finds the Creating row itself (within its poll), deploys it,
     and later finds the Deleting row and removes the endpoint."""
     fleet = _Fleet("ep")
-    fleet.route = SimpleNamespace(name="ep")  # type: ignore[attr-defined]
 
     async def deploy(name: str, snapshot: dict[str, Any], ctx: FleetContext) -> _Fleet:
         return fleet
@@ -389,7 +389,7 @@ async def test_the_reconciler_carries_out_a_row_another_front_door_wrote(
                 break
             await asyncio.sleep(0.02)
         assert row is not None and row.status == "InService" and fleet.activated
-        assert installed == [fleet.route]  # type: ignore[attr-defined]
+        assert installed == [fleet.route]
         theirs, _, _ = _front_door(store)
         await theirs.delete(CALLER, {"EndpointName": "ep"})
         await asyncio.wait_for(fleet.retired.wait(), 5)
