@@ -7,14 +7,16 @@ shutdown stops accepting, drains connections and stops every instance."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from moorage.api import control, routing, scaling
 from moorage.api.http import refusal_response
@@ -29,12 +31,14 @@ from moorage.compute.base import Instance, InstanceProvider
 from moorage.compute.providers import make_provider
 from moorage.config import Settings
 from moorage.control.endpoints import Endpoints
+from moorage.control.leadership import AdvisoryLock, Leadership, SoleServer
 from moorage.control.quotas import InstanceQuotas
 from moorage.control.reconciler import Reconciler
 from moorage.control.scaling.engine import ScalingEngine
 from moorage.control.scaling.settings import ScalingSettings
 from moorage.control.scaling_port import FleetScalingPort
 from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
+from moorage.dataplane.route_sync import RouteFollower, RoutePublisher
 from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import StatsBook
 from moorage.fleet import EndpointFleet, FleetContext
@@ -50,6 +54,8 @@ from moorage.s3store.service import S3Service
 from moorage.store import Store, open_store
 
 log = logging.getLogger("moorage")
+# how long instances left running by an earlier server wait to be adopted before they are stopped
+ADOPT_GRACE_SECONDS = 60.0
 _PING = json_response({"status": "Healthy"})
 RUNTIME_PREFIX = b"/endpoints/"
 _NOT_FOUND = "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."
@@ -73,6 +79,7 @@ class MoorageApp:
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
         self.provider: InstanceProvider | None = None
+        self.leadership: Leadership | None = None
         self._run_dir: Path | None = None
         self.stats = StatsBook() if settings.metrics else None
         self.usage = UsageMeter(self.clock, self._instances)
@@ -199,7 +206,7 @@ class MoorageApp:
             stats=self.stats,
             images=ImageRegistry(self.store),
         )
-        self.reconciler = Reconciler(self.store, self.table, fleet)
+        self.reconciler = Reconciler(self.store, self.table, fleet, settings.reconcile_poll_seconds)
         endpoints = Endpoints(self.store, self.reconciler, InstanceQuotas.from_settings(settings))
         port = FleetScalingPort(self.store, self.reconciler, endpoints, self.usage)
         self.scaling = ScalingEngine(self.store, port, self.clock, ScalingSettings.from_environ(os.environ))
@@ -220,11 +227,56 @@ class MoorageApp:
                 for service, table in tables.items()
             ]
         )
+        self.leadership = AdvisoryLock(self.store) if self.store.shared else SoleServer()
+        if await self.leadership.try_lead():
+            await self._lead()
+        else:
+            log.info("another server reconciles; this one serves the API and follows its routes")
+            self._in_background(self._follow_until_leading(), "leadership")
+        self._in_background(self.usage.run(), "usage")
+
+    async def _lead(self) -> None:
+        """Reconcile: rebuild what the rows say should run (warm before this returns), then carry out
+        every change the rows ask for; on a shared database, publish the routes for the other servers."""
+        assert self.reconciler is not None and self.scaling is not None and self.store is not None
+        assert self.provider is not None
+        await self.provider.adopt(ADOPT_GRACE_SECONDS)  # instances an earlier server left running
         await self.reconciler.restore()
-        self._background.append(asyncio.create_task(self.reconciler.follow(), name="reconciler"))
+        self._in_background(self.reconciler.follow(), "reconciler")
         await self.scaling.start()
-        self._background.append(asyncio.create_task(self.usage.run(), name="usage"))
-        log.info("state in %s; %d endpoint(s) serving", settings.state_dir, len(self.reconciler.fleets))
+        if self.store.shared:
+            publisher = RoutePublisher(self.store, self.table, self.settings.route_sync_seconds)
+            self._in_background(publisher.run(), "routes")
+            self._in_background(self._stop_when_lead_lost(), "lead")
+        log.info("reconciling; %d endpoint(s) serving", len(self.reconciler.fleets))
+
+    async def _follow_until_leading(self) -> None:
+        assert self.store is not None and self.leadership is not None
+        follower = RouteFollower(self.store, self.table, self.stats, self.settings.route_sync_seconds)
+        following = asyncio.create_task(follower.run(), name="follow-routes")
+        try:
+            while not await self.leadership.try_lead():
+                await asyncio.sleep(self.settings.leader_retry_seconds)
+            log.info("the server that reconciled is gone; this one reconciles now")
+            await self._lead()  # followed routes serve until the restored fleets replace them
+        finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            follower.forget()
+
+    async def _stop_when_lead_lost(self) -> None:
+        """A server that lost the lead stops at once, so two never reconcile together; its instances
+        on a cluster go on serving and the next server to lead adopts them. Run servers under a
+        supervisor that restarts them (docs/cluster.md)."""
+        assert self.leadership is not None
+        await self.leadership.lost()
+        log.critical("this server lost the lead (its database connection); stopping now")
+        logging.shutdown()
+        os._exit(75)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._background.append(asyncio.create_task(work, name=name))
 
     async def shutdown(self) -> None:
         await self.s3_service.stop()
@@ -233,9 +285,13 @@ class MoorageApp:
         for task in self._background:
             task.cancel()
         if self.reconciler is not None:
-            await self.reconciler.shutdown()
+            await self.reconciler.shutdown(
+                stop_instances=not self.provider or not self.provider.outlives_server
+            )
         if self.provider is not None:
             await self.provider.close()
+        if self.leadership is not None:
+            self.leadership.close()
         if self.store is not None:
             self.store.close()
         if self._run_dir is not None:

@@ -82,6 +82,17 @@ class Settings:
         default_factory=lambda: _env_float("MOORAGE_REQUEST_TIMEOUT_SECONDS", 60.0)
     )
 
+    # several servers on one PostgreSQL (docs/cluster.md): how often a server that does not reconcile
+    # tries to take the lead, how often routes are published and followed, how often the one that
+    # reconciles reads the endpoint rows when nothing woke it
+    leader_retry_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_LEADER_RETRY_SECONDS", 2.0)
+    )
+    route_sync_seconds: float = field(default_factory=lambda: _env_float("MOORAGE_ROUTE_SYNC_SECONDS", 0.5))
+    reconcile_poll_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_RECONCILE_POLL_SECONDS", 1.0)
+    )
+
     # where instances run (moorage/compute/providers.py): "local" processes, or actors on a Ray cluster
     compute: str = "local"
     # the Ray provider (docs/cluster.md): the cluster, this server's address on its network, each node's

@@ -27,6 +27,9 @@ class InstanceSpec:
     recipe: ModelRecipe | None = None
     instance_type: str = ""  # the resources a cluster reserves for the instance (compute/instance_types.py)
     download_timeout: float = 3600.0  # ModelDataDownloadTimeoutInSeconds, for preparing it there
+    # the accepted deployment the instance serves: a provider whose instances outlive the server may hand
+    # over one already running for the same endpoint, variant and deployment instead of starting one
+    deployment: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,16 @@ class Instance(Protocol):
 
 
 class InstanceProvider(Protocol):
+    # whether instances go on running when the server stops (on a cluster), to be adopted by the next
+    outlives_server: bool
+
     async def open(self) -> None:
         """Before the first start (connect to a cluster); raises with a message for the user."""
+        ...
+
+    async def adopt(self, grace: float) -> None:
+        """This server now reconciles: instances still running from a server that did before become
+        available to `start` for `grace` seconds (no restart); then those no fleet took are stopped."""
         ...
 
     async def start(self, spec: InstanceSpec) -> Instance: ...

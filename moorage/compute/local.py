@@ -97,12 +97,17 @@ class LocalProvider:
     With `tcp_host`, workers listen on TCP at that address instead (instances that another machine's
     front door reaches: the Ray provider runs this provider on each node)."""
 
+    outlives_server = False
+
     def __init__(self, run_dir: Path, tcp_host: str | None = None) -> None:
         self.run_dir = run_dir
         self.tcp_host = tcp_host
 
     async def open(self) -> None:
         """Nothing to connect to."""
+
+    async def adopt(self, grace: float) -> None:
+        """Local instances die with the server that started them: there is never anything to adopt."""
 
     async def close(self) -> None:
         """Nothing to let go of."""

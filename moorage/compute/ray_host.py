@@ -49,6 +49,12 @@ class InstanceHost:
         self.instance: LocalInstance | CommandInstance | None = None
         self._exited: asyncio.Future[int] | None = None
 
+    def describe(self) -> HostStarted:
+        """The running instance, for a server adopting this actor; a failure when there is none."""
+        if self.instance is None or self._exited is None or self._exited.done():
+            return HostStarted([], self.node_ip, self.node_id, "the instance is not running")
+        return HostStarted(self.instance.workers, self.node_ip, self.node_id)
+
     def ready(self) -> str:
         """Answers once Ray has placed the actor (the provider bounds the wait for room)."""
         return self.node_ip

@@ -111,10 +111,14 @@ class RayInstance:
 
 
 class RayProvider:
+    outlives_server = True  # the actors are detached: they belong to the cluster
+
     def __init__(self, settings: RaySettings) -> None:
         self.settings = settings
         self._host: Any = None  # InstanceHost as a Ray actor class, made once connected
         self._connected = False
+        # instances a server that reconciled before left running, by (endpoint, variant, deployment)
+        self._orphans: dict[tuple[str, str, str], list[str]] = {}
 
     async def open(self) -> None:
         """Connect to the cluster, within `connect_timeout`: an unreachable address fails start-up."""
@@ -162,11 +166,69 @@ class RayProvider:
         self._connected = False
         await asyncio.to_thread(ray.shutdown)
 
+    async def adopt(self, grace: float) -> None:
+        import ray
+
+        names = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
+        for entry in names:
+            if entry.get("namespace") != NAMESPACE:
+                continue
+            parts = str(entry["name"]).split("/")
+            if len(parts) == 4:
+                self._orphans.setdefault((parts[0], parts[1], parts[2]), []).append(entry["name"])
+        if self._orphans:
+            count = sum(len(v) for v in self._orphans.values())
+            log.info("%d instance(s) left running on the cluster by an earlier server: adopting", count)
+            asyncio.get_running_loop().call_later(grace, lambda: asyncio.ensure_future(self._release()))
+
+    async def _release(self) -> None:
+        """Stop the instances no fleet adopted (their endpoint or deployment is gone)."""
+        orphans, self._orphans = self._orphans, {}
+        for names in orphans.values():
+            for name in names:
+                log.info("stopping instance %s: no endpoint needs it any more", name)
+                actor = await self._named(name)
+                if actor is not None:
+                    await _killed(actor)
+
+    async def _named(self, name: str) -> Any:
+        import ray
+
+        try:
+            return await asyncio.to_thread(ray.get_actor, name, namespace=NAMESPACE)
+        except Exception:
+            return None
+
+    async def _adopted(self, spec: InstanceSpec, wants: InstanceResources) -> RayInstance | None:
+        """A running instance of the same endpoint, variant and deployment, left by an earlier server."""
+        names = self._orphans.get((spec.endpoint_name, spec.variant_name, spec.deployment), [])
+        while names:
+            name = names.pop()
+            actor = await self._named(name)
+            if actor is None:
+                continue
+            try:
+                started: HostStarted = await asyncio.wait_for(
+                    asyncio.wrap_future(actor.describe.remote().future()), 10
+                )
+            except Exception:
+                started = HostStarted([], "", "", "the actor did not answer")
+            if started.failure is None:
+                instance = RayInstance(name.rsplit("/", 1)[1], actor, started, wants.memory_bytes)
+                instance.placement += ", adopted"
+                return instance
+            await _killed(actor)
+        return None
+
     async def start(self, spec: InstanceSpec) -> RayInstance:
         try:
             wants = resources_for(spec.instance_type, self.settings.instance_types)
         except UnknownInstanceType as exc:
             raise InstanceStartError(str(exc)) from None
+        adopted = await self._adopted(spec, wants)
+        if adopted is not None:
+            log.info("instance %s on %s", adopted.instance_id, adopted.placement)
+            return adopted
         # an instance uses the vCPUs it reserved, not every core of the node it landed on
         workers = str(max(1, math.ceil(wants.cpus)))
         spec = dataclasses.replace(
@@ -177,9 +239,7 @@ class RayProvider:
         bound = spec.download_timeout + spec.startup_timeout + 30
         actor = None
         try:
-            actor = await asyncio.to_thread(
-                self._create_actor, wants
-            )  # Ray asks the cluster: not on the loop
+            actor = await asyncio.to_thread(self._create_actor, spec, wants)  # asks the cluster: off the loop
             await self._placed(actor, spec, wants)
             started: HostStarted = await asyncio.wait_for(
                 asyncio.wrap_future(actor.start.remote(spec).future()), bound
@@ -204,9 +264,16 @@ class RayProvider:
         log.info("instance %s runs on %s", spec.instance_id, instance.placement)
         return instance
 
-    def _create_actor(self, wants: InstanceResources) -> Any:
+    def _create_actor(self, spec: InstanceSpec, wants: InstanceResources) -> Any:
+        """Detached and named by endpoint, variant, deployment and instance: the instance belongs to the
+        cluster, so the next server to reconcile can adopt it if this one dies."""
         return self._host.options(
-            num_cpus=wants.cpus, memory=wants.memory_bytes, num_gpus=wants.gpus, scheduling_strategy="SPREAD"
+            num_cpus=wants.cpus,
+            memory=wants.memory_bytes,
+            num_gpus=wants.gpus,
+            scheduling_strategy="SPREAD",
+            lifetime="detached",
+            name=f"{spec.endpoint_name}/{spec.variant_name}/{spec.deployment}/{spec.instance_id}",
         ).remote(str(self.settings.cache_dir))
 
     async def _placed(self, actor: Any, spec: InstanceSpec, wants: InstanceResources) -> None:

@@ -181,11 +181,17 @@ class Reconciler:
                 resumed.append(self._resume(row))
         await asyncio.gather(*resumed)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, stop_instances: bool = True) -> None:
+        """Stop reconciling; the fleets' instances stop too, unless they outlive this server (a cluster's),
+        in which case they go on serving and the next server to reconcile adopts them."""
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        await asyncio.gather(*(fleet.retire(drain=False, grace=5.0) for fleet in self.fleets.values()))
+        if stop_instances:
+            await asyncio.gather(*(fleet.retire(drain=False, grace=5.0) for fleet in self.fleets.values()))
+        else:
+            for fleet in self.fleets.values():
+                fleet.abandon()
         self.fleets.clear()
 
     # ---- transitions ---------------------------------------------------------------------------

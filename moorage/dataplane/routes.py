@@ -83,3 +83,6 @@ class RoutingTable:
 
     def remove(self, name: str) -> None:
         self._routes.pop(name, None)
+
+    def items(self) -> list[tuple[str, EndpointRoute]]:
+        return list(self._routes.items())

@@ -36,6 +36,11 @@ class EndpointFleet:
         """New variant weights for the traffic split, applied in one step."""
         self.route.set_weights(weights)
 
+    def abandon(self) -> None:
+        """Leave the instances running for the next server to adopt (see VariantFleet.abandon)."""
+        for variant in self.variants:
+            variant.abandon()
+
     async def retire(self, drain: bool, grace: float | None = None) -> None:
         """Stop every instance, after its in-flight requests if `drain`."""
         await asyncio.gather(*(v.close(drain, grace) for v in self.variants))

@@ -44,6 +44,7 @@ class VariantPlan:
     recipe: ModelRecipe  # how it was prepared, for a provider that prepares it again where instances run
     instance_type: str
     download_timeout: float
+    deployment: str  # which accepted deployment (snapshot) the instances serve; see InstanceSpec
     environment: dict[str, str]
     startup_timeout: float
     instances: int
@@ -140,6 +141,7 @@ async def prepare_variant(
         recipe=recipe,
         instance_type=str(pv.get("InstanceType") or ""),
         download_timeout=timeout,
+        deployment=f"{snapshot.get('accepted_at', 0.0):.6f}",
         environment=environment,
         startup_timeout=float(pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)),
         instances=instances,

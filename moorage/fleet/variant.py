@@ -136,6 +136,20 @@ class VariantFleet:
             # only now: a request still draining on one of these may retry on another of them
             self.route.workers = []
 
+    def abandon(self) -> None:
+        """Let go of the instances without stopping them (they outlive this server, and the next server
+        to reconcile adopts them): no more replacing, health checks or connections from here."""
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        for member in self.members:
+            member.stopping = True
+            member.close_connections()
+            if member.monitor is not None:
+                member.monitor.cancel()
+        self.members = []
+        self.route.workers = []
+
     # ---- converging on `desired` ---------------------------------------------------------------
 
     async def _keep(self) -> None:
@@ -225,6 +239,7 @@ class VariantFleet:
             recipe=plan.recipe,
             instance_type=plan.instance_type,
             download_timeout=plan.download_timeout,
+            deployment=plan.deployment,
         )
         self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
         self.route.starting += 1
@@ -244,7 +259,7 @@ class VariantFleet:
         member.monitor = asyncio.create_task(self._watch(member))
         self.ctx.logs.write(
             self.endpoint,
-            f"Variant {plan.name}: instance {spec.instance_id} is healthy on {instance.placement} "
+            f"Variant {plan.name}: instance {instance.instance_id} is healthy on {instance.placement} "
             f"({len(member.workers)} workers)",
         )
         return member

@@ -35,6 +35,11 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._threads = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="moorage-store")
 
+    @property
+    def shared(self) -> bool:
+        """Whether other servers may use the same database (PostgreSQL), or it is this server's own."""
+        return self.engine.dialect.name != "sqlite"
+
     async def run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `work` (which uses `session()`) on the store's threads. Code on the event loop reaches the
         store only this way, so a slow or remote database delays the call that needs it, never the

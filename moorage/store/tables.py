@@ -136,3 +136,14 @@ class ImageRow(Base):
     environment: Mapped[dict[str, str]] = mapped_column(JSON)
     dropped: Mapped[list[str]] = mapped_column(JSON)  # requirements left out (model servers never run)
     registered_at: Mapped[float] = mapped_column(Float)
+
+
+class RouteRow(Base):
+    """An endpoint's route as the reconciling server has it (variants, weights, worker addresses), so the
+    other servers sharing the database route its traffic the same way (moorage/dataplane/route_sync.py)."""
+
+    __tablename__ = "routes"
+
+    endpoint_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    published_at: Mapped[float] = mapped_column(Float)

@@ -19,7 +19,7 @@ from tests.e2e.conftest import FAST_WAIT, deploy, unique
 from tests.e2e.test_recovery import _pid
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import moorage_server
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, newest_revision
 from tests.support.processes import running
 
 # trust authentication ignores it; it is there to show that the server never prints it
@@ -82,7 +82,9 @@ def test_lifecycle_on_postgresql(tmp_path: Path, database: str, postgres: Postgr
     # the rows were in PostgreSQL, not in a SQLite file in the state dir
     assert not (tmp_path / "state" / "moorage.db").exists()
     with postgres.connect(str(make_url(database).database)) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (newest_revision(),)
+        ]
 
 
 def test_state_survives_a_restart_on_another_state_dir(tmp_path: Path, database: str) -> None:

@@ -57,6 +57,11 @@ class FakeProvider:
     async def open(self) -> None:
         pass
 
+    outlives_server = False
+
+    async def adopt(self, grace: float) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -92,6 +97,7 @@ def plan(instances: int = 1, name: str = "v", weight: float = 1.0) -> VariantPla
         recipe=ModelRecipe({"Image": "img"}, UnpackLimits(), None, None),
         instance_type="ml.m5.large",
         download_timeout=3600.0,
+        deployment="0.000000",
         environment={},
         startup_timeout=600.0,
         instances=instances,

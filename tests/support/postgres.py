@@ -214,3 +214,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def newest_revision() -> str:
+    """The schema revision a migrated database is at (the newest migration's)."""
+    from alembic.script import ScriptDirectory
+
+    from moorage.store import db
+
+    return str(ScriptDirectory(str(db._MIGRATIONS)).get_current_head())

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +68,8 @@ class RayNode:
             agent_http,
             metrics,
             gcs,
-        ) = _free_ports(self.ip, 7)
+            dashboard,
+        ) = _free_ports(self.ip, 8)
         workers = _worker_port_range(self.ip)
         command = [
             str(RAY),
@@ -115,6 +116,8 @@ class RayNode:
                 # unbindable: the dashboard process (which would call the cloud metadata address) never runs
                 "--dashboard-host",
                 "0.0.0.1",
+                "--dashboard-port",
+                str(dashboard),
             ]
         else:
             command += ["--address", head_address]
@@ -167,7 +170,7 @@ class RayCluster:
         return f"{HEAD_IP}:{self.head.gcs_port}"
 
     def start_second(self) -> None:
-        self.second.start(self.address)
+        _started(lambda: self.second.start(self.address), self.second)
 
     def stop(self) -> None:
         self.second.stop()
@@ -198,6 +201,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _started(start: Callable[[], None], node: RayNode, attempts: int = 2) -> None:
+    """`ray start` now and then fails on a busy machine; what it left behind is stopped and it runs again."""
+    for attempt in range(attempts):
+        try:
+            start()
+            return
+        except (RuntimeError, subprocess.TimeoutExpired):
+            node.stop()
+            if attempt == attempts - 1:
+                raise
+
+
 @contextlib.contextmanager
 def ray_cluster() -> Iterator[RayCluster]:
     """Head on 127.0.0.2 and a second node on 127.0.0.3 (custom resources node_a / node_b)."""
@@ -207,7 +222,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         second=RayNode("second", SECOND_IP, root / "b", '{"node_b": 1}'),
     )
     try:
-        cluster.head.start(None)
+        _started(lambda: cluster.head.start(None), cluster.head)
         cluster.start_second()
         yield cluster
     finally:

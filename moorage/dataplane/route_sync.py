@@ -1,0 +1,176 @@
+"""Routes shared through the database, for several servers (front doors) on one PostgreSQL.
+
+The server that reconciles owns the fleets; `RoutePublisher` writes each endpoint's route (variants,
+weights, timeouts, routing strategy, worker addresses) to the `routes` table when it changes. Every
+other server runs `RouteFollower`, which installs those routes in its own routing table, with its own
+connections to the same workers. So an endpoint is invocable through any server within two sync periods
+of its route changing (one to publish, one to follow); docs/cluster.md gives the bound."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from moorage.dataplane.connection import WorkerClient
+from moorage.dataplane.policy import STRATEGIES
+from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
+from moorage.dataplane.stats import StatsBook
+from moorage.store import Store
+from moorage.store.tables import RouteRow
+
+log = logging.getLogger("moorage.dataplane")
+
+DEFAULT_SYNC_SECONDS = 0.5
+Snapshot = dict[str, Any]
+_STRATEGY_NAMES = {pick: name for name, pick in STRATEGIES.items()}
+
+
+def snapshot_of(route: EndpointRoute) -> Snapshot:
+    return {
+        "log_stream_arn": route.log_stream_arn,
+        "variants": [
+            {
+                "name": v.name,
+                "weight": v.weight,
+                "timeout": v.timeout,
+                "routing": _STRATEGY_NAMES.get(v.pick, "LEAST_OUTSTANDING_REQUESTS"),
+                "workers": [[w.instance_id, w.index, w.client.address] for w in v.workers],
+            }
+            for v in route.variants
+        ],
+    }
+
+
+class RoutePublisher:
+    """Run by the server that reconciles: writes what its routing table holds whenever it changes."""
+
+    def __init__(self, store: Store, table: RoutingTable, sync_seconds: float = DEFAULT_SYNC_SECONDS) -> None:
+        self.store = store
+        self.table = table
+        self.sync_seconds = sync_seconds
+        self._published: dict[str, Snapshot] | None = None  # None: not read back from the store yet
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.publish()
+            except Exception:
+                log.exception("publishing routes failed; trying again in %.1f s", self.sync_seconds)
+            await asyncio.sleep(self.sync_seconds)
+
+    async def publish(self) -> None:
+        if self._published is None:
+            self._published = await self.store.run(_read_all, self.store)
+        now = {name: snapshot_of(route) for name, route in self.table.items()}
+        changed = {name: s for name, s in now.items() if self._published.get(name) != s}
+        gone = [name for name in self._published if name not in now]
+        if changed or gone:
+            await self.store.run(_write, self.store, changed, gone)
+            self._published = now
+
+
+class RouteFollower:
+    """Run by every other server: installs the published routes in its own table."""
+
+    def __init__(
+        self,
+        store: Store,
+        table: RoutingTable,
+        stats: StatsBook | None,
+        sync_seconds: float = DEFAULT_SYNC_SECONDS,
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.stats = stats
+        self.sync_seconds = sync_seconds
+        self._installed: dict[str, tuple[Snapshot, EndpointRoute]] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.follow()
+            except Exception:
+                log.exception("following routes failed; trying again in %.1f s", self.sync_seconds)
+            await asyncio.sleep(self.sync_seconds)
+
+    async def follow(self) -> None:
+        published = await self.store.run(_read_all, self.store)
+        for name, snapshot in published.items():
+            installed = self._installed.get(name)
+            if installed is None or installed[0] != snapshot:
+                route = self._route(name, snapshot)
+                self.table.install(route)
+                self._installed[name] = (snapshot, route)
+        for name in [n for n in self._installed if n not in published]:
+            self._drop(name)
+
+    def forget(self) -> None:
+        """Stop following (this server now reconciles): routes its own fleets replaced meanwhile stay;
+        the rest go, with their connections."""
+        for name in list(self._installed):
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        _, route = self._installed.pop(name)
+        if self.table.get(name) is route:
+            self.table.remove(name)
+        for worker in _workers(route):
+            worker.client.close()
+
+    def _route(self, name: str, snapshot: Snapshot) -> EndpointRoute:
+        """A route to the published workers; connections already open to the same addresses are kept."""
+        previous = self._installed.get(name)
+        clients = {w.client.address: w.client for w in _workers(previous[1])} if previous is not None else {}
+        variants = []
+        for v in snapshot["variants"]:
+            route = VariantRoute(
+                v["name"], float(v["weight"]), float(v["timeout"]), pick=STRATEGIES[v["routing"]]
+            )
+            route.stats = self.stats.variant(name, v["name"]) if self.stats is not None else None
+            workers = []
+            for instance_id, index, address in v["workers"]:
+                client = clients.pop(address, None) or WorkerClient(address)
+                workers.append(WorkerRoute(client, instance_id, int(index), _not_ours(client)))
+            route.workers = workers
+            variants.append(route)
+        for client in clients.values():  # workers no longer in the route
+            client.close()
+        return EndpointRoute(name, variants, snapshot["log_stream_arn"])
+
+
+def _not_ours(client: WorkerClient) -> Callable[[], None]:
+    """A hung worker is the reconciling server's to kill (its health check sees it too); here its
+    connection is dropped, so the next request opens a fresh one."""
+
+    def drop() -> None:
+        client.close()
+
+    return drop
+
+
+def _workers(route: EndpointRoute) -> Iterator[WorkerRoute]:
+    for variant in route.variants:
+        yield from variant.workers
+
+
+def _read_all(store: Store) -> dict[str, Snapshot]:
+    with store.session() as session:
+        return {row.endpoint_name: row.snapshot for row in session.scalars(select(RouteRow))}
+
+
+def _write(store: Store, changed: dict[str, Snapshot], gone: list[str]) -> None:
+    now = time.time()
+    with store.session() as session:
+        if gone:
+            session.execute(delete(RouteRow).where(RouteRow.endpoint_name.in_(gone)))
+        for name, snapshot in changed.items():
+            row = session.get(RouteRow, name)
+            if row is None:
+                session.add(RouteRow(endpoint_name=name, snapshot=snapshot, published_at=now))
+            else:
+                row.snapshot, row.published_at = snapshot, now
