@@ -1,0 +1,382 @@
+"""Instances on a Ray cluster and state in PostgreSQL, each against the single-machine default, in one run
+on one box; prints two markdown tables.
+
+What is measured, all on 127.0.0.0/8:
+
+1. Invocations. A real two-node Ray cluster on loopback (``tests/support/ray_cluster.py``: head on
+   127.0.0.2, second node on 127.0.0.3) and two servers with the 5k recommender of ``bench/run.py``,
+   one instance with the same number of workers each: ``--compute local`` (the front door reaches the
+   workers over Unix sockets) and ``--compute ray`` (the instance is a Ray actor on one of the nodes;
+   the front door reaches its workers over TCP at the node's address). wrk with ``post.lua`` against
+   both, back to back in alternating order, behind ``bench/run.py``'s quiet gate (the Ray nodes'
+   processes count as ours, not as foreign load): req/s at ``--conc-load`` and p50/p99 at c=1. The
+   front door's own CPU per request is shown too (the Ray instance's CPU is outside its process tree).
+2. Control plane. After the Ray cluster is stopped: the local server above (SQLite in its state dir)
+   and a third server with ``--database-url`` pointing at a PostgreSQL server started here
+   (``tests/support/postgres.py``, pgserver's binaries, over its Unix socket), each with one endpoint
+   of the same model. boto3 calls, alternating between the two servers call by call: DescribeEndpoint,
+   ListEndpoints, and CreateModel followed by DeleteModel (timed as one pair); p50/p99 as the client
+   sees them.
+
+Every process started here (servers, Ray nodes, PostgreSQL) is stopped on exit, on Ctrl-C and on
+SIGTERM. Raw results go to ``bench/results/cluster-*.json``.
+
+Usage: python bench/cluster.py [--duration 10] [--conc-load 16] [--calls 300] [--workers 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(REPO), str(REPO / "examples" / "recommender"), str(BENCH)]
+
+import deploy  # noqa: E402  (examples/recommender/deploy.py)
+import pack  # noqa: E402
+import run  # noqa: E402  (bench/run.py: clients, waits, wrk runs behind the quiet gate)
+from loadgen import ensure_wrk, run_wrk  # noqa: E402
+from procinfo import Launched  # noqa: E402
+
+from tests.support.postgres import postgres_server  # noqa: E402
+from tests.support.ray_cluster import HEAD_IP, RayCluster, ray_cluster  # noqa: E402
+
+MOVIES = 5000
+# sized to fit the test cluster's 2-CPU, 2 GiB nodes (Ray reserves it; nothing limits the processes)
+INSTANCE_TYPES = {"ml.m5.large": {"cpus": 1, "memory_gib": 0.5}}
+SERVER_ENV = {"MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES)}
+
+
+@dataclass
+class Pid:
+    """A process tree root that `run.measured_run` counts as ours (a Ray node's processes)."""
+
+    pid: int
+
+
+@dataclass
+class Server:
+    label: str
+    tree: Launched
+    sm: Any
+    port: int
+    state_dir: Path
+
+
+def start_server(label: str, work: Path, stack: list[Launched], extra: list[str], timeout: float) -> Server:
+    """``moorage serve`` on a free port with its own state dir, waited for until ListEndpoints answers."""
+    port = run.free_port()
+    state = work / f"state-{label}"
+    cmd = [sys.executable, "-m", "moorage", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--state-dir", str(state), "--no-s3", "--log-level", "warning", *extra]
+    tree = Launched.start("moorage", cmd, {**os.environ, **SERVER_ENV}, work / f"{label}.log", REPO)
+    stack.append(tree)
+    sm, _ = run.sagemaker_clients(port)
+    try:
+        run.wait_until(
+            f"{label} server", lambda: tree.alive() and sm.list_endpoints() is not None, timeout, 0.2
+        )
+    except TimeoutError as e:
+        raise RuntimeError(f"{label} server did not start ({e}):\n{tree.log_tail()}") from None
+    run.log(f"{label}: serving on 127.0.0.1:{port}")
+    return Server(label, tree, sm, port, state)
+
+
+def deploy_endpoint(server: Server, archive: Path, workers: int, omp: str) -> tuple[str, float]:
+    """The recommender as endpoint ``bench`` (one instance); its name and CreateEndpoint -> InService."""
+    name = "bench"
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "OMP_NUM_THREADS": omp}
+    deploy.create_model(server.sm, name, archive.as_uri(), env)
+    deploy.create_endpoint_config(server.sm, name, name)
+    timed = run.time_in_service(server.sm, name, name, timeout=180)
+    run.log(f"{server.label}: CreateEndpoint -> InService {timed['in_service_s']:.2f} s")
+    return name, timed["in_service_s"]
+
+
+def ray_placement(server: Server, endpoint: str) -> str:
+    """The node address the endpoint log names for the instance, else '?'."""
+    log = server.state_dir / "logs" / f"{endpoint}.log"
+    with contextlib.suppress(OSError):
+        found = re.findall(r"is healthy on Ray node ([0-9.]+)", log.read_text(errors="replace"))
+        if found:
+            return str(found[-1])
+    return "?"
+
+
+@contextlib.contextmanager
+def loopback_ray(tries: int = 3) -> Iterator[RayCluster]:
+    """The tests' two-node cluster on 127.0.0.2 and 127.0.0.3; its temp dir is removed once it stopped.
+
+    `ray start` now and then refuses ports the helper picked (a worker port range overlapping another
+    component's port); that start is tried again."""
+    with contextlib.ExitStack() as stack:
+        roots: list[Path] = []
+        stack.callback(lambda: [shutil.rmtree(root, ignore_errors=True) for root in roots])
+        for attempt in range(1, tries + 1):
+            try:
+                cluster = stack.enter_context(ray_cluster())
+                break
+            except RuntimeError as e:
+                if attempt == tries or "used by other components" not in str(e):
+                    raise
+                run.log(f"ray start refused the ports picked for it (try {attempt} of {tries}); again")
+        roots.append(cluster.head.temp_dir.parent)
+        yield cluster
+
+
+def ray_roots(cluster: RayCluster) -> list[Pid]:
+    return [Pid(p) for p in (*cluster.head.pids(), *cluster.second.pids())]
+
+
+# ----------------------------------------------------------------------------- 1. invocations
+def invocations(
+    a: argparse.Namespace, R: dict[str, Any], wrk: str, archive: Path, work: Path, stack: list[Launched]
+) -> Server:
+    """Local and Ray side by side; returns the local server (kept for the control-plane part)."""
+    with loopback_ray() as cluster:
+        run.log(f"Ray cluster up at {cluster.address} (nodes {HEAD_IP}, 127.0.0.3)")
+        local = start_server("local", work, stack, ["--compute", "local"], 60)
+        ray_args = ["--compute", "ray", "--ray-address", cluster.address, "--ray-node-address", HEAD_IP]
+        ray = start_server("ray", work, stack, ray_args, 120)
+        targets = []
+        for server in (local, ray):
+            endpoint, in_service = deploy_endpoint(server, archive, a.workers, a.omp_threads)
+            R["in_service_s"][server.label] = in_service
+            url = f"http://127.0.0.1:{server.port}/endpoints/{endpoint}/invocations"
+            path = f"/endpoints/{endpoint}/invocations"
+            status, body = run.http_request(server.port, "POST", path, run.PROBE, run.JSON_HEADERS)
+            if status != 200:
+                raise RuntimeError(f"{server.label} answered {status}: {body[:300]!r}")
+            targets.append(run.Target(server.label, server.tree, url))
+        R["ray_node"] = ray_placement(ray, "bench")
+        run.log(f"ray: the instance runs on Ray node {R['ray_node']}")
+        for server in (local, ray):
+            run.settle(server.tree, 30)
+        for t in targets:  # warm-up, not recorded
+            run_wrk(wrk, t.url, 8, a.warmup, env={"N_USERS": str(run.USERS)})
+        for i, conc in enumerate([1, a.conc_load]):
+            for t in targets if i % 2 == 0 else targets[::-1]:
+                everyone: list[Any] = [*stack, *ray_roots(cluster)]
+                r = run.measured_run(wrk, t, everyone, conc, a.duration, a.attempts, a.quiet_wait)
+                front = r["server_cpu_by_role_cores"].get("front door", 0.0)
+                r["front_door_cpu_us_per_req"] = round(front * 1e6 / r["rps"], 1) if r["rps"] else None
+                R["load"].append(r)
+        R["shutdown"].append({"server": "ray", **ray.tree.stop()})
+        stack.remove(ray.tree)
+    run.log("Ray cluster stopped")
+    return local
+
+
+# ----------------------------------------------------------------------------- 2. control plane
+def control_plane(
+    a: argparse.Namespace, R: dict[str, Any], archive: Path, work: Path, stack: list[Launched], local: Server
+) -> None:
+    with postgres_server(work / "pg") as pg:
+        database = pg.create_database("bench")
+        url = pg.url(database)
+        run.log(f"PostgreSQL up (Unix socket in {pg.socket_dir}, port {pg.port})")
+        postgres = start_server("postgres", work, stack, ["--database-url", url], 60)
+        deploy_endpoint(postgres, archive, a.workers, a.omp_threads)
+        sides = {"SQLite": local, "PostgreSQL": postgres}
+        counter = iter(range(10**9))
+
+        def create_delete(sm: Any) -> None:
+            name = f"cp-{next(counter)}"
+            sm.create_model(
+                ModelName=name,
+                ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+                PrimaryContainer={"Image": "moorage/bench:latest", "ModelDataUrl": archive.as_uri()},
+            )
+            sm.delete_model(ModelName=name)
+
+        calls: dict[str, Callable[[Any], object]] = {
+            "DescribeEndpoint": lambda sm: sm.describe_endpoint(EndpointName="bench"),
+            "ListEndpoints": lambda sm: sm.list_endpoints(),
+            "CreateModel + DeleteModel": create_delete,
+        }
+        for server in sides.values():
+            run.settle(server.tree, 30)
+        for call, fn in calls.items():
+            samples: dict[str, list[float]] = {store: [] for store in sides}
+            order = list(sides.items())
+            for i in range(a.warm_calls + a.calls):
+                for store, server in order if i % 2 == 0 else order[::-1]:
+                    t0 = time.perf_counter()
+                    fn(server.sm)
+                    if i >= a.warm_calls:
+                        samples[store].append((time.perf_counter() - t0) * 1000)
+            for store, ms in samples.items():
+                row = {"call": call, "store": store, **summary(ms)}
+                R["control_plane"].append(row)
+                run.log(f"  {call:26s} {store:10s} p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms")
+        R["shutdown"].append({"server": "postgres", **postgres.tree.stop()})
+        stack.remove(postgres.tree)
+
+
+def summary(ms: list[float]) -> dict[str, Any]:
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 3), "p99_ms": round(q[98], 3)}
+
+
+# ----------------------------------------------------------------------------- report
+def render(R: dict[str, Any]) -> str:
+    meta = R["meta"]
+    lines = [
+        f"## Invocations: local (Unix sockets) against Ray (TCP) — {meta['started']}, {meta['nproc']} CPUs, "
+        f"5k recommender, 1 instance x {meta['workers']} workers, {meta['duration_s']:g} s per run",
+        "",
+        f"wrk on loopback; req/s at c={meta['conc_load']}, latencies in ms; front-door CPU = the `moorage "
+        "serve` process alone, per answered request; other load = CPU used by processes not started here "
+        f"during the kept run (least of up to {meta['attempts']} tries). Ray instance on node "
+        f"{R.get('ray_node', '?')}.",
+        "",
+        f"| compute | req/s c={meta['conc_load']} | p50 / p99 c=1 | p50 / p99 c={meta['conc_load']} "
+        f"| front-door CPU µs/req c={meta['conc_load']} | errors "
+        f"| other load, cores c=1 / c={meta['conc_load']} | CreateEndpoint → InService |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    runs = {(r["server"], r["concurrency"]): r for r in R["load"]}
+    for label, title in (("local", "local (Unix socket)"), ("ray", "ray (TCP)")):
+        one, load = runs.get((label, 1)), runs.get((label, meta["conc_load"]))
+        if one is None and load is None:
+            continue
+
+        def lat(r: dict[str, Any] | None) -> str:
+            return "-" if r is None else f"{r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f}"
+
+        cpu = load.get("front_door_cpu_us_per_req") if load else None
+        errors = sum(r["errors"] for r in (one, load) if r)
+        start = R["in_service_s"].get(label)
+        rps = "-" if load is None else f"{load['rps']:.0f}"
+        cpu_cell = "-" if cpu is None else f"{cpu:.0f}"
+        start_cell = "-" if start is None else f"{start:.2f} s"
+        other = " / ".join("-" if r is None else f"{r['foreign_cpu_cores']:.2f}" for r in (one, load))
+        lines.append(
+            f"| {title} | {rps} | {lat(one)} | {lat(load)} | {cpu_cell} | {errors} | {other} | {start_cell} |"
+        )
+    if R["control_plane"]:
+        lines += [
+            "",
+            f"## Control plane: SQLite against PostgreSQL (Unix socket) — {meta['calls']} calls each, boto3, "
+            "alternating between the two servers",
+            "",
+            "| call | SQLite p50 / p99 ms | PostgreSQL p50 / p99 ms |",
+            "|---|---|---|",
+        ]
+        cells = {
+            (r["call"], r["store"]): f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}" for r in R["control_plane"]
+        }
+        for call in dict.fromkeys(r["call"] for r in R["control_plane"]):
+            lines.append(
+                f"| {call} | {cells.get((call, 'SQLite'), '-')} | {cells.get((call, 'PostgreSQL'), '-')} |"
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--duration", type=float, default=None, help="seconds per wrk run (default 10; 3 with --quick)"
+    )
+    ap.add_argument("--conc-load", type=int, default=16, help="wrk connections for the throughput run")
+    ap.add_argument("--warmup", type=float, default=None, help="warm-up seconds per server (default 2)")
+    ap.add_argument(
+        "--calls", type=int, default=None, help="timed calls per control-plane call (default 300)"
+    )
+    ap.add_argument("--warm-calls", type=int, default=20, help="untimed calls first")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="workers of each instance")
+    ap.add_argument("--omp-threads", default="1", help="OMP_NUM_THREADS for the instances' workers")
+    ap.add_argument(
+        "--attempts", type=int, default=None, help="tries per wrk run when the box is busy (default 3)"
+    )
+    ap.add_argument("--quiet-wait", type=float, default=None, help="max seconds to wait for a quiet box")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 3 s runs, 50 calls, no retries")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="raw JSON (default bench/results/cluster-<time>.json)"
+    )
+    a = ap.parse_args(argv)
+    a.duration = a.duration if a.duration is not None else (3.0 if a.quick else 10.0)
+    a.warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else 2.0)
+    a.calls = a.calls if a.calls is not None else (50 if a.quick else 300)
+    a.attempts = a.attempts if a.attempts is not None else (1 if a.quick else 3)
+    a.quiet_wait = a.quiet_wait if a.quiet_wait is not None else (5.0 if a.quick else 20.0)
+    if a.calls < 2 or a.workers < 1 or a.conc_load < 1:
+        ap.error("--calls needs at least 2, --workers and --conc-load at least 1")
+    return a
+
+
+@contextlib.contextmanager
+def stopped_at_exit(stack: list[Launched], R: dict[str, Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for tree in reversed(stack):
+            R["shutdown"].append({"server": tree.name, **tree.stop()})
+        stack.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    wrk = ensure_wrk()
+    if why := run.moorage_available():
+        raise SystemExit(f"moorage is not runnable here ({why})")
+    out_path = a.out or run.RESULTS / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    R: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "nproc": os.cpu_count(),
+            "cpu": run._cpu_model(),
+            "duration_s": a.duration,
+            "conc_load": a.conc_load,
+            "workers": a.workers,
+            "calls": a.calls,
+            "attempts": a.attempts,
+            "argv": sys.argv[1:],
+        },
+        "in_service_s": {},
+        "load": [],
+        "control_plane": [],
+        "shutdown": [],
+    }
+    archive = pack.build(users=run.USERS, movies=MOVIES)
+    work = Path(tempfile.mkdtemp(prefix="mclu-", dir="/tmp"))  # short: Unix socket paths live below it
+    stack: list[Launched] = []
+    failed, rc = True, 0
+    t0 = time.monotonic()
+    try:
+        with run.terminate_on_sigterm():
+            try:
+                with stopped_at_exit(stack, R):
+                    local = invocations(a, R, wrk, archive, work, stack)
+                    control_plane(a, R, archive, work, stack, local)
+                failed = False
+            finally:
+                R["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps(R, indent=1))
+                run._keep_logs(work, out_path.with_suffix(".logs") if failed else None)
+    except KeyboardInterrupt:
+        run.log("interrupted; every started process is stopped")
+        rc = 130
+    if R["load"] or R["control_plane"]:
+        print(render(R))
+    print(f"\nraw results: {out_path}   ({R['meta']['wall_s']:.0f} s in all)")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
