@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,7 +72,9 @@ class RayNode:
             gcs,
             dashboard,
         ) = _free_ports(self.ip, 8)
-        workers = _worker_port_range(self.ip)
+        workers = _worker_port_range(
+            [node_manager, object_manager, runtime_env, agent_grpc, agent_http, metrics, gcs, dashboard],
+        )
         command = [
             str(RAY),
             "start",
@@ -177,11 +181,13 @@ class RayCluster:
         self.head.stop()
 
 
-def _worker_port_range(ip: str) -> tuple[int, int]:
-    """A range of 200 ports starting at a free one (Ray needs min < max; workers take one each)."""
-    start = _free_ports(ip, 1)[0]
-    start = min(start, 65535 - 201)
-    return start, start + 200
+def _worker_port_range(taken: list[int]) -> tuple[int, int]:
+    """200 ports for the node's workers, below the ephemeral range (where the ports picked for the node's
+    other parts live) and clear of them; Ray refuses a range that holds one of its other ports."""
+    while True:
+        start = random.randrange(20000, 30000 - 200)
+        if not any(start <= port <= start + 200 for port in taken):
+            return start, start + 200
 
 
 def _children(pid: int) -> set[int]:
@@ -227,3 +233,4 @@ def ray_cluster() -> Iterator[RayCluster]:
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
