@@ -41,6 +41,7 @@ from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
 from moorage.dataplane.route_sync import RouteFollower, RoutePublisher
 from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import StatsBook
+from moorage.dataplane.traffic_sync import TrafficReporter
 from moorage.fleet import EndpointFleet, FleetContext
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer, StreamHandler
@@ -56,6 +57,7 @@ from moorage.store import Store, open_store
 log = logging.getLogger("moorage")
 # how long instances left running by an earlier server wait to be adopted before they are stopped
 ADOPT_GRACE_SECONDS = 60.0
+SOLE_SERVER_POLL_SECONDS = 30.0
 _PING = json_response({"status": "Healthy"})
 RUNTIME_PREFIX = b"/endpoints/"
 _NOT_FOUND = "Not found. This port serves the SageMaker API (POST /) and InvokeEndpoint."
@@ -206,7 +208,10 @@ class MoorageApp:
             stats=self.stats,
             images=ImageRegistry(self.store),
         )
-        self.reconciler = Reconciler(self.store, self.table, fleet, settings.reconcile_poll_seconds)
+        # alone on its own database, every change comes through this server's API, which wakes the
+        # reconciler: the poll is only a safety net there
+        poll = settings.reconcile_poll_seconds if self.store.shared else SOLE_SERVER_POLL_SECONDS
+        self.reconciler = Reconciler(self.store, self.table, fleet, poll)
         endpoints = Endpoints(self.store, self.reconciler, InstanceQuotas.from_settings(settings))
         port = FleetScalingPort(self.store, self.reconciler, endpoints, self.usage)
         self.scaling = ScalingEngine(self.store, port, self.clock, ScalingSettings.from_environ(os.environ))
@@ -233,6 +238,11 @@ class MoorageApp:
         else:
             log.info("another server reconciles; this one serves the API and follows its routes")
             self._in_background(self._follow_until_leading(), "leadership")
+        if self.store.shared and self.stats is not None:
+            # every server's invocations count for autoscaling, whichever server runs it
+            reporter = TrafficReporter(self.store, self.stats)
+            port.traffic = reporter
+            self._in_background(reporter.run(), "traffic")
         self._in_background(self.usage.run(), "usage")
 
     async def _lead(self) -> None:

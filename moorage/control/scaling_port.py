@@ -13,6 +13,7 @@ from moorage.api.errors import AwsError
 from moorage.control.endpoints import Endpoints, lookup
 from moorage.control.reconciler import Reconciler
 from moorage.control.scaling.ports import CapacityChangeRefused, VariantReading
+from moorage.dataplane.traffic_sync import FIELDS, TrafficReporter, totals_of
 from moorage.fleet.plan import variant_capacity
 from moorage.metrics.usage import UsageMeter
 from moorage.store import Store
@@ -25,6 +26,8 @@ class FleetScalingPort:
         self.reconciler = reconciler
         self.endpoints = endpoints
         self.usage = usage
+        # several servers on one database: the invocations the others carried (their reported totals)
+        self.traffic: TrafficReporter | None = None
 
     async def read(self, endpoint: str, variant: str) -> VariantReading | None:
         row = await self._row(endpoint)
@@ -36,17 +39,21 @@ class FleetScalingPort:
         assert row.deployed is not None
         desired, _ = variant_capacity(row.deployed, spec)  # an accepted change shows at once
         stats = live.route.stats
+        totals = totals_of(stats) if stats is not None else dict.fromkeys(FIELDS, 0.0)
+        if self.traffic is not None:
+            others = await self.traffic.others(row.name, variant)
+            totals = {field: totals[field] + others[field] for field in FIELDS}
         usage = [u for u in (self.usage.of(m.instance_id) for m in live.members) if u is not None]
         return VariantReading(
             instances=live.current,
             desired=desired,
-            invocations=stats.invocations if stats else 0,
-            invocation_4xx=stats.errors_4xx if stats else 0,
-            invocation_5xx=stats.errors_5xx if stats else 0,
-            model_errors=stats.model_errors if stats else 0,
-            model_latency_us_sum=stats.model_latency.sum if stats else 0.0,
-            overhead_latency_us_sum=stats.overhead_latency.sum if stats else 0.0,
-            latency_count=stats.model_latency.count if stats else 0,
+            invocations=int(totals["invocations"]),
+            invocation_4xx=int(totals["errors_4xx"]),
+            invocation_5xx=int(totals["errors_5xx"]),
+            model_errors=int(totals["model_errors"]),
+            model_latency_us_sum=totals["model_latency_us_sum"],
+            overhead_latency_us_sum=totals["overhead_latency_us_sum"],
+            latency_count=int(totals["latency_count"]),
             concurrent=sum(m.outstanding for m in live.members),
             cpu_percent=sum(u.cpu_percent for u in usage) / len(usage) if usage else 0.0,
             memory_percent=sum(u.memory_percent for u in usage) / len(usage) if usage else 0.0,

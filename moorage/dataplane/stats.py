@@ -77,3 +77,6 @@ class StatsBook:
     def forget(self, endpoint: str) -> None:
         for key in [k for k in self._stats if k[0] == endpoint]:
             del self._stats[key]
+
+    def items(self) -> list[tuple[tuple[str, str], VariantStats]]:
+        return list(self._stats.items())

@@ -147,3 +147,16 @@ class RouteRow(Base):
     endpoint_name: Mapped[str] = mapped_column(String(63), primary_key=True)
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     published_at: Mapped[float] = mapped_column(Float)
+
+
+class TrafficRow(Base):
+    """One server's running invocation totals for one endpoint variant (moorage/dataplane/traffic_sync.py):
+    the server that runs autoscaling adds the other servers' to its own."""
+
+    __tablename__ = "traffic"
+
+    server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    variant_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    totals: Mapped[dict[str, float]] = mapped_column(JSON)
+    reported_at: Mapped[float] = mapped_column(Float)
