@@ -41,26 +41,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def deploy(
+def model_and_config(
     sm: Any,
     model_data_url: str,
     *,
     name: str | None = None,
     instances: int = 1,
+    instance_type: str = "ml.m5.large",
     environment: dict[str, str] | None = None,
-    wait: bool = True,
     variant: str = "AllTraffic",
 ) -> str:
-    """Model -> EndpointConfig -> Endpoint as a SageMaker user writes it; returns the endpoint name."""
-    name = name or unique("ep")
-    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})}
+    """A Model and an EndpointConfig of one new name, as a SageMaker user writes them; returns the name."""
+    name = name or unique("cfg")
     sm.create_model(
         ModelName=name,
         ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
         PrimaryContainer={
             "Image": "example/image:latest",
             "ModelDataUrl": model_data_url,
-            "Environment": env,
+            "Environment": environment or {},
         },
     )
     sm.create_endpoint_config(
@@ -70,9 +69,34 @@ def deploy(
                 "VariantName": variant,
                 "ModelName": name,
                 "InitialInstanceCount": instances,
-                "InstanceType": "ml.m5.large",
+                "InstanceType": instance_type,
             }
         ],
+    )
+    return name
+
+
+def deploy(
+    sm: Any,
+    model_data_url: str,
+    *,
+    name: str | None = None,
+    instances: int = 1,
+    instance_type: str = "ml.m5.large",
+    environment: dict[str, str] | None = None,
+    wait: bool = True,
+    variant: str = "AllTraffic",
+) -> str:
+    """Model -> EndpointConfig -> Endpoint as a SageMaker user writes it; returns the endpoint name."""
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})}
+    name = model_and_config(
+        sm,
+        model_data_url,
+        name=name or unique("ep"),
+        instances=instances,
+        instance_type=instance_type,
+        environment=env,
+        variant=variant,
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     if wait:

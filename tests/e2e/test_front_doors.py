@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FAST_WAIT, deploy, settled
+from tests.e2e.conftest import FAST_WAIT, deploy, model_and_config, settled
 from tests.support.models import ECHO_INFERENCE, build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.postgres import PostgresServer
@@ -98,24 +97,8 @@ def test_the_other_front_door_takes_over_adopts_the_instances_and_finishes_the_u
     serving_pid = _invoke(second, name, timeout=10)["pid"]
 
     # an update whose new instances take a while to load, so it is under way when the first server dies
-    slow = f"slow-{uuid.uuid4().hex[:6]}"
     slow_model = build_model_tar(tmp_path / "slow" / "model.tar.gz", SLOW_LOADING).as_uri()
-    sm.create_model(
-        ModelName=slow,
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": slow_model},
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=slow,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": slow,
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.large",
-            }
-        ],
-    )
+    slow = model_and_config(sm, slow_model)
     sm.update_endpoint(EndpointName=name, EndpointConfigName=slow)
     time.sleep(1.0)
     first.process.kill()  # the server that reconciles dies mid-update

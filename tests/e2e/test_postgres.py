@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url
 
-from tests.e2e.conftest import FAST_WAIT, deploy, unique
+from tests.e2e.conftest import FAST_WAIT, deploy, model_and_config
 from tests.e2e.test_recovery import _pid
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import moorage_server
@@ -46,22 +46,7 @@ def test_lifecycle_on_postgresql(tmp_path: Path, database: str, postgres: Postgr
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
         assert _greeting(smr, name) == "hello!"
 
-        newer = unique("cfg")
-        sm.create_model(
-            ModelName=newer,
-            PrimaryContainer={"ModelDataUrl": model, "Environment": {"GREETING_SUFFIX": "?"}},
-        )
-        sm.create_endpoint_config(
-            EndpointConfigName=newer,
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": newer,
-                    "InitialInstanceCount": 1,
-                    "InstanceType": "ml.m5.large",
-                }
-            ],
-        )
+        newer = model_and_config(sm, model, environment={"GREETING_SUFFIX": "?"})
         sm.update_endpoint(EndpointName=name, EndpointConfigName=newer)
         sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
         described = sm.describe_endpoint(EndpointName=name)

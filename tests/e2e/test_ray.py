@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import FAST_WAIT, deploy, settled, unique
+from tests.e2e.conftest import FAST_WAIT, deploy, settled
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.ray_cluster import HEAD_IP, SECOND_IP, RayCluster
 
@@ -73,24 +73,7 @@ def test_a_cluster_without_room_fails_the_endpoint_naming_what_was_missing(
     ray_server: RunningServer, echo_model: str
 ) -> None:
     sm = ray_server.client("sagemaker")
-    name = unique("big")
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": echo_model},
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "v",
-                "ModelName": name,
-                "InitialInstanceCount": 1,
-                "InstanceType": "ml.m5.4xlarge",
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    name = deploy(sm, echo_model, instance_type="ml.m5.4xlarge", wait=False)
     described = settled(sm, name, timeout=120)
     assert described["EndpointStatus"] == "Failed"
     reason = described["FailureReason"]
