@@ -17,11 +17,21 @@ What is measured, all on 127.0.0.0/8:
    of the same model. boto3 calls, alternating between the two servers call by call: DescribeEndpoint,
    ListEndpoints, and CreateModel followed by DeleteModel (timed as one pair); p50/p99 as the client
    sees them.
+3. A load balancer in front. Another loopback Ray cluster and PostgreSQL, two servers on both
+   (``--database-url``, ``--compute ray``; the first to start reconciles, the second follows the routes
+   it publishes) and one endpoint of the same model, one instance with the same workers, created through
+   the first. HAProxy (only when ``haproxy`` is on PATH; otherwise this part is skipped with a note),
+   configured as in docs/cluster.md with two front ends: one to the first server alone, one to both
+   (``balance leastconn``). wrk as in 1., alternating between three paths to the same instance: straight
+   to the first server, HAProxy to the first server, HAProxy to both. Besides req/s and latency: the
+   responses each server gave (HAProxy's per-server 2xx counters) and CPU per request of the front doors
+   and of HAProxy.
 
 Every process started here (servers, Ray nodes, PostgreSQL) is stopped on exit, on Ctrl-C and on
 SIGTERM. Raw results go to ``bench/results/cluster-*.json``.
 
-Usage: python bench/cluster.py [--duration 10] [--conc-load 16] [--calls 300] [--workers 2] [--quick]
+Usage: python bench/cluster.py [--duration 10] [--conc-load 16] [--calls 300] [--workers 2] [--no-haproxy]
+       [--quick]
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +61,7 @@ import deploy  # noqa: E402  (examples/recommender/deploy.py)
 import pack  # noqa: E402
 import run  # noqa: E402  (bench/run.py: clients, waits, wrk runs behind the quiet gate)
 from loadgen import ensure_wrk, run_wrk  # noqa: E402
-from procinfo import Launched  # noqa: E402
+from procinfo import HZ, Launched, tree_cpu_ticks  # noqa: E402
 
 from tests.support.postgres import postgres_server  # noqa: E402
 from tests.support.ray_cluster import HEAD_IP, RayCluster, ray_cluster  # noqa: E402
@@ -231,6 +243,189 @@ def summary(ms: list[float]) -> dict[str, Any]:
     return {"n": len(ms), "p50_ms": round(statistics.median(ms), 3), "p99_ms": round(q[98], 3)}
 
 
+# ----------------------------------------------------------------------------- 3. a load balancer
+HAPROXY_INSTALL = "apt-get install haproxy (Debian/Ubuntu), dnf install haproxy, or brew install haproxy"
+LB_PATHS = (  # label, title in the table
+    ("direct", "client → front door A"),
+    ("haproxy-1", "client → HAProxy → A"),
+    ("haproxy-2", "client → HAProxy → A + B (leastconn)"),
+)
+
+
+def haproxy_config(port_one: int, port_two: int, a: int, b: int, stats: Path) -> str:
+    """docs/cluster.md's configuration on loopback, plus a front end to A alone and a stats socket."""
+    return f"""global
+    stats socket {stats} mode 600 level user
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 75s
+    timeout server 75s
+    option http-keep-alive
+
+frontend sagemaker
+    bind 127.0.0.1:{port_two}
+    default_backend moorage
+
+backend moorage
+    balance leastconn
+    option httpchk GET /ping
+    http-check expect status 200
+    server a 127.0.0.1:{a} check inter 2s fall 2 rise 1
+    server b 127.0.0.1:{b} check inter 2s fall 2 rise 1
+
+frontend sagemaker-a
+    bind 127.0.0.1:{port_one}
+    default_backend moorage-a
+
+backend moorage-a
+    option httpchk GET /ping
+    http-check expect status 200
+    server a 127.0.0.1:{a} check inter 2s fall 2 rise 1
+"""
+
+
+def haproxy_stats(sock: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """`show stat` of every server, by (backend, server)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(sock))
+        s.sendall(b"show stat -1 4 -1\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().strip().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+    return {(r["pxname"], r["svname"]): r for r in rows}
+
+
+def responses_by_server(sock: Path) -> dict[str, int]:
+    """2xx and other responses so far of each server of backend `moorage` (A and B) and `moorage-a`."""
+    out = {}
+    for (backend, server), row in haproxy_stats(sock).items():
+        kinds = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+        out[f"{backend}/{server}"] = sum(int(row.get(k) or 0) for k in kinds)
+    return out
+
+
+def start_haproxy(
+    work: Path, stack: list[Launched], haproxy: str, a: Server, b: Server
+) -> tuple[Launched, dict[str, Any]]:
+    port_one, port_two = run.free_port(), run.free_port()
+    sock = work / "haproxy.sock"
+    cfg = work / "haproxy.cfg"
+    cfg.write_text(haproxy_config(port_one, port_two, a.port, b.port, sock))
+    check = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    if check.returncode != 0 or "[WARNING]" in check.stdout + check.stderr:
+        raise RuntimeError(f"haproxy -c rejects or warns about {cfg}:\n{check.stdout}{check.stderr}")
+    tree = Launched.start(
+        "haproxy", [haproxy, "-db", "-f", str(cfg)], dict(os.environ), work / "haproxy.log", REPO
+    )
+    stack.append(tree)
+
+    def all_up() -> bool:
+        return all(row.get("status") == "UP" for row in haproxy_stats(sock).values())
+
+    try:
+        run.wait_until("haproxy's servers UP", lambda: tree.alive() and sock.exists() and all_up(), 20, 0.2)
+    except TimeoutError as e:
+        raise RuntimeError(f"haproxy did not come up ({e}):\n{tree.log_tail()}") from None
+    run.log(f"haproxy: 127.0.0.1:{port_one} -> A, 127.0.0.1:{port_two} -> A + B (leastconn)")
+    return tree, {"one": port_one, "two": port_two, "sock": sock}
+
+
+def measured_with_cpu(
+    a: argparse.Namespace,
+    wrk: str,
+    target: run.Target,
+    everyone: list[Any],
+    conc: int,
+    trees: dict[str, Launched],
+    sock: Path,
+) -> dict[str, Any]:
+    """`run.measured_run`, one try at a time (least disturbed kept), with the CPU of each tree in `trees`
+    (whole process tree: a front door's instances run on Ray, outside it) and the responses of each
+    HAProxy server over the same try. CPU includes the quiet-gate wait before the run (idle servers)."""
+    tries = []
+    for _ in range(max(1, a.attempts)):
+        t0 = {k: sum(tree_cpu_ticks([t.pid]).values()) for k, t in trees.items()}
+        s0 = responses_by_server(sock)
+        r = run.measured_run(wrk, target, everyone, conc, a.duration, 1, a.quiet_wait)
+        t1 = {k: sum(tree_cpu_ticks([t.pid]).values()) for k, t in trees.items()}
+        s1 = responses_by_server(sock)
+        ok = max(1, r["requests"] - r["errors"])
+        r["cpu_us_per_req"] = {k: round((t1[k] - t0[k]) / HZ * 1e6 / ok, 1) for k in trees}
+        r["haproxy_responses"] = {k: s1[k] - s0.get(k, 0) for k in s1}
+        tries.append(r)
+        if r["foreign_cpu_cores"] <= 0.3:
+            break
+    best = min(tries, key=lambda x: x["foreign_cpu_cores"])
+    best["attempts_foreign_cores"] = [t["foreign_cpu_cores"] for t in tries]
+    best["attempts_rps"] = [t["rps"] for t in tries]
+    run.log(f"    CPU µs/req {best['cpu_us_per_req']}  responses {best['haproxy_responses']}")
+    return best
+
+
+def load_balancer(
+    a: argparse.Namespace, R: dict[str, Any], wrk: str, archive: Path, work: Path, stack: list[Launched]
+) -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        R["lb_skipped"] = f"haproxy is not on PATH; to measure this part, install it: {HAPROXY_INSTALL}"
+        run.log(f"load balancer: skipped, {R['lb_skipped']}")
+        return
+    banner = subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=False).stdout
+    R["haproxy_version"] = " ".join(banner.split()[:3:2]) or "HAProxy"  # "HAProxy 2.6.12-1+deb12u4"
+    run.log(R["haproxy_version"])
+    started: list[Launched] = []
+    with loopback_ray() as cluster, postgres_server(work / "pg-lb") as pg:
+        try:
+            url = pg.url(pg.create_database("lb"))
+            run.log(f"load balancer: Ray cluster at {cluster.address}, PostgreSQL up")
+            args = ["--database-url", url, "--compute", "ray", "--ray-address", cluster.address]
+            args += ["--ray-node-address", HEAD_IP]
+            doors = []
+            for label in ("A", "B"):  # A starts first, so A reconciles
+                doors.append(start_server(f"door-{label}", work, stack, args, 120))
+                started.append(doors[-1].tree)
+            door_a, door_b = doors
+            endpoint, _ = deploy_endpoint(door_a, archive, a.workers, a.omp_threads)
+            path = f"/endpoints/{endpoint}/invocations"
+
+            def answers(port: int) -> bool:
+                return run.http_request(port, "POST", path, run.PROBE, run.JSON_HEADERS)[0] == 200
+
+            for door in doors:  # B answers once it installed the route A published
+                run.wait_until(f"{door.label} routes {endpoint}", lambda d=door: answers(d.port), 30, 0.1)
+            R["lb_ray_node"] = ray_placement(door_a, endpoint)
+            lb, ports = start_haproxy(work, stack, haproxy, door_a, door_b)
+            started.append(lb)
+            for port in (ports["one"], ports["two"]):
+                if not answers(port):
+                    raise RuntimeError(f"haproxy on port {port} does not pass the invocation on")
+            for door in doors:
+                run.settle(door.tree, 30)
+            trees = {"A": door_a.tree, "B": door_b.tree, "haproxy": lb}
+            targets = [
+                run.Target(label, door_a.tree, f"http://127.0.0.1:{port}{path}")
+                for (label, _), port in zip(LB_PATHS, (door_a.port, ports["one"], ports["two"]), strict=True)
+            ]
+            for t in targets:  # warm-up, not recorded
+                run_wrk(wrk, t.url, 8, a.warmup, env={"N_USERS": str(run.USERS)})
+            for i, conc in enumerate([1, a.conc_load]):
+                for t in targets if i % 2 == 0 else targets[::-1]:
+                    everyone: list[Any] = [*stack, *ray_roots(cluster)]
+                    R["lb"].append(measured_with_cpu(a, wrk, t, everyone, conc, trees, ports["sock"]))
+        finally:
+            for tree in reversed(started):  # before the cluster and the database they use go away
+                if tree in stack:
+                    R["shutdown"].append({"server": tree.name, **tree.stop()})
+                    stack.remove(tree)
+    run.log("load balancer: Ray cluster and PostgreSQL stopped")
+
+
 # ----------------------------------------------------------------------------- report
 def render(R: dict[str, Any]) -> str:
     meta = R["meta"]
@@ -283,7 +478,56 @@ def render(R: dict[str, Any]) -> str:
             lines.append(
                 f"| {call} | {cells.get((call, 'SQLite'), '-')} | {cells.get((call, 'PostgreSQL'), '-')} |"
             )
+    lines += render_lb(R)
     return "\n".join(lines)
+
+
+def render_lb(R: dict[str, Any]) -> list[str]:
+    meta = R["meta"]
+    if R.get("lb_skipped"):
+        return ["", f"## Load balancer: skipped ({R['lb_skipped']})"]
+    if not R["lb"]:
+        return []
+    c = meta["conc_load"]
+    lines = [
+        "",
+        f"## A load balancer in front: {R.get('haproxy_version', 'HAProxy')}, two servers on one PostgreSQL "
+        f"and one Ray cluster, 1 instance x {meta['workers']} workers (Ray node {R.get('lb_ray_node', '?')})",
+        "",
+        f"wrk as above; share of responses from A / B at c={c} (HAProxy's counters; straight to A: all A); "
+        "CPU of each process tree per answered request.",
+        "",
+        f"| path | req/s c={c} | p50 / p99 ms c=1 | p50 / p99 ms c={c} | errors | A / B share c={c} "
+        f"| CPU µs/req c={c}: A / B / HAProxy | other load, cores c=1 / c={c} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    runs = {(r["server"], r["concurrency"]): r for r in R["lb"]}
+    for label, title in LB_PATHS:
+        one, load = runs.get((label, 1)), runs.get((label, c))
+        if one is None and load is None:
+            continue
+
+        def lat(r: dict[str, Any] | None) -> str:
+            return "-" if r is None else f"{r['p50_us'] / 1000:.2f} / {r['p99_us'] / 1000:.2f}"
+
+        share, cpu = "-", "-"
+        if load is not None:
+            got = load["haproxy_responses"]
+            a_n, b_n = (
+                (got.get("moorage/a", 0), got.get("moorage/b", 0))
+                if label == "haproxy-2"
+                else (got.get("moorage-a/a", 0), 0)
+                if label == "haproxy-1"
+                else (load["requests"] - load["errors"], 0)
+            )
+            if a_n + b_n:
+                share = f"{100 * a_n / (a_n + b_n):.0f} % / {100 * b_n / (a_n + b_n):.0f} %"
+            cpu = " / ".join(f"{load['cpu_us_per_req'][k]:.0f}" for k in ("A", "B", "haproxy"))
+        errors = sum(r["errors"] for r in (one, load) if r)
+        rps = "-" if load is None else f"{load['rps']:.0f}"
+        other = " / ".join("-" if r is None else f"{r['foreign_cpu_cores']:.2f}" for r in (one, load))
+        lines.append(f"| {title} | {rps} | {lat(one)} | {lat(load)} | {errors} | {share} | {cpu} | {other} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------- main
@@ -304,6 +548,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--attempts", type=int, default=None, help="tries per wrk run when the box is busy (default 3)"
     )
     ap.add_argument("--quiet-wait", type=float, default=None, help="max seconds to wait for a quiet box")
+    ap.add_argument("--no-haproxy", action="store_true", help="skip the load-balancer part")
     ap.add_argument("--quick", action="store_true", help="smoke check: 3 s runs, 50 calls, no retries")
     ap.add_argument(
         "--out", type=Path, default=None, help="raw JSON (default bench/results/cluster-<time>.json)"
@@ -350,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "in_service_s": {},
         "load": [],
         "control_plane": [],
+        "lb": [],
         "shutdown": [],
     }
     archive = pack.build(users=run.USERS, movies=MOVIES)
@@ -363,6 +609,12 @@ def main(argv: list[str] | None = None) -> int:
                 with stopped_at_exit(stack, R):
                     local = invocations(a, R, wrk, archive, work, stack)
                     control_plane(a, R, archive, work, stack, local)
+                    R["shutdown"].append({"server": "local", **local.tree.stop()})  # idle from here on
+                    stack.remove(local.tree)
+                    if a.no_haproxy:
+                        R["lb_skipped"] = "--no-haproxy"
+                    else:
+                        load_balancer(a, R, wrk, archive, work, stack)
                 failed = False
             finally:
                 R["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
@@ -372,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         run.log("interrupted; every started process is stopped")
         rc = 130
-    if R["load"] or R["control_plane"]:
+    if R["load"] or R["control_plane"] or R["lb"] or R.get("lb_skipped"):
         print(render(R))
     print(f"\nraw results: {out_path}   ({R['meta']['wall_s']:.0f} s in all)")
     return rc
