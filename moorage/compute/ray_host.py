@@ -3,8 +3,11 @@
 The actor prepares the model on its node (the same download cache, safe unpacking and per-model
 environments as a single server, in the node's own cache), then runs the serving runtime there with the
 local provider, its workers listening on TCP at the node's address. The front door connects to those
-workers itself: requests never pass through Ray. The actor only answers the front door's questions about
-its instance (wait, kill a worker, usage, stop); the runtime dies with the actor's process."""
+workers itself: requests never pass through Ray. An image's own server listens on 127.0.0.1 of its node,
+as the container contract tells it to (docs/images.md), where no other machine reaches it: the actor
+relays a port on the node's address to it, byte for byte. The actor only answers the front door's
+questions about its instance (wait, kill a worker, usage, stop); the runtime dies with the actor's
+process."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from moorage.artifacts.prepare import prepare_recipe
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.compute.command import CommandInstance
 from moorage.compute.local import LocalInstance, LocalProvider
+from moorage.dataplane.connection import TCP_PREFIX
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,15 @@ class InstanceHost:
         self.cache_dir = Path(cache_dir)
         self.run_dir = Path(tempfile.mkdtemp(prefix="moorage-ray-"))
         self.instance: LocalInstance | CommandInstance | None = None
+        self.workers: list[WorkerAddress] = []  # where the front door reaches the instance's workers
+        self._relay: _Relay | None = None
         self._exited: asyncio.Future[int] | None = None
 
     def describe(self) -> HostStarted:
         """The running instance, for a server adopting this actor; a failure when there is none."""
         if self.instance is None or self._exited is None or self._exited.done():
             return HostStarted([], self.node_ip, self.node_id, "the instance is not running")
-        return HostStarted(self.instance.workers, self.node_ip, self.node_id)
+        return HostStarted(self.workers, self.node_ip, self.node_id)
 
     def ready(self) -> str:
         """Answers once Ray has placed the actor (the provider bounds the wait for room)."""
@@ -75,8 +81,16 @@ class InstanceHost:
                 "ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
             )
         self.instance = instance
+        self.workers = list(instance.workers)
+        if isinstance(instance, CommandInstance):  # on 127.0.0.1: reached through a relay
+            try:
+                self._relay = await _Relay.open(self.node_ip, instance.workers[0].address)
+            except OSError as exc:
+                await instance.stop(grace=2.0)
+                return self._failed(f"Cannot listen on node {self.node_ip} for the image's server: {exc}")
+            self.workers = [WorkerAddress(0, self._relay.address)]
         self._exited = asyncio.ensure_future(instance.wait())
-        return HostStarted(instance.workers, self.node_ip, self.node_id)
+        return HostStarted(self.workers, self.node_ip, self.node_id)
 
     def _failed(self, reason: str) -> HostStarted:
         shutil.rmtree(self.run_dir, ignore_errors=True)  # the provider kills this actor next
@@ -97,6 +111,8 @@ class InstanceHost:
                 command=prepared.command,
             )
         spec = dataclasses.replace(spec, log_path=log_path)
+        if spec.command is not None:  # the image's own server, on 127.0.0.1 (the container contract)
+            return await LocalProvider(self.run_dir).start(spec)
         return await LocalProvider(self.run_dir, tcp_host=self.node_ip).start(spec)
 
     async def wait(self) -> int:
@@ -125,7 +141,61 @@ class InstanceHost:
     async def stop(self, grace: float) -> None:
         if self.instance is not None:
             await self.instance.stop(grace)
+        if self._relay is not None:
+            self._relay.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class _Relay:
+    """A port on the node's address whose connections are passed, byte for byte, to a server on this
+    node's loopback (`target`, ``tcp://127.0.0.1:PORT``); each side's close closes the other."""
+
+    def __init__(self, server: asyncio.Server, address: str) -> None:
+        self.server = server
+        self.address = address
+        self.connections: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    async def open(cls, host: str, target: str) -> _Relay:
+        target_host, target_port = target.removeprefix(TCP_PREFIX).rsplit(":", 1)
+        relay: _Relay
+
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            relay.connections.add(writer)
+            try:
+                upstream_reader, upstream = await asyncio.open_connection(target_host, int(target_port))
+            except OSError:
+                relay.connections.discard(writer)
+                writer.close()
+                return
+            relay.connections.add(upstream)
+            try:
+                await asyncio.gather(_pump(reader, upstream), _pump(upstream_reader, writer))
+            finally:
+                relay.connections.discard(writer)
+                relay.connections.discard(upstream)
+
+        server = await asyncio.start_server(connected, host, 0)
+        port = server.sockets[0].getsockname()[1]
+        relay = cls(server, f"{TCP_PREFIX}{host}:{port}")
+        return relay
+
+    def close(self) -> None:
+        self.server.close()
+        for writer in list(self.connections):
+            writer.close()
+        self.connections.clear()
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(64 * 1024):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
 
 
 def _store_hint(spec: InstanceSpec) -> str:
