@@ -33,7 +33,7 @@ from moorage.config import Settings
 from moorage.control.endpoints import Endpoints
 from moorage.control.leadership import AdvisoryLock, Leadership, SoleServer
 from moorage.control.quotas import InstanceQuotas
-from moorage.control.reconciler import Reconciler
+from moorage.control.reconciler import Reconciler, VariantState
 from moorage.control.scaling.engine import ScalingEngine
 from moorage.control.scaling.settings import ScalingSettings
 from moorage.control.scaling_port import FleetScalingPort
@@ -82,6 +82,7 @@ class MoorageApp:
         self.reconciler: Reconciler | None = None
         self.provider: InstanceProvider | None = None
         self.leadership: Leadership | None = None
+        self.follower: RouteFollower | None = None
         self._run_dir: Path | None = None
         self.stats = StatsBook() if settings.metrics else None
         self.usage = UsageMeter(self.clock, self._instances)
@@ -212,7 +213,10 @@ class MoorageApp:
         # reconciler: the poll is only a safety net there
         poll = settings.reconcile_poll_seconds if self.store.shared else SOLE_SERVER_POLL_SECONDS
         self.reconciler = Reconciler(self.store, self.table, fleet, poll)
-        endpoints = Endpoints(self.store, self.reconciler, InstanceQuotas.from_settings(settings))
+        self.follower = RouteFollower(self.store, self.table, self.stats, settings.route_sync_seconds)
+        endpoints = Endpoints(
+            self.store, self.reconciler, InstanceQuotas.from_settings(settings), live=self._variant_states
+        )
         port = FleetScalingPort(self.store, self.reconciler, endpoints, self.usage)
         self.scaling = ScalingEngine(self.store, port, self.clock, ScalingSettings.from_environ(os.environ))
         endpoints.on_delete.append(self.scaling.endpoint_deleted)
@@ -255,14 +259,17 @@ class MoorageApp:
         self._in_background(self.reconciler.follow(), "reconciler")
         await self.scaling.start()
         if self.store.shared:
-            publisher = RoutePublisher(self.store, self.table, self.settings.route_sync_seconds)
+            publisher = RoutePublisher(
+                self.store, self.table, self.reconciler.published_states, self.settings.route_sync_seconds
+            )
             self._in_background(publisher.run(), "routes")
             self._in_background(self._stop_when_lead_lost(), "lead")
         log.info("reconciling; %d endpoint(s) serving", len(self.reconciler.fleets))
 
     async def _follow_until_leading(self) -> None:
         assert self.store is not None and self.leadership is not None
-        follower = RouteFollower(self.store, self.table, self.stats, self.settings.route_sync_seconds)
+        follower = self.follower
+        assert follower is not None
         following = asyncio.create_task(follower.run(), name="follow-routes")
         try:
             while not await self.leadership.try_lead():
@@ -284,6 +291,15 @@ class MoorageApp:
         log.critical("this server lost the lead (its database connection); stopping now")
         logging.shutdown()
         os._exit(75)
+
+    def _variant_states(self, name: str) -> dict[str, VariantState]:
+        """What each variant of an endpoint runs now: this server's fleets when it reconciles, else what
+        the server that does last published."""
+        assert self.reconciler is not None
+        if name in self.reconciler.fleets or self.follower is None:
+            return self.reconciler.variant_states(name)
+        published = self.follower.state(name)
+        return {variant: VariantState.from_json(state) for variant, state in published.items()}
 
     def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._background.append(asyncio.create_task(work, name=name))

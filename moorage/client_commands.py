@@ -6,6 +6,7 @@ boto3 is imported inside the commands: `moorage serve` does not need it at start
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from moorage.api.json_protocol import INSTANCES_MEMBER
 
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:7070"
 # Requests are not signature-checked, but boto3 refuses to send unsigned ones; these stand in on a
@@ -218,8 +221,17 @@ def describe_endpoint(name: str, endpoint_url: str | None, as_json: bool = False
 
     def action(server: Server) -> None:
         sm = server.client("sagemaker")
+        raw: dict[str, Any] = {}
+
+        def keep_raw(http_response: Any, **_: Any) -> None:
+            with contextlib.suppress(ValueError, TypeError):
+                raw.update(json.loads(http_response.content))
+
+        sm.meta.events.register("after-call.sagemaker.DescribeEndpoint", keep_raw)
         described = dict(sm.describe_endpoint(EndpointName=name))
         described.pop("ResponseMetadata", None)
+        if INSTANCES_MEMBER in raw:  # where each instance runs: a member botocore's model does not name
+            described[INSTANCES_MEMBER] = raw[INSTANCES_MEMBER]
         if as_json:
             print(json.dumps(described, indent=2, ensure_ascii=False, default=_json_value))
             return
@@ -260,9 +272,16 @@ def describe_lines(endpoint: Mapping[str, Any], config: Mapping[str, Any] | None
         fields.append(("Deployment", json.dumps(endpoint["LastDeploymentConfig"], default=_json_value)))
     lines = [f"Endpoint {endpoint['EndpointName']}", *aligned(fields, indent=2)]
     configured = {v["VariantName"]: v for v in (config or {}).get("ProductionVariants", [])}
+    placed = endpoint.get(INSTANCES_MEMBER, [])
     for variant in endpoint.get("ProductionVariants", []):
         lines += ["", f"Variant {variant['VariantName']}"]
-        lines += aligned(_variant_fields(variant, configured.get(variant["VariantName"]), config), indent=2)
+        fields = _variant_fields(variant, configured.get(variant["VariantName"]), config)
+        fields += [
+            (f"Instance {p['InstanceId']}", p["Placement"])
+            for p in placed
+            if p.get("VariantName") == variant["VariantName"]
+        ]
+        lines += aligned(fields, indent=2)
     pending = endpoint.get("PendingDeploymentSummary")
     if pending:
         lines += [

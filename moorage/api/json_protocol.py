@@ -66,13 +66,23 @@ def parse_json_request(operation: OperationModel, body: bytes) -> dict[str, Any]
     return validate_input(shape, data)
 
 
+# Members of Moorage's own that an output may carry besides the modelled ones, at its top level (SDKs
+# skip members their model does not name). DescribeEndpoint's: where each instance runs, which SageMaker's
+# API has no field for; `moorage describe` shows it (docs/cluster.md)
+INSTANCES_MEMBER = "MoorageInstances"
+EXTENSION_MEMBERS = frozenset({INSTANCES_MEMBER})
+
+
 def serialize_json_response(operation: OperationModel, result: Mapping[str, Any]) -> bytes:
     """``result`` as the JSON body of ``operation``'s output: modelled members only, ``None`` left out,
     timestamps as epoch seconds with milliseconds, blobs as base64."""
     shape = operation.output_shape
     if shape is None:
         return b"{}"
-    return json.dumps(_out(shape, result), separators=(",", ":")).encode()
+    output = _out(shape, result)
+    for member in EXTENSION_MEMBERS.intersection(result):  # ours, at the top level only
+        output[member] = result[member]
+    return json.dumps(output, separators=(",", ":")).encode()
 
 
 def _out(shape: Any, value: Any) -> Any:

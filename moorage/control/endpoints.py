@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from moorage.api.errors import ValidationException, already_exists, not_found
+from moorage.api.json_protocol import INSTANCES_MEMBER
 from moorage.control.context import Caller
 from moorage.control.endpoint_configs import load_config
 from moorage.control.listing import list_page
@@ -36,10 +37,19 @@ _RETAINED = ("DesiredInstanceCount", "DesiredWeight")
 
 
 class Endpoints:
-    def __init__(self, store: Store, reconciler: Reconciler, quotas: InstanceQuotas) -> None:
+    def __init__(
+        self,
+        store: Store,
+        reconciler: Reconciler,
+        quotas: InstanceQuotas,
+        live: Callable[[str], dict[str, VariantState]] | None = None,
+    ) -> None:
         self.store = store
         self.reconciler = reconciler
         self.quotas = quotas
+        # what each variant runs now: the reconciler's fleets, or on a server that does not reconcile,
+        # what the one that does published (DescribeEndpoint answers the same on every server)
+        self.live = live or reconciler.variant_states
         # told the name of every endpoint that DeleteEndpoint accepts (autoscaling drops its targets)
         self.on_delete: list[Callable[[str], Awaitable[object]]] = []
 
@@ -261,7 +271,7 @@ class Endpoints:
             "LastDeploymentConfig": row.deployment_config,
         }
         if row.deployed:
-            live = self.reconciler.variant_states(row.name)
+            live = self.live(row.name)
             config = row.deployed["config"]
             resolved = row.deployed.get("accepted_at", row.creation_time)
             result["ProductionVariants"] = [
@@ -278,6 +288,13 @@ class Endpoints:
                     result[member] = config[member]
             if "DataCaptureConfig" in config:
                 result["DataCaptureConfig"] = _capture_summary(config["DataCaptureConfig"])
+            placed = [
+                {"VariantName": variant, "InstanceId": instance, "Placement": where}
+                for variant, state in live.items()
+                for instance, where in state.placements
+            ]
+            if placed:
+                result[INSTANCES_MEMBER] = placed
         if row.pending and row.status in ("Creating", "Updating"):
             result["PendingDeploymentSummary"] = _pending_summary(
                 row.pending, row.pending_start_time or time.time()

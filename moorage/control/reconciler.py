@@ -42,6 +42,20 @@ class VariantState:
     instances: int
     weight: float
     status: list[dict[str, Any]]  # VariantStatus entries
+    placements: tuple[tuple[str, str], ...] = ()  # (instance id, where it runs) of each instance
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "instances": self.instances,
+            "weight": self.weight,
+            "status": self.status,
+            "placements": [list(p) for p in self.placements],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VariantState:
+        placements = tuple((str(i), str(p)) for i, p in data.get("placements", []))
+        return cls(int(data["instances"]), float(data["weight"]), list(data["status"]), placements)
 
 
 @dataclass(frozen=True)
@@ -164,9 +178,18 @@ class Reconciler:
         if fleet is None:
             return {}
         return {
-            v.name: VariantState(v.current, v.route.weight, [a.entry() for a in v.activities()])
+            v.name: VariantState(
+                v.current,
+                v.route.weight,
+                [a.entry() for a in v.activities()],
+                tuple((m.instance_id, m.instance.placement) for m in v.members),
+            )
             for v in fleet.variants
         }
+
+    def published_states(self, name: str) -> dict[str, Any]:
+        """`variant_states` as JSON, published with the endpoint's route for the other servers."""
+        return {variant: state.as_json() for variant, state in self.variant_states(name).items()}
 
     async def restore(self) -> None:
         """Rebuild what the store says should run; InService endpoints are warm before this returns."""

@@ -30,9 +30,12 @@ Snapshot = dict[str, Any]
 _STRATEGY_NAMES = {pick: name for name, pick in STRATEGIES.items()}
 
 
-def snapshot_of(route: EndpointRoute) -> Snapshot:
+def snapshot_of(route: EndpointRoute, state: dict[str, Any] | None = None) -> Snapshot:
+    """The route as JSON; `state` is what the reconciling server says of the endpoint's variants
+    (DescribeEndpoint's current counts, statuses and placements), carried along for the others."""
     return {
         "log_stream_arn": route.log_stream_arn,
+        "state": state or {},
         "variants": [
             {
                 "name": v.name,
@@ -49,9 +52,16 @@ def snapshot_of(route: EndpointRoute) -> Snapshot:
 class RoutePublisher:
     """Run by the server that reconciles: writes what its routing table holds whenever it changes."""
 
-    def __init__(self, store: Store, table: RoutingTable, sync_seconds: float = DEFAULT_SYNC_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        table: RoutingTable,
+        state: Callable[[str], dict[str, Any]],
+        sync_seconds: float = DEFAULT_SYNC_SECONDS,
+    ) -> None:
         self.store = store
         self.table = table
+        self.state = state
         self.sync_seconds = sync_seconds
         self._published: dict[str, Snapshot] | None = None  # None: not read back from the store yet
 
@@ -66,7 +76,7 @@ class RoutePublisher:
     async def publish(self) -> None:
         if self._published is None:
             self._published = await self.store.run(_read_all, self.store)
-        now = {name: snapshot_of(route) for name, route in self.table.items()}
+        now = {name: snapshot_of(route, self.state(name)) for name, route in self.table.items()}
         changed = {name: s for name, s in now.items() if self._published.get(name) != s}
         gone = [name for name in self._published if name not in now]
         if changed or gone:
@@ -102,12 +112,19 @@ class RouteFollower:
         published = await self.store.run(_read_all, self.store)
         for name, snapshot in published.items():
             installed = self._installed.get(name)
-            if installed is None or installed[0] != snapshot:
+            if installed is None or _routing(installed[0]) != _routing(snapshot):
                 route = self._route(name, snapshot)
                 self.table.install(route)
                 self._installed[name] = (snapshot, route)
+            elif installed[0] != snapshot:  # only what the variants report changed: same route
+                self._installed[name] = (snapshot, installed[1])
         for name in [n for n in self._installed if n not in published]:
             self._drop(name)
+
+    def state(self, name: str) -> dict[str, Any]:
+        """What the reconciling server last published of the endpoint's variants ({} if nothing)."""
+        installed = self._installed.get(name)
+        return dict(installed[0].get("state") or {}) if installed is not None else {}
 
     def forget(self) -> None:
         """Stop following (this server now reconciles): routes its own fleets replaced meanwhile stay;
@@ -141,6 +158,11 @@ class RouteFollower:
         for client in clients.values():  # workers no longer in the route
             client.close()
         return EndpointRoute(name, variants, snapshot["log_stream_arn"])
+
+
+def _routing(snapshot: Snapshot) -> Snapshot:
+    """The part of a snapshot that decides the route (not the variants' reported state)."""
+    return {key: value for key, value in snapshot.items() if key != "state"}
 
 
 def _not_ours(client: WorkerClient) -> Callable[[], None]:

@@ -115,6 +115,11 @@ def test_describe_json_is_the_raw_response(server: RunningServer, sm: Any, endpo
     assert printed["ProductionVariants"][0]["CurrentInstanceCount"] == 1
     assert datetime.fromisoformat(printed["CreationTime"]) == expected["CreationTime"]
     assert "ResponseMetadata" not in printed
+    # where each instance runs: a member of Moorage's own, which botocore's model does not name
+    assert "MoorageInstances" not in expected
+    [placed] = printed["MoorageInstances"]
+    assert placed["VariantName"] == "AllTraffic" and placed["InstanceId"].startswith("i-")
+    assert placed["Placement"] == "this machine"
 
 
 def test_describe_missing_endpoint(server: RunningServer) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import FAST_WAIT, deploy, settled
+from tests.e2e.test_client_cli import moorage
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.ray_cluster import HEAD_IP, SECOND_IP, RayCluster
 
@@ -61,6 +62,11 @@ def test_instances_of_a_variant_spread_over_the_nodes_and_serve(
     described = sm.describe_endpoint(EndpointName=name)
     assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
     assert sorted(_placements(ray_server, name).values()) == [HEAD_IP, SECOND_IP]
+    # `moorage describe` says which node each instance runs on
+    shown = moorage("describe", name, url=ray_server.url)
+    assert shown.returncode == 0, shown.stderr
+    nodes = re.findall(r"Instance (i-[0-9a-f]+)\s+Ray node ([0-9.]+)", shown.stdout)
+    assert sorted(nodes) == sorted(_placements(ray_server, name).items())
     for i in range(10):
         assert _invoke(smr, name, json.dumps({"i": i}).encode())["echo"] == {"i": i}
     # the front door talks to the workers directly, over TCP on the nodes' addresses
