@@ -21,21 +21,37 @@ NO_TELEMETRY = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {
 IMAGE = "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.1-cpu-py310"
 
 
+# The SDK makes boto3 clients of its own (at import, and in Session) from the default credential chain;
+# with nothing configured that chain ends at the instance metadata address. Placeholders stop it first,
+# so nothing leaves loopback.
+NO_AWS_LOOKUPS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-west-2",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+}
+
+
 @pytest.fixture(scope="module")
 def sdk_session(server: RunningServer) -> Iterator[Any]:
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    import sagemaker  # the dev extra installs it
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in NO_AWS_LOOKUPS.items():
+            environment.setenv(name, value)
+        import sagemaker  # the dev extra installs it
 
-    boto_session = boto3.Session(
-        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-west-2"
-    )
-    yield sagemaker.Session(
-        boto_session=boto_session,
-        sagemaker_client=server.client("sagemaker"),
-        sagemaker_runtime_client=server.client("sagemaker-runtime"),
-        default_bucket="unused-bucket",  # keeps the SDK from creating one in S3
-        sagemaker_config=NO_TELEMETRY,  # and from reporting usage to AWS
-    )
+        boto_session = boto3.Session(
+            aws_access_key_id="test", aws_secret_access_key="test", region_name="us-west-2"
+        )
+        yield sagemaker.Session(
+            boto_session=boto_session,
+            sagemaker_client=server.client("sagemaker"),
+            sagemaker_runtime_client=server.client("sagemaker-runtime"),
+            default_bucket="unused-bucket",  # keeps the SDK from creating one in S3
+            sagemaker_config=NO_TELEMETRY,  # and from reporting usage to AWS
+        )
 
 
 def test_model_deploy_predict_update_and_delete(sdk_session: Any, sm: Any, echo_model: str) -> None:
