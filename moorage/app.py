@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from moorage.api import control, routing, scaling
 from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
@@ -43,6 +45,7 @@ from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import StatsBook
 from moorage.dataplane.traffic_sync import TrafficReporter
 from moorage.fleet import EndpointFleet, FleetContext
+from moorage.fleet.plan import deployment_key
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer, StreamHandler
 from moorage.images import ImageRegistry
@@ -53,10 +56,13 @@ from moorage.metrics.usage import UsageMeter
 from moorage.s3store.passthrough import Refusal, S3PassThrough, s3_refusal
 from moorage.s3store.service import S3Service
 from moorage.store import Store, open_store
+from moorage.store.tables import EndpointRow, InstallationRow
 
 log = logging.getLogger("moorage")
 # how long instances left running by an earlier server wait to be adopted before they are stopped
-ADOPT_GRACE_SECONDS = 60.0
+# how long instances an earlier server left running for a deployment the rows still need may wait to be
+# adopted (a model may take minutes to prepare) before they are stopped
+ADOPT_GRACE_SECONDS = 600.0
 SOLE_SERVER_POLL_SECONDS = 30.0
 _PING = json_response({"status": "Healthy"})
 RUNTIME_PREFIX = b"/endpoints/"
@@ -194,7 +200,8 @@ class MoorageApp:
         self.store = open_store(settings.state_dir, settings.database_url)
         # Unix socket paths must stay short, so instance sockets live in a private temp dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="moorage-"))
-        self.provider = make_provider(settings, self._run_dir)
+        installation = await self.store.run(_installation, self.store)
+        self.provider = make_provider(settings, self._run_dir, installation)
         await self.provider.open()  # a cluster that cannot be reached stops start-up here
         # before endpoints are restored: their model data may be in the store
         self.s3 = await self.s3_service.start()
@@ -254,16 +261,27 @@ class MoorageApp:
         every change the rows ask for; on a shared database, publish the routes for the other servers."""
         assert self.reconciler is not None and self.scaling is not None and self.store is not None
         assert self.provider is not None
-        await self.provider.adopt(ADOPT_GRACE_SECONDS)  # instances an earlier server left running
-        await self.reconciler.restore()
-        self._in_background(self.reconciler.follow(), "reconciler")
-        await self.scaling.start()
+        if self.store.shared:  # watched from the start: restoring may take minutes
+            self._in_background(self._stop_when_lead_lost(), "lead")
+        try:
+            await self.provider.adopt()  # instances an earlier server left running
+            await self.reconciler.restore()
+            wanted = await self.store.run(_deployments, self.store)
+            await self.provider.release(wanted, ADOPT_GRACE_SECONDS)
+            self._in_background(self.reconciler.follow(), "reconciler")
+            await self.scaling.start()
+        except Exception:
+            if not self.store.shared:
+                raise  # start-up fails, with the reason
+            # holding the lead while not reconciling would keep every other server from doing it
+            log.critical("taking the lead failed; stopping so that another server takes it", exc_info=True)
+            logging.shutdown()
+            os._exit(75)
         if self.store.shared:
             publisher = RoutePublisher(
                 self.store, self.table, self.reconciler.published_states, self.settings.route_sync_seconds
             )
             self._in_background(publisher.run(), "routes")
-            self._in_background(self._stop_when_lead_lost(), "lead")
         log.info("reconciling; %d endpoint(s) serving", len(self.reconciler.fleets))
 
     async def _follow_until_leading(self) -> None:
@@ -311,9 +329,11 @@ class MoorageApp:
         for task in self._background:
             task.cancel()
         if self.reconciler is not None:
-            await self.reconciler.shutdown(
-                stop_instances=not self.provider or not self.provider.outlives_server
-            )
+            # instances on a cluster outlive a server that shares its database (another adopts them);
+            # a server alone stops its own
+            handed_over = self.provider is not None and self.provider.outlives_server
+            handed_over = handed_over and self.store is not None and self.store.shared
+            await self.reconciler.shutdown(stop_instances=not handed_over)
         if self.provider is not None:
             await self.provider.close()
         if self.leadership is not None:
@@ -322,6 +342,24 @@ class MoorageApp:
             self.store.close()
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+def _installation(store: Store) -> str:
+    with store.session() as session:
+        return str(session.scalars(select(InstallationRow.id)).one())
+
+
+def _deployments(store: Store) -> set[tuple[str, str, str]]:
+    """(endpoint, variant, deployment) of every deployment the rows still need: deployed or pending."""
+    wanted: set[tuple[str, str, str]] = set()
+    with store.session() as session:
+        rows = session.execute(select(EndpointRow.name, EndpointRow.deployed, EndpointRow.pending)).all()
+    for name, deployed, pending in rows:
+        for snapshot in (deployed, pending):
+            if snapshot:
+                key = deployment_key(snapshot)
+                wanted.update((name, v["VariantName"], key) for v in snapshot["config"]["ProductionVariants"])
+    return wanted
 
 
 # X-Amz-Target prefix -> the service its requests are signed for

@@ -123,6 +123,7 @@ class Settings:
             backoff_max_seconds=self.backoff_max_seconds,
             cache_dir=self.cache_dir,
             max_unpacked_bytes=self.max_unpacked_bytes,
+            handover_seconds=2 * self.route_sync_seconds + 1.0 if self.database_url else 0.0,
         )
 
     @property

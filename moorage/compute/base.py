@@ -93,9 +93,14 @@ class InstanceProvider(Protocol):
         """Before the first start (connect to a cluster); raises with a message for the user."""
         ...
 
-    async def adopt(self, grace: float) -> None:
+    async def adopt(self) -> None:
         """This server now reconciles: instances still running from a server that did before become
-        available to `start` for `grace` seconds (no restart); then those no fleet took are stopped."""
+        available to `start` (taken over, not restarted)."""
+        ...
+
+    async def release(self, wanted: set[tuple[str, str, str]], grace: float) -> None:
+        """After restoring: adopted instances of no (endpoint, variant, deployment) in `wanted` stop now;
+        the others still not taken over stop after `grace` seconds."""
         ...
 
     async def start(self, spec: InstanceSpec) -> Instance: ...

@@ -106,8 +106,11 @@ class LocalProvider:
     async def open(self) -> None:
         """Nothing to connect to."""
 
-    async def adopt(self, grace: float) -> None:
+    async def adopt(self) -> None:
         """Local instances die with the server that started them: there is never anything to adopt."""
+
+    async def release(self, wanted: set[tuple[str, str, str]], grace: float) -> None:
+        """Nothing was adopted."""
 
     async def close(self) -> None:
         """Nothing to let go of."""

@@ -13,8 +13,9 @@ from moorage.config import Settings
 PROVIDERS = ("local", "ray")
 
 
-def make_provider(settings: Settings, run_dir: Path) -> InstanceProvider:
-    """`run_dir`: a private, short-pathed directory for a local provider's Unix sockets."""
+def make_provider(settings: Settings, run_dir: Path, installation: str) -> InstanceProvider:
+    """`run_dir`: a private, short-pathed directory for a local provider's Unix sockets; `installation`:
+    the database's id, which keeps what this installation leaves on a shared cluster its own."""
     if settings.compute == "local":
         return LocalProvider(run_dir)
     if settings.compute == "ray":
@@ -26,6 +27,7 @@ def make_provider(settings: Settings, run_dir: Path) -> InstanceProvider:
                 node_address=settings.ray_node_address,
                 cache_dir=(settings.ray_cache_dir or settings.cache_dir).absolute(),
                 placement_timeout=settings.ray_placement_timeout_seconds,
+                namespace=f"moorage-{installation[:12]}",
                 connect_timeout=settings.ray_connect_timeout_seconds,
                 instance_types=load_instance_types(),
             )

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from moorage.compute.ray_host import HostStarted, InstanceHost
 
 log = logging.getLogger("moorage.compute")
 
-NAMESPACE = "moorage"
 # Ray's own retries when the cluster address does not answer; without these, ray.init waits ~40 s
 _BOUNDED_CONNECT = {
     "RAY_gcs_rpc_server_connect_timeout_s": "1",
@@ -50,6 +49,7 @@ class RaySettings:
     node_address: str | None  # this server's own address on the cluster's network; None: Ray's guess
     cache_dir: Path  # where each node keeps models and environments
     placement_timeout: float  # how long an instance may wait for room on the cluster
+    namespace: str  # this installation's (one per database): another's actors are never touched
     connect_timeout: float
     instance_types: Mapping[str, InstanceResources]
 
@@ -134,7 +134,7 @@ class RayProvider:
             ) from None
         options: dict[str, Any] = {
             "address": settings.address,
-            "namespace": NAMESPACE,
+            "namespace": settings.namespace,
             "log_to_driver": False,
             "logging_level": logging.WARNING,
         }
@@ -166,36 +166,44 @@ class RayProvider:
         self._connected = False
         await asyncio.to_thread(ray.shutdown)
 
-    async def adopt(self, grace: float) -> None:
+    async def adopt(self) -> None:
         import ray
 
         names = await asyncio.to_thread(ray.util.list_named_actors, all_namespaces=True)
         for entry in names:
-            if entry.get("namespace") != NAMESPACE:
-                continue
+            if entry.get("namespace") != self.settings.namespace:
+                continue  # another installation's
             parts = str(entry["name"]).split("/")
             if len(parts) == 4:
                 self._orphans.setdefault((parts[0], parts[1], parts[2]), []).append(entry["name"])
         if self._orphans:
             count = sum(len(v) for v in self._orphans.values())
             log.info("%d instance(s) left running on the cluster by an earlier server: adopting", count)
-            asyncio.get_running_loop().call_later(grace, lambda: asyncio.ensure_future(self._release()))
 
-    async def _release(self) -> None:
-        """Stop the instances no fleet adopted (their endpoint or deployment is gone)."""
+    async def release(self, wanted: set[tuple[str, str, str]], grace: float) -> None:
+        for key in [k for k in self._orphans if k not in wanted]:
+            await self._stop_all(self._orphans.pop(key), "no endpoint needs it any more")
+        if self._orphans:
+            loop = asyncio.get_running_loop()
+            loop.call_later(grace, lambda: _in_background(self._release_rest()))
+
+    async def _release_rest(self) -> None:
         orphans, self._orphans = self._orphans, {}
         for names in orphans.values():
-            for name in names:
-                log.info("stopping instance %s: no endpoint needs it any more", name)
-                actor = await self._named(name)
-                if actor is not None:
-                    await _killed(actor)
+            await self._stop_all(names, "no fleet took it over")
+
+    async def _stop_all(self, names: list[str], why: str) -> None:
+        for name in names:
+            log.info("stopping instance %s: %s", name, why)
+            actor = await self._named(name)
+            if actor is not None:
+                await _killed(actor)
 
     async def _named(self, name: str) -> Any:
         import ray
 
         try:
-            return await asyncio.to_thread(ray.get_actor, name, namespace=NAMESPACE)
+            return await asyncio.to_thread(ray.get_actor, name, namespace=self.settings.namespace)
         except Exception:
             return None
 
@@ -238,8 +246,15 @@ class RayProvider:
         )
         bound = spec.download_timeout + spec.startup_timeout + 30
         actor = None
+        # asks the cluster, so off the loop; shielded, so a start cancelled meanwhile still learns of the
+        # actor and kills it (it is detached: nothing else ever would)
+        creating = asyncio.ensure_future(asyncio.to_thread(self._create_actor, spec, wants))
         try:
-            actor = await asyncio.to_thread(self._create_actor, spec, wants)  # asks the cluster: off the loop
+            try:
+                actor = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                creating.add_done_callback(_kill_when_created)
+                raise
             await self._placed(actor, spec, wants)
             started: HostStarted = await asyncio.wait_for(
                 asyncio.wrap_future(actor.start.remote(spec).future()), bound
@@ -298,6 +313,20 @@ def _free(resources: Mapping[str, float]) -> str:
     memory = resources.get("memory", 0.0) / 1024**3
     gpus = resources.get("GPU", 0.0)
     return f"{cpus:g} CPU, {memory:.1f} GiB memory" + (f", {gpus:g} GPU" if gpus else "")
+
+
+_BACKGROUND: set[asyncio.Future[None]] = set()  # kills under way, kept until done
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(work)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+def _kill_when_created(creating: asyncio.Future[Any]) -> None:
+    if not creating.cancelled() and creating.exception() is None:
+        _in_background(_killed(creating.result()))
 
 
 async def _killed(actor: Any) -> None:

@@ -78,8 +78,8 @@ class AdvisoryLock:
     async def lost(self) -> None:
         while True:
             await asyncio.sleep(self.check_seconds)
-            try:
-                still = await asyncio.wait_for(self.store.run(self._check), self.check_seconds * 5)
+            try:  # a thread of its own: busy store threads must not look like a lost lead
+                still = await asyncio.wait_for(asyncio.to_thread(self._check), self.check_seconds * 10)
             except Exception as exc:
                 log.error("lost the database connection that holds the lead: %s", exc)
                 return
@@ -102,7 +102,8 @@ class AdvisoryLock:
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            try:
+            try:  # never back to the pool: a reset does not release a session's advisory lock
+                connection.invalidate()
                 connection.close()
             except Exception as exc:  # already broken: nothing to give back
                 log.debug("closing the lead connection: %s", exc)

@@ -277,7 +277,11 @@ class Reconciler:
             return
         snapshot, old_config, still = row.pending, row.config_name, _still(row)
         if not snapshot:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
-            await self._save(name, still, status="InService")
+            if name in self.fleets:
+                await self._save(name, still, status="InService")
+            else:  # ... unless it could not be rebuilt: nothing runs, so it is not InService
+                reason = "The endpoint's instances could not be started again; delete and create it again."
+                await self._save(name, still, status="Failed", failure_reason=reason)
             return
         new_config = snapshot["config"]["EndpointConfigName"]
         try:

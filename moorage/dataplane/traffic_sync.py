@@ -56,7 +56,10 @@ class TrafficReporter:
         self._reported: dict[tuple[str, str], Totals] = {}
 
     async def run(self) -> None:
-        await self.store.run(_forget_old, self.store)
+        try:
+            await self.store.run(_forget_old, self.store)
+        except Exception:
+            log.exception("forgetting old invocation totals failed; they stay")
         while True:
             try:
                 await self.report()

@@ -99,6 +99,11 @@ def invocation_timeout(environment: dict[str, str]) -> float:
     return INVOCATION_TIMEOUT
 
 
+def deployment_key(snapshot: Mapping[str, Any]) -> str:
+    """Which accepted deployment a snapshot is (its instances serve only it): when it was accepted."""
+    return f"{float(snapshot.get('accepted_at', 0.0)):.6f}"
+
+
 def variant_capacity(snapshot: Mapping[str, Any], variant: Mapping[str, Any]) -> tuple[int, float]:
     """(instances, weight) a variant should have now: its last capacity change, else the config's."""
     current = (snapshot.get("capacity") or {}).get(variant["VariantName"], {})
@@ -141,7 +146,7 @@ async def prepare_variant(
         recipe=recipe,
         instance_type=str(pv.get("InstanceType") or ""),
         download_timeout=timeout,
-        deployment=f"{snapshot.get('accepted_at', 0.0):.6f}",
+        deployment=deployment_key(snapshot),
         environment=environment,
         startup_timeout=float(pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)),
         instances=instances,

@@ -18,6 +18,9 @@ class FleetSettings:
     stop_grace_seconds: float = 30.0
     # the longest wait for a leaving instance's in-flight requests (the 60 s invocation budget + margin)
     drain_seconds: float = 65.0
+    # several servers on one database: how long a leaving instance goes on serving after this server
+    # stopped routing to it, until the other servers' routes have followed (two route sync periods)
+    handover_seconds: float = 0.0
     # every instance's idle workers get GET /ping this often; one that does not answer within the
     # timeout this many times in a row is taken out of the routing table and replaced
     health_interval_seconds: float = 5.0

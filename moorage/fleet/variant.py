@@ -290,6 +290,8 @@ class VariantFleet:
     async def _retire(self, member: Member, drain: bool, grace: float) -> None:
         clock = self.ctx.clock
         if drain:
+            if self.ctx.settings.handover_seconds:  # other servers may still route to it for a moment
+                await clock.sleep(self.ctx.settings.handover_seconds)
             deadline = clock.monotonic() + self.ctx.settings.drain_seconds
             while member.outstanding and clock.monotonic() < deadline:
                 await clock.sleep(_DRAIN_POLL_SECONDS)

@@ -118,7 +118,15 @@ def make_engine(url: URL, **options: object) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False}, **options)  # type: ignore[arg-type]
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    connect_args: dict[str, object] = {"application_name": "moorage"}
+    connect_args: dict[str, object] = {
+        "application_name": "moorage",
+        # a peer that vanishes (a machine off the network) is noticed in ~15 s, not the OS's 2 hours:
+        # the lead's lock goes with its connection (moorage/control/leadership.py)
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 5,
+    }
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
     if options.get("poolclass") is None:

@@ -160,3 +160,11 @@ class TrafficRow(Base):
     variant_name: Mapped[str] = mapped_column(String(63), primary_key=True)
     totals: Mapped[dict[str, float]] = mapped_column(JSON)
     reported_at: Mapped[float] = mapped_column(Float)
+
+
+class InstallationRow(Base):
+    """The one row: this installation's random id (every server sharing the database has the same)."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)

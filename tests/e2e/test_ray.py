@@ -104,6 +104,22 @@ def test_an_unreachable_ray_address_fails_start_up_in_seconds(tmp_path: Path) ->
     assert time.monotonic() - started < 60
 
 
+def test_another_installation_on_the_same_cluster_leaves_these_instances_alone(
+    ray_server: RunningServer, ray_nodes: RayCluster, echo_model: str, tmp_path: Path
+) -> None:
+    """A second installation (its own database) starts on the same cluster: it adopts and releases only
+    what its own database left there, so this one's instance goes on serving, the same process."""
+    sm, smr = ray_server.client("sagemaker"), ray_server.client("sagemaker-runtime")
+    name = deploy(sm, echo_model)
+    serving = _invoke(smr, name)["pid"]
+    env = {"MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES)}
+    args = ("--no-s3", "--compute", "ray", "--ray-address", ray_nodes.address, "--ray-node-address", HEAD_IP)
+    with moorage_server(tmp_path / "other", env=env, args=args):  # up: it has adopted and released
+        assert _invoke(smr, name)["pid"] == serving
+    assert _invoke(smr, name)["pid"] == serving
+    sm.delete_endpoint(EndpointName=name)
+
+
 def test_a_lost_node_has_its_instance_replaced_on_the_node_left(
     ray_server: RunningServer, ray_nodes: RayCluster, echo_model: str
 ) -> None:

@@ -59,7 +59,10 @@ class FakeProvider:
 
     outlives_server = False
 
-    async def adopt(self, grace: float) -> None:
+    async def adopt(self) -> None:
+        pass
+
+    async def release(self, wanted: set[tuple[str, str, str]], grace: float) -> None:
         pass
 
     async def close(self) -> None:
