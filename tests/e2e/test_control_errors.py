@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -9,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import deploy, unique
+from tests.support.models import ECHO_INFERENCE, build_model_tar
 
 
 def _error(call: Any, **kwargs: Any) -> dict[str, str]:
@@ -74,13 +76,15 @@ def test_missing_resources(sm: Any) -> None:
     assert error["Code"] == "ValidationException"
 
 
-def test_update_requires_in_service(sm: Any, echo_model: str) -> None:
-    name = deploy(sm, echo_model, wait=False, environment={"SLOW_START": "1"})
-    status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
-    if status == "Creating":
-        error = _error(sm.update_endpoint, EndpointName=name, EndpointConfigName=name)
-        assert error["Code"] == "ValidationException"
-        assert "Cannot update in-progress endpoint" in error["Message"]
+def test_update_requires_in_service(sm: Any, tmp_path: Path) -> None:
+    slow = ECHO_INFERENCE.replace(
+        "def model_fn(model_dir):\n", "def model_fn(model_dir):\n    time.sleep(5)\n"
+    )
+    name = deploy(sm, build_model_tar(tmp_path / "model.tar.gz", slow).as_uri(), wait=False)
+    assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Creating"
+    error = _error(sm.update_endpoint, EndpointName=name, EndpointConfigName=name)
+    assert error["Code"] == "ValidationException"
+    assert "Cannot update in-progress endpoint" in error["Message"]
     sm.delete_endpoint(EndpointName=name)
 
 
