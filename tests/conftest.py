@@ -13,6 +13,11 @@ from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.ray_cluster import RayCluster, ray_cluster
 from tests.support.seaweed import SeaweedS3, seaweed_s3
 
+# Tests talk to loopback only. A boto3 client made with no credentials configured (the SageMaker SDK makes
+# some at import) would otherwise fall through the credential chain to the instance metadata address;
+# this stops the chain short of it for this process and every one it starts.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[SeaweedS3]:
