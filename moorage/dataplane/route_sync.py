@@ -8,8 +8,6 @@ of its route changing (one to publish, one to follow); docs/cluster.md gives the
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,13 +15,12 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from moorage.dataplane.connection import WorkerClient
+from moorage.dataplane.periodic import every
 from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
 from moorage.dataplane.stats import StatsBook
 from moorage.store import Store
 from moorage.store.tables import RouteRow
-
-log = logging.getLogger("moorage.dataplane")
 
 DEFAULT_SYNC_SECONDS = 0.5
 Snapshot = dict[str, Any]
@@ -66,12 +63,7 @@ class RoutePublisher:
         self._published: dict[str, Snapshot] | None = None  # None: not read back from the store yet
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.publish()
-            except Exception:
-                log.exception("publishing routes failed; trying again in %.1f s", self.sync_seconds)
-            await asyncio.sleep(self.sync_seconds)
+        await every(self.sync_seconds, self.publish, "publishing routes")
 
     async def publish(self) -> None:
         if self._published is None:
@@ -101,12 +93,7 @@ class RouteFollower:
         self._installed: dict[str, tuple[Snapshot, EndpointRoute]] = {}
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.follow()
-            except Exception:
-                log.exception("following routes failed; trying again in %.1f s", self.sync_seconds)
-            await asyncio.sleep(self.sync_seconds)
+        await every(self.sync_seconds, self.follow, "following routes")
 
     async def follow(self) -> None:
         published = await self.store.run(_read_all, self.store)

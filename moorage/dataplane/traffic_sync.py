@@ -8,13 +8,13 @@ row stays as it was, so the sum the engine differences never goes down."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 
 from sqlalchemy import delete, select
 
+from moorage.dataplane.periodic import every
 from moorage.dataplane.stats import StatsBook, VariantStats
 from moorage.store import Store
 from moorage.store.tables import TrafficRow
@@ -60,12 +60,7 @@ class TrafficReporter:
             await self.store.run(_forget_old, self.store)
         except Exception:
             log.exception("forgetting old invocation totals failed; they stay")
-        while True:
-            try:
-                await self.report()
-            except Exception:
-                log.exception("reporting invocation totals failed; trying again in %.1f s", self.seconds)
-            await asyncio.sleep(self.seconds)
+        await every(self.seconds, self.report, "reporting invocation totals")
 
     async def report(self) -> None:
         now = {key: totals_of(stats) for key, stats in self.stats.items()}
