@@ -77,7 +77,7 @@ class RayInstance:
     def kill_worker(self, index: int, on_gone: Callable[[], None]) -> None:
         async def kill() -> None:
             try:
-                await asyncio.wait_for(asyncio.wrap_future(self.actor.kill_worker.remote(index).future()), 10)
+                await _answer(self.actor.kill_worker.remote(index), 10)
             except Exception:  # the actor is gone or not answering: so is the worker, or it will be
                 pass
             finally:
@@ -106,7 +106,7 @@ class RayInstance:
     async def stop(self, grace: float) -> None:
         self._pings.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.wrap_future(self.actor.stop.remote(grace).future()), grace + 10)
+            await _answer(self.actor.stop.remote(grace), grace + 10)
         await _killed(self.actor)
 
 
@@ -216,9 +216,7 @@ class RayProvider:
             if actor is None:
                 continue
             try:
-                started: HostStarted = await asyncio.wait_for(
-                    asyncio.wrap_future(actor.describe.remote().future()), 10
-                )
+                started: HostStarted = await _answer(actor.describe.remote(), 10)
             except Exception:
                 started = HostStarted([], "", "", "the actor did not answer")
             if started.failure is None:
@@ -256,9 +254,7 @@ class RayProvider:
                 creating.add_done_callback(_kill_when_created)
                 raise
             await self._placed(actor, spec, wants)
-            started: HostStarted = await asyncio.wait_for(
-                asyncio.wrap_future(actor.start.remote(spec).future()), bound
-            )
+            started: HostStarted = await _answer(actor.start.remote(spec), bound)
         except BaseException as exc:
             if actor is not None:
                 await _killed(actor)
@@ -295,7 +291,7 @@ class RayProvider:
         """Wait until Ray has placed the actor; a cluster without room fails within the bound."""
         bound = self.settings.placement_timeout
         try:
-            await asyncio.wait_for(asyncio.wrap_future(actor.ready.remote().future()), bound)
+            await _answer(actor.ready.remote(), bound)
         except TimeoutError:
             import ray
 
@@ -313,6 +309,11 @@ def _free(resources: Mapping[str, float]) -> str:
     memory = resources.get("memory", 0.0) / 1024**3
     gpus = resources.get("GPU", 0.0)
     return f"{cpus:g} CPU, {memory:.1f} GiB memory" + (f", {gpus:g} GPU" if gpus else "")
+
+
+async def _answer(ref: Any, timeout: float) -> Any:
+    """The result of a call to an actor (its ObjectRef), awaited on this loop within `timeout` seconds."""
+    return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
 
 
 _BACKGROUND: set[asyncio.Future[None]] = set()  # kills under way, kept until done
