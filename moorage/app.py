@@ -16,7 +16,7 @@ import signal
 import tempfile
 from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 
@@ -45,7 +45,6 @@ from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import StatsBook
 from moorage.dataplane.traffic_sync import TrafficReporter
 from moorage.fleet import EndpointFleet, FleetContext
-from moorage.fleet.plan import deployment_key
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer, StreamHandler
 from moorage.images import ImageRegistry
@@ -56,10 +55,9 @@ from moorage.metrics.usage import UsageMeter
 from moorage.s3store.passthrough import Refusal, S3PassThrough, s3_refusal
 from moorage.s3store.service import S3Service
 from moorage.store import Store, open_store
-from moorage.store.tables import EndpointRow, InstallationRow
+from moorage.store.tables import InstallationRow
 
 log = logging.getLogger("moorage")
-# how long instances left running by an earlier server wait to be adopted before they are stopped
 # how long instances an earlier server left running for a deployment the rows still need may wait to be
 # adopted (a model may take minutes to prepare) before they are stopped
 ADOPT_GRACE_SECONDS = 600.0
@@ -266,17 +264,15 @@ class MoorageApp:
         try:
             await self.provider.adopt()  # instances an earlier server left running
             await self.reconciler.restore()
-            wanted = await self.store.run(_deployments, self.store)
-            await self.provider.release(wanted, ADOPT_GRACE_SECONDS)
+            await self.provider.release(await self.reconciler.needed_deployments(), ADOPT_GRACE_SECONDS)
             self._in_background(self.reconciler.follow(), "reconciler")
             await self.scaling.start()
         except Exception:
             if not self.store.shared:
                 raise  # start-up fails, with the reason
             # holding the lead while not reconciling would keep every other server from doing it
-            log.critical("taking the lead failed; stopping so that another server takes it", exc_info=True)
-            logging.shutdown()
-            os._exit(75)
+            log.critical("taking the lead failed", exc_info=True)
+            _stop_now("so that another server takes the lead")
         if self.store.shared:
             publisher = RoutePublisher(
                 self.store, self.table, self.reconciler.published_states, self.settings.route_sync_seconds
@@ -306,9 +302,7 @@ class MoorageApp:
         supervisor that restarts them (docs/cluster.md)."""
         assert self.leadership is not None
         await self.leadership.lost()
-        log.critical("this server lost the lead (its database connection); stopping now")
-        logging.shutdown()
-        os._exit(75)
+        _stop_now("it lost the lead (its database connection)")
 
     def _variant_states(self, name: str) -> dict[str, VariantState]:
         """What each variant of an endpoint runs now: this server's fleets when it reconciles, else what
@@ -344,22 +338,17 @@ class MoorageApp:
             shutil.rmtree(self._run_dir, ignore_errors=True)
 
 
+def _stop_now(why: str) -> NoReturn:
+    """Exit at once, instances left serving, so that two servers never reconcile together (exit status
+    75: a supervisor restarts the server, which then follows the one that leads)."""
+    log.critical("stopping now: %s", why)
+    logging.shutdown()
+    os._exit(75)
+
+
 def _installation(store: Store) -> str:
     with store.session() as session:
         return str(session.scalars(select(InstallationRow.id)).one())
-
-
-def _deployments(store: Store) -> set[tuple[str, str, str]]:
-    """(endpoint, variant, deployment) of every deployment the rows still need: deployed or pending."""
-    wanted: set[tuple[str, str, str]] = set()
-    with store.session() as session:
-        rows = session.execute(select(EndpointRow.name, EndpointRow.deployed, EndpointRow.pending)).all()
-    for name, deployed, pending in rows:
-        for snapshot in (deployed, pending):
-            if snapshot:
-                key = deployment_key(snapshot)
-                wanted.update((name, v["VariantName"], key) for v in snapshot["config"]["ProductionVariants"])
-    return wanted
 
 
 # X-Amz-Target prefix -> the service its requests are signed for

@@ -31,6 +31,7 @@ from sqlalchemy import select
 
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
+from moorage.fleet.plan import deployment_key, variant_capacity
 from moorage.store import Store, delete_endpoint, update_endpoint
 from moorage.store.tables import EndpointRow
 
@@ -60,13 +61,13 @@ class VariantState:
 
 @dataclass(frozen=True)
 class _Intent:
-    """What one endpoint row asks for, read cheaply: its status, whether a deployment is pending, and
-    the variants' desired capacity."""
+    """What one endpoint row asks for: its status, whether a deployment is pending, and what is deployed
+    (with the variants' desired capacity)."""
 
     name: str
     status: str
     pending: bool
-    capacity: dict[str, dict[str, Any]]
+    deployed: dict[str, Any]
 
 
 log = logging.getLogger("moorage.control")
@@ -128,18 +129,19 @@ class Reconciler:
         """An accepted capacity change: resize the variants whose desired count the row changed, and
         move the weights it changed."""
         fleet = self.fleets.get(intent.name)
-        if fleet is None:
-            self.update(intent.name)  # nothing to resize here: `_update` records the row InService
+        if fleet is None or not intent.deployed:
+            self.update(intent.name)  # nothing to resize here: `_update` records the row's outcome
             return
         counts, weights = {}, {}
-        for variant in fleet.variants:
-            wanted = intent.capacity.get(variant.name)
-            if wanted is None:
+        for pv in intent.deployed["config"]["ProductionVariants"]:
+            variant = fleet.variant(pv["VariantName"])
+            if variant is None:
                 continue
-            if int(wanted["instances"]) != variant.desired:
-                counts[variant.name] = int(wanted["instances"])
-            if float(wanted["weight"]) != variant.route.weight:
-                weights[variant.name] = float(wanted["weight"])
+            instances, weight = variant_capacity(intent.deployed, pv)
+            if instances != variant.desired:
+                counts[variant.name] = instances
+            if weight != variant.route.weight:
+                weights[variant.name] = weight
         self.change_capacity(intent.name, counts, weights)
 
     def _intents(self) -> list[_Intent]:
@@ -148,10 +150,26 @@ class Reconciler:
                 select(EndpointRow.name, EndpointRow.status, EndpointRow.pending, EndpointRow.deployed)
             ).all()
         return [
-            _Intent(name, status, bool(pending), dict((deployed or {}).get("capacity") or {}))
+            _Intent(name, status, bool(pending), deployed or {})
             for name, status, pending, deployed in rows
             if status in ("Creating", "Updating", "Deleting")
         ]
+
+    async def needed_deployments(self) -> set[tuple[str, str, str]]:
+        """(endpoint, variant, deployment) of every deployment the rows still need, deployed or pending:
+        the instances an earlier server left running that a fleet may take over."""
+        return await self.store.run(self._needed)
+
+    def _needed(self) -> set[tuple[str, str, str]]:
+        with self.store.session() as session:
+            rows = session.execute(select(EndpointRow.name, EndpointRow.deployed, EndpointRow.pending)).all()
+        return {
+            (name, pv["VariantName"], deployment_key(snapshot))
+            for name, deployed, pending in rows
+            for snapshot in (deployed, pending)
+            if snapshot
+            for pv in snapshot["config"]["ProductionVariants"]
+        }
 
     # ---- transitions, started by `_dispatch` (all return at once; work goes on in tasks) ---------
 
