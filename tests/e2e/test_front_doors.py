@@ -19,23 +19,20 @@ from tests.e2e.conftest import FAST_WAIT, deploy, model_and_config, settled
 from tests.support.models import ECHO_INFERENCE, build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.postgres import PostgresServer
-from tests.support.ray_cluster import HEAD_IP, RayCluster
+from tests.support.ray_cluster import RayCluster
 
-INSTANCE_TYPES = {"ml.m5.large": {"cpus": 0.5, "memory_gib": 0.25}}
 SLOW_LOADING = ECHO_INFERENCE.replace(
     "def model_fn(model_dir):\n", "def model_fn(model_dir):\n    time.sleep(6)\n"
 )
 
 
 def _server(state: Path, database: str, ray_nodes: RayCluster) -> Any:
-    env = {
-        "MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES),
-        "MOORAGE_LEADER_RETRY_SECONDS": "0.5",
-        "MOORAGE_ROUTE_SYNC_SECONDS": "0.2",
-        "MOORAGE_HEALTH_INTERVAL_SECONDS": "0.5",
-    }
-    args = ("--no-s3", "--compute", "ray", "--ray-address", ray_nodes.address, "--ray-node-address", HEAD_IP)
-    return moorage_server(state, env=env, args=args, database_url=database)
+    env = ray_nodes.server_env(
+        MOORAGE_LEADER_RETRY_SECONDS="0.5",
+        MOORAGE_ROUTE_SYNC_SECONDS="0.2",
+        MOORAGE_HEALTH_INTERVAL_SECONDS="0.5",
+    )
+    return moorage_server(state, env=env, args=ray_nodes.server_args(), database_url=database)
 
 
 @pytest.fixture

@@ -22,24 +22,17 @@ from tests.e2e.test_client_cli import moorage
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.ray_cluster import HEAD_IP, SECOND_IP, RayCluster
 
+
 # instances sized to fit this small machine: four of them fit on one 2-CPU, 2 GiB node
-INSTANCE_TYPES = {
-    "ml.m5.large": {"cpus": 0.5, "memory_gib": 0.25},
-    "ml.m5.4xlarge": {"cpus": 16, "memory_gib": 64},
-}
-
-
 @pytest.fixture(scope="module")
 def ray_server(ray_nodes: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    env = {
-        "MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES),
-        "MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS": "5",
+    env = ray_nodes.server_env(
+        MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS="5",
         # a lost node is noticed by the health check within ~2 s
-        "MOORAGE_HEALTH_INTERVAL_SECONDS": "0.5",
-        "MOORAGE_HEALTH_TIMEOUT_SECONDS": "0.5",
-    }
-    args = ("--no-s3", "--compute", "ray", "--ray-address", ray_nodes.address, "--ray-node-address", HEAD_IP)
-    with moorage_server(tmp_path_factory.mktemp("state"), env=env, args=args) as running:
+        MOORAGE_HEALTH_INTERVAL_SECONDS="0.5",
+        MOORAGE_HEALTH_TIMEOUT_SECONDS="0.5",
+    )
+    with moorage_server(tmp_path_factory.mktemp("state"), env=env, args=ray_nodes.server_args()) as running:
         yield running
 
 
@@ -112,9 +105,8 @@ def test_another_installation_on_the_same_cluster_leaves_these_instances_alone(
     sm, smr = ray_server.client("sagemaker"), ray_server.client("sagemaker-runtime")
     name = deploy(sm, echo_model)
     serving = _invoke(smr, name)["pid"]
-    env = {"MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES)}
-    args = ("--no-s3", "--compute", "ray", "--ray-address", ray_nodes.address, "--ray-node-address", HEAD_IP)
-    with moorage_server(tmp_path / "other", env=env, args=args):  # up: it has adopted and released
+    other = moorage_server(tmp_path / "other", env=ray_nodes.server_env(), args=ray_nodes.server_args())
+    with other:  # up: it has adopted and released
         assert _invoke(smr, name)["pid"] == serving
     assert _invoke(smr, name)["pid"] == serving
     sm.delete_endpoint(EndpointName=name)

@@ -9,7 +9,6 @@ instance it started is checked to have run on a Ray node."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -26,13 +25,11 @@ from tests.e2e import test_fleets as fleets
 from tests.e2e import test_metrics as metrics
 from tests.e2e import test_update as update
 from tests.e2e.conftest import FAST_WAIT
-from tests.e2e.test_ray import INSTANCE_TYPES
 from tests.support.images import check_image_with_its_own_server
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.ray_cluster import HEAD_IP, SECOND_IP, RayCluster
 
 ENV = {
-    "MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES),
     "MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS": "10",
     **fleets.FAST,  # health checks every 0.5 s, short grace and back-off, the seeded routing
     **autoscaling.FAST_SCALING,  # a 1 s scaling period
@@ -41,8 +38,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def ray_server(ray_nodes: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    args = ("--no-s3", "--compute", "ray", "--ray-address", ray_nodes.address, "--ray-node-address", HEAD_IP)
-    with moorage_server(tmp_path_factory.mktemp("state"), env=ENV, args=args) as running:
+    env = ray_nodes.server_env(**ENV)
+    with moorage_server(tmp_path_factory.mktemp("state"), env=env, args=ray_nodes.server_args()) as running:
         yield running
 
 

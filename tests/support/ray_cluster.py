@@ -10,6 +10,7 @@ is how a machine dropping out of the cluster looks to the rest."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -30,6 +31,11 @@ SECOND_IP = "127.0.0.3"
 NODE_CPUS = 2
 NODE_MEMORY = 2 * 1024**3
 OBJECT_STORE = 128 * 1024**2
+# instance sizes for servers on these small nodes: four ml.m5.large fit on one; ml.m5.4xlarge never fits
+INSTANCE_TYPES = {
+    "ml.m5.large": {"cpus": 0.5, "memory_gib": 0.25},
+    "ml.m5.4xlarge": {"cpus": 16, "memory_gib": 64},
+}
 ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
     # a node that stops answering is declared dead in ~3 s rather than ~15 s
@@ -172,6 +178,14 @@ class RayCluster:
     @property
     def address(self) -> str:
         return f"{HEAD_IP}:{self.head.gcs_port}"
+
+    def server_args(self) -> tuple[str, ...]:
+        """`moorage serve` flags that place instances on this cluster (and no S3 on the port)."""
+        return ("--no-s3", "--compute", "ray", "--ray-address", self.address, "--ray-node-address", HEAD_IP)
+
+    def server_env(self, **settings: str) -> dict[str, str]:
+        """A server's environment: INSTANCE_TYPES, and `settings` (MOORAGE_* variables)."""
+        return {"MOORAGE_INSTANCE_TYPES": json.dumps(INSTANCE_TYPES), **settings}
 
     def start_second(self) -> None:
         _started(lambda: self.second.start(self.address), self.second)
