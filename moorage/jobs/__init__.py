@@ -1,0 +1,1 @@
+"""Work that runs beside the endpoints' request path: asynchronous inference and batch transform."""

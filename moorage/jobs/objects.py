@@ -1,0 +1,167 @@
+"""The objects jobs read and write: asynchronous inference inputs and results, batch transform data.
+
+A location is ``s3://bucket/key`` (the server's own S3 store, or whichever store boto3 is configured
+for; see moorage/artifacts/fetch.py), ``file:///absolute/path`` or a plain path on the server's disk.
+Every call blocks: run it on a thread. A written object appears whole or not at all (S3 PUT; a local
+file is written beside its name and renamed), so a reader never sees part of a result."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from moorage.artifacts.errors import ArtifactError, one_line
+from moorage.artifacts.fetch import s3_client
+from moorage.artifacts.locations import LocalLocation, Location, S3Location, parse_location
+
+
+class ObjectError(Exception):
+    """A read, write or listing that failed; str() is one line that says what to fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def location(uri: str, field: str) -> Location:
+    """Parse `uri` (the API member `field` carried it); ObjectError names the member when it is bad."""
+    try:
+        return parse_location(uri, field)
+    except ArtifactError as exc:
+        raise ObjectError(str(exc)) from None
+
+
+def child(base: str, name: str) -> str:
+    """`name` inside the folder-like location `base` (S3 prefixes and directories alike)."""
+    return f"{base.rstrip('/')}/{name}"
+
+
+def read_object(uri: str, field: str) -> bytes:
+    where = location(uri, field)
+    if isinstance(where, LocalLocation):
+        try:
+            return where.path.read_bytes()
+        except OSError as exc:
+            raise ObjectError(f"Could not read {uri} ({field}): {exc.strerror or exc}.") from None
+    with _s3_errors("read", uri, field):
+        response = s3_client().get_object(Bucket=where.bucket, Key=where.key)
+        body: bytes = response["Body"].read()
+        return body
+
+
+def write_object(uri: str, body: bytes, field: str, content_type: str | None = None) -> None:
+    where = location(uri, field)
+    if isinstance(where, LocalLocation):
+        _write_file(where.path, body, uri, field)
+        return
+    extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+    with _s3_errors("write", uri, field):
+        s3_client().put_object(Bucket=where.bucket, Key=where.key, Body=body, **extra)
+
+
+def object_exists(uri: str, field: str) -> bool:
+    where = location(uri, field)
+    if isinstance(where, LocalLocation):
+        return where.path.is_file()
+    try:
+        s3_client().head_object(Bucket=where.bucket, Key=where.key)
+    except ClientError as exc:
+        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise ObjectError(f"Could not look for {uri} ({field}): {_describe(exc)}.") from None
+    except BotoCoreError as exc:
+        raise ObjectError(f"Could not look for {uri} ({field}): {exc}.") from None
+    return True
+
+
+def list_objects(prefix: str, field: str) -> list[str]:
+    """Every object whose location starts with `prefix`, in key order (S3's order: by bytes).
+
+    On disk the prefix is a directory (every file below it) or the start of file names in one."""
+    where = location(prefix, field)
+    if isinstance(where, LocalLocation):
+        return [str(path) for path in _local_listing(where.path)]
+    found: list[str] = []
+    with _s3_errors("list", prefix, field):
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=where.key)
+        for page in pages:
+            found.extend(f"s3://{where.bucket}/{item['Key']}" for item in page.get("Contents", []))
+    return sorted(found, key=lambda uri: uri.encode())
+
+
+def relative_name(prefix: str, uri: str) -> str:
+    """`uri`'s name below `prefix`, the way batch transform names outputs (`<key relative>.out`)."""
+    if isinstance(location(prefix, "prefix"), LocalLocation):
+        base = str(location(prefix, "prefix").uri)
+        path = str(location(uri, "object").uri)
+        if Path(base).is_dir():
+            return os.path.relpath(path, base)
+        return Path(path).name
+    base_key = location(prefix, "prefix")
+    key = location(uri, "object")
+    assert isinstance(base_key, S3Location) and isinstance(key, S3Location)
+    cut = base_key.key.rsplit("/", 1)[0] + "/" if "/" in base_key.key else ""
+    return key.key[len(cut) :] if key.key.startswith(cut) else key.name
+
+
+def _local_listing(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: str(p).encode())
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    return sorted(
+        (p for p in parent.iterdir() if p.is_file() and p.name.startswith(path.name)),
+        key=lambda p: str(p).encode(),
+    )
+
+
+def _write_file(path: Path, body: bytes, uri: str, field: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise ObjectError(f"Could not write {uri} ({field}): {exc.strerror or exc}.") from None
+
+
+def _code(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
+
+
+def _describe(exc: ClientError) -> str:
+    code = _code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")).strip()
+    hint = {
+        "NoSuchBucket": "the bucket does not exist; create it first",
+        "NoSuchKey": "no such object",
+        "404": "no such object",
+        "AccessDenied": "access denied; check the server's credentials and the bucket policy",
+        "403": "access denied; check the server's credentials and the bucket policy",
+    }.get(code)
+    return f"{code} ({hint})" if hint else f"{code}: {message or 'request failed'}"
+
+
+@contextlib.contextmanager
+def _s3_errors(what: str, uri: str, field: str) -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        raise ObjectError(f"Could not {what} {uri} ({field}): {_describe(exc)}.") from None
+    except BotoCoreError as exc:
+        raise ObjectError(
+            f"Could not {what} {uri} ({field}): {exc}. Check that the S3 store is running and reachable."
+        ) from None
