@@ -5,6 +5,9 @@ SageMaker supports only part of JSONPath (the developer guide's "Supported JSONP
 INCLUSIVE (``$[1:4]`` is elements 1, 2, 3 and 4), unlike Python's and most JSONPath libraries', so
 the path is evaluated here rather than by a library. A CSV row is taken as an array of its columns,
 so only index paths apply to CSV. Everything here works on parsed values; records.py deals in bytes.
+
+All JSON is read by load_json and written by render_rows, so what the jobs accept and write is strict
+JSON whatever Python's json module would let through (NaN, Infinity, lone surrogates, deep nesting).
 """
 
 from __future__ import annotations
@@ -13,10 +16,16 @@ import csv
 import io
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Format = Literal["csv", "json", "jsonlines"]
+
+# A CSV field may be as long as a record (MaxPayloadInMB goes up to 100 MB, and SplitType None has no
+# limit); the csv module's default refuses fields over 128 KiB. Raised for the process, never lowered.
+CSV_FIELD_LIMIT = 2**31 - 1
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 
 _FORMATS: dict[str, Format] = {
     "text/csv": "csv",
@@ -37,6 +46,57 @@ class RowError(FilterError):
     def __init__(self, index: int, message: str) -> None:
         super().__init__(message)
         self.index = index
+
+
+class JsonError(ValueError):
+    """Text that is not JSON (or not JSON that can be read back: NaN, Infinity, nesting deeper than
+    Python's recursion limit); str() says why."""
+
+
+@dataclass(frozen=True)
+class RawNumber:
+    """A JSON integer longer than Python converts (sys.get_int_max_str_digits(), 4300 digits by
+    default), kept as its text and written back unchanged: valid JSON stays valid."""
+
+    text: str
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+def _long_int(text: str) -> int | RawNumber:
+    try:
+        return int(text)
+    except ValueError:  # over the digit limit
+        return RawNumber(text)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# Only used when _DECODER meets an over-long integer: a parse_int hook slows every integer down.
+_LONG_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_long_int)
+
+
+def load_json(text: str | bytes) -> Any:
+    """One JSON document (bytes as json.loads reads them: UTF-8, -16 or -32). Every failure is a
+    JsonError, including nesting too deep for the parser's recursion (RecursionError otherwise)."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text))
+        try:
+            return _DECODER.decode(text)
+        except (JsonError, json.JSONDecodeError):
+            raise
+        except ValueError:  # an integer over Python's digit limit for int()
+            return _LONG_DECODER.decode(text)
+    except JsonError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise JsonError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise JsonError("nested too deeply to read (over about a thousand levels)") from None
+    except ValueError as exc:
+        raise JsonError(str(exc)) from None
 
 
 def format_of(content_type: str | None) -> Format | None:
@@ -269,6 +329,8 @@ def _kind(value: Any) -> str:
         return "an array"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, RawNumber):
+        return "an integer"
     return "null" if value is None else f"a {type(value).__name__}"
 
 
@@ -278,7 +340,7 @@ FORMAT_NAMES: dict[Format, str] = {"csv": "CSV", "json": "JSON", "jsonlines": "J
 def parse_row(text: str, fmt: Format) -> Any:
     """One line as a value: a CSV line is a list of its columns (strings, RFC 4180)."""
     if fmt != "csv":
-        return json.loads(text)
+        return load_json(text)
     try:
         rows = list(csv.reader([text], strict=True))
     except csv.Error as exc:
@@ -324,9 +386,18 @@ def render_row(value: Any, fmt: Format) -> str:
 
 
 def render_rows(values: list[Any], fmt: Format) -> list[str]:
-    """The text of each value (one csv.writer for all CSV rows); RowError names an object in CSV."""
+    """The text of each value (one csv.writer for all CSV rows); RowError names an object in CSV, or
+    a value JSON cannot hold."""
     if fmt != "csv":
-        return [json.dumps(value, ensure_ascii=False, separators=(",", ":")) for value in values]
+        rendered: list[str] = []
+        for index, value in enumerate(values):
+            try:
+                rendered.append(_render_json(value))
+            except ValueError as exc:
+                raise RowError(index, f"cannot be written as JSON: {exc}") from None
+            except RecursionError:
+                raise RowError(index, "cannot be written as JSON: it is nested too deeply") from None
+        return rendered
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="")
     lengths: list[int] = []
@@ -338,12 +409,51 @@ def render_rows(values: list[Any], fmt: Format) -> list[str]:
             columns = ["" if column is None else column for column in columns]
         lengths.append(writer.writerow(columns))
     text = buffer.getvalue()
-    rendered: list[str] = []
+    rows: list[str] = []
     position = 0
     for length in lengths:
-        rendered.append(text[position : position + length])
+        rows.append(text[position : position + length])
         position += length
-    return rendered
+    return rows
+
+
+# A RawNumber is encoded as a string holding this token (escaped by the encoder, as control characters
+# are), then swapped for its digits; the random part keeps a string in the data from passing for one.
+_RAW_MARK = f"\x00{secrets.token_hex(8)}:"
+_RAW_KEY = _RAW_MARK[1:]
+_RAW_QUOTED = re.compile(re.escape(json.dumps(_RAW_MARK)[:-1]) + r'([-0-9]+)"')
+
+
+def _raw_default(value: object) -> str:
+    if isinstance(value, RawNumber):
+        return _RAW_MARK + value.text
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_raw_default)
+_ASCII_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_raw_default)
+
+
+def _render_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept; a lone surrogate ("\\ud800" in the input: valid JSON, but not
+    encodable as UTF-8) makes the whole value \\u-escaped instead. Infinity (a float beyond a double,
+    such as 1e400) raises ValueError."""
+    try:
+        text = _ENCODER.encode(value)
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ValueError(
+                "a number is beyond a double's range (such as 1e400); write it within +-1.8e308"
+            ) from None
+        raise
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = _ASCII_ENCODER.encode(value)
+    if _RAW_KEY in text:
+        text = _RAW_QUOTED.sub(r"\1", text)
+    return text
 
 
 def join(source: Any, output: Any, fmt: Format) -> Any:

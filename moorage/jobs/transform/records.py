@@ -10,15 +10,13 @@ input order. The job runner does the I/O and the HTTP; nothing here blocks or to
 
 from __future__ import annotations
 
-import gzip
-import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from moorage.jobs.transform import filters, manifest
-from moorage.jobs.transform.filters import FilterError, Format, JsonPath, RowError
+from moorage.jobs.transform.filters import FilterError, Format, JsonError, JsonPath, RowError
 from moorage.jobs.transform.framing import Framed, FramingError, split_recordio, split_tfrecord
 
 SPLIT_TYPES = ("None", "Line", "RecordIO", "TFRecord")
@@ -26,6 +24,10 @@ BATCH_STRATEGIES = ("MultiRecord", "SingleRecord")
 COMPRESSION_TYPES = ("None", "Gzip")
 ASSEMBLE_WITH = ("None", "Line")
 JOIN_SOURCES = ("None", "Input")
+# What a Gzip object may decompress to: a bound on the memory one object takes, far above what a
+# transform input usually holds, while a small "gzip bomb" cannot exhaust the server.
+MAX_DECOMPRESSED_BYTES = 1024**3
+_GZIP_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -158,16 +160,19 @@ def check_settings(settings: TransformSettings) -> str | None:
     return check_join(settings)
 
 
-def requests_for(data: bytes, settings: TransformSettings) -> tuple[list[bytes], list[Request]]:
+def requests_for(
+    data: bytes, settings: TransformSettings, max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
+) -> tuple[list[bytes], list[Request]]:
     """Decompress, split into records, apply InputFilter per record and pack into requests.
 
     Returns the records as they lie in the decompressed object (what JoinSource Input joins with)
     and the requests, in order. A record (or, for SplitType None, the object) over MaxPayloadInMB
-    raises RecordError, as does a record the InputFilter cannot select from."""
+    raises RecordError, as does a record the InputFilter cannot select from, or a Gzip object that
+    decompresses to more than `max_decompressed_bytes`."""
     problem = check_settings(settings)
     if problem:
         raise RecordError(problem)
-    data = _decompress(data, settings.compression)
+    data = _decompress(data, settings.compression, max_decompressed_bytes)
     in_path = filters.parse_path(settings.input_filter)
     fmt = filters.format_of(settings.content_type)
     records: list[bytes]
@@ -206,8 +211,9 @@ def assemble(
         raise RecordError(check_settings(settings) or "the output format cannot be filtered")
     outputs: list[Any] = []
     numbers: list[int] = []
+    batched = settings.batch_strategy == "MultiRecord" and settings.split_type != "None"
     for request, response in zip(requests, responses, strict=True):
-        split = _split_response(response, request, fmt)
+        split = _split_response(response, request, fmt, batched)
         outputs.extend(split)
         numbers.extend(range(request.first + 1, request.first + 1 + len(split)))
     texts = [index for index, output in enumerate(outputs) if isinstance(output, bytes)]
@@ -226,10 +232,7 @@ def assemble(
                 )
             rows[index] = [filters.join(s, o, fmt) for s, o in zip(source, output, strict=True)]
     flat, owners = _flatten(rows)
-    try:
-        rendered = filters.render_rows(filters.select_all(out_path, flat), fmt)
-    except RowError as exc:
-        raise RecordError(f"DataProcessing.OutputFilter: {exc}", numbers[owners[exc.index]]) from None
+    rendered = _select_render(out_path, flat, fmt, "OutputFilter", [numbers[owner] for owner in owners])
     endings = [
         b"\n" if line or (isinstance(output, bytes) and output.endswith(b"\n")) else b"" for output in outputs
     ]
@@ -245,13 +248,53 @@ def _output_type(settings: TransformSettings) -> str | None:
     return settings.accept or settings.content_type
 
 
-def _decompress(data: bytes, compression: str) -> bytes:
+def _decompress(data: bytes, compression: str, limit: int) -> bytes:
+    """CompressionType Gzip: every member (gunzip reads concatenated members as one stream, zero
+    padding between them allowed), refused once the output passes `limit` bytes. The input is fed
+    a chunk at a time, so the rest of the object is never copied once per member."""
     if compression != "Gzip":
         return data
+    pieces: list[bytes] = []
+    size = 0
+    view = memoryview(data)
+    offset = 0
+    members = 0
+    stream: zlib._Decompress | None = None  # the current member's decompressor
+    pending = b""
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+        while True:
+            if not pending:
+                if offset >= len(view):
+                    break
+                pending = bytes(view[offset : offset + _GZIP_CHUNK])
+                offset += len(pending)
+            if stream is None:
+                if members:
+                    pending = pending.lstrip(b"\0")
+                    if not pending:
+                        continue
+                stream = zlib.decompressobj(wbits=31)
+                members += 1
+            piece = stream.decompress(pending, limit - size + 1)
+            size += len(piece)
+            if size > limit:
+                raise RecordError(
+                    f"the object decompresses to more than {limit:,} bytes, the most one Gzip object "
+                    "may hold; split the data into several smaller objects (each is transformed on its own)"
+                )
+            pieces.append(piece)
+            if stream.eof:
+                pending, stream = stream.unused_data, None
+            else:
+                pending = stream.unconsumed_tail
+    except zlib.error as exc:
         raise RecordError(f"the object is not valid gzip (CompressionType is Gzip): {exc}") from None
+    if stream is not None:
+        raise RecordError(
+            "the object is not valid gzip (CompressionType is Gzip): it ends before the end of its "
+            "compressed data (a truncated upload?)"
+        )
+    return b"".join(pieces)
 
 
 def _split_lines(data: bytes) -> list[bytes]:
@@ -279,11 +322,24 @@ def _filter_records(records: list[bytes], path: JsonPath, fmt: Format) -> list[b
         endings.append(ending)
     rows = _record_rows(bodies, fmt, "the input", range(1, len(records) + 1))
     flat, owners = _flatten(rows)
-    try:
-        rendered = filters.render_rows(filters.select_all(path, flat), fmt)
-    except RowError as exc:
-        raise RecordError(f"DataProcessing.InputFilter: {exc}", owners[exc.index] + 1) from None
+    rendered = _select_render(path, flat, fmt, "InputFilter", [owner + 1 for owner in owners])
     return _regroup(rendered, rows, endings)
+
+
+def _select_render(path: JsonPath, rows: list[Any], fmt: Format, which: str, numbers: list[int]) -> list[str]:
+    """The filter (`which`: InputFilter or OutputFilter) applied to each row and written back;
+    `numbers` are the rows' record numbers, for messages."""
+    try:
+        selected = filters.select_all(path, rows)
+    except RowError as exc:
+        raise RecordError(f"DataProcessing.{which}: {exc}", numbers[exc.index]) from None
+    try:
+        return filters.render_rows(selected, fmt)
+    except RowError as exc:
+        # In CSV the filter selected an object; in JSON the data holds what JSON cannot (1e400).
+        data = "the input" if which == "InputFilter" else "the output"
+        about = f"DataProcessing.{which}:" if fmt == "csv" else data
+        raise RecordError(f"{about} {exc}", numbers[exc.index]) from None
 
 
 def _strip_ending(record: bytes) -> tuple[bytes, bytes]:
@@ -323,16 +379,22 @@ def _record_rows(datas: list[bytes], fmt: Format, what: str, numbers: Sequence[i
 
 
 def _multi_line_rows(text: str, fmt: Format, what: str, number: int) -> list[Any]:
+    """An application/json record is one JSON value (pretty-printed, say), else JSON Lines; CSV and
+    JSON Lines records are one row per line."""
+    whole: JsonError | None = None
     if fmt == "json":
         try:
-            return [json.loads(text)]
-        except json.JSONDecodeError:
-            pass
+            return [filters.load_json(text)]
+        except JsonError as exc:
+            whole = exc
     lines = [line.rstrip("\r") for line in text.split("\n")]
     try:
         # Blank lines are not rows; in JSON, neither are lines of whitespace.
         return filters.parse_rows([line for line in lines if (line if fmt == "csv" else line.strip())], fmt)
     except RowError as exc:
+        if whole is not None and not str(whole).startswith("Extra data"):
+            # Not several values, one per line: the document's own error says where it went wrong.
+            raise RecordError(f"{what} is not valid JSON: {whole}", number) from None
         raise RecordError(f"{what} is {exc}", number) from None
 
 
@@ -358,17 +420,19 @@ def _regroup(rendered: list[str], rows: list[list[Any]], endings: list[bytes]) -
     return out
 
 
-def _split_response(response: bytes, request: Request, fmt: Format) -> list[bytes | Any]:
-    """One response per record: the response itself for a single record, else its lines (one per
-    record, as with AssembleWith Line), or the elements of a JSON array holding one per record."""
-    if request.count == 1:
+def _split_response(response: bytes, request: Request, fmt: Format, batched: bool) -> list[bytes | Any]:
+    """One output per record. Unless `batched` (MultiRecord with SplitType Line, RecordIO or
+    TFRecord), a request carries one record and the response is its output, whole. A batched
+    response is split by one rule whatever the number of records in the request, one included, so an
+    output never depends on how records were packed: for JSON, an array with exactly one element per
+    record gives the elements; otherwise there must be one line per record."""
+    if not batched:
         return [response]
     first, last = request.first + 1, request.first + request.count
     if fmt != "csv":
-        # One JSON document answering the whole batch: an array with an element per record.
         try:
-            value = json.loads(response)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            value = filters.load_json(response)
+        except JsonError:
             value = None
         if isinstance(value, list) and len(value) == request.count:
             return list(value)
@@ -376,9 +440,10 @@ def _split_response(response: bytes, request: Request, fmt: Format) -> list[byte
     lines = [line for line in [*(p + b"\n" for p in pieces[:-1]), pieces[-1]] if line.strip()]
     if len(lines) == request.count:
         return list(lines)
+    these = "this record" if request.count == 1 else f"these {request.count} records"
     raise RecordError(
-        f"the response to these {request.count} records has {len(lines)} lines; it needs one line per "
-        "record (or, for JSON, an array with one element per record) so each can be joined or filtered",
+        f"the response to {these} has {len(lines)} lines; it needs one line per record (or, for JSON, "
+        "an array with one element per record) so each can be joined or filtered",
         first,
         last,
     )
