@@ -54,6 +54,8 @@ _STABLE_SECONDS = 60.0  # a run this long resets the backoff and the attempt cou
 _PROBE_INTERVAL_SECONDS = 0.25
 _PROBE_TIMEOUT_SECONDS = 5.0
 _PORT_RACE_RETRIES = 3
+_PID_SUFFIX = ".weed-pid"  # beside the data directory: weed mini reads a data dir with other files as used
+_PREVIOUS_GRACE_SECONDS = 15.0  # a weed left behind got SIGTERM from its lifeline; then SIGKILL
 _PROBE_PATH = "/moorage-internal/probe"
 _FATAL_LINE = re.compile(r"^F\d{4} ")
 _INSTALL_HINT = (
@@ -185,6 +187,7 @@ class EmbeddedS3:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EmbeddedS3Error(f"The embedded S3 store cannot use its data directory: {exc}") from exc
+        await self._previous_gone()
         for _ in range(_PORT_RACE_RETRIES):
             if not ports_available(self._ports):
                 self._ports = free_ports()
@@ -218,6 +221,26 @@ class EmbeddedS3:
                 cwd=str(self.data_dir),
                 start_new_session=True,
             )
+        with contextlib.suppress(OSError):
+            _pid_file(self.data_dir).write_text(f"{self._process.pid} {os.getpid()}")
+
+    async def _previous_gone(self) -> None:
+        """Wait for a weed that a server now gone left on this data directory to stop.
+
+        A server killed with SIGKILL cannot stop its store; the store gets SIGTERM from its lifeline
+        but may hold the data directory's locks and the recorded ports for a few seconds more, and a
+        weed started meanwhile would fail (or move to other ports). SIGKILL after a grace period. The
+        store of a server that still runs is left alone (the new one then fails, saying why)."""
+        pid = _previous_pid(self.data_dir)
+        if pid is None:
+            return
+        self._on_event(f"waiting for the embedded S3 store of an earlier run (pid {pid}) to stop")
+        deadline = time.monotonic() + _PREVIOUS_GRACE_SECONDS
+        while _runs_weed_on(pid, self.data_dir):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.1)
 
     async def _until_ready(self, log_offset: int) -> None:
         process = self._process
@@ -278,6 +301,32 @@ class EmbeddedS3:
         lines = self._log_since(offset).splitlines()
         fatal = [line for line in lines[:-tail] if _FATAL_LINE.match(line)]
         return "\n".join([*fatal, *lines[-tail:]]) or "(no output)"
+
+
+def _pid_file(data_dir: Path) -> Path:
+    """Where the weed running on `data_dir` and its server are recorded: `<data dir>.weed-pid`."""
+    return data_dir.with_name(data_dir.name + _PID_SUFFIX)
+
+
+def _previous_pid(data_dir: Path) -> int | None:
+    """The weed an earlier run started on `data_dir`, if it still runs there and its server is gone."""
+    try:
+        weed, server = (int(field) for field in _pid_file(data_dir).read_text().split())
+    except (OSError, ValueError):
+        return None
+    if Path(f"/proc/{server}").exists() and server != os.getpid():
+        return None
+    return weed if _runs_weed_on(weed, data_dir) else None
+
+
+def _runs_weed_on(pid: int, data_dir: Path) -> bool:
+    """Whether process `pid` is (still) a weed serving `data_dir`: its command line says so. A pid
+    reused by another program, or an exited one (a zombie has no command line), is not."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"-dir={data_dir}".encode() in argv
 
 
 def _probe(ports: Mapping[str, int]) -> None:

@@ -178,3 +178,31 @@ def test_weed_dies_with_a_killed_server(tmp_path: Path) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+async def test_a_store_started_right_after_a_killed_server_waits_for_its_weed(
+    tmp_path: Path, events: list[str]
+) -> None:
+    """kill -9 of a server, then a new one at once on the same state dir: the old weed still holds the
+    data directory for a moment; the new store waits for it and comes up on the same ports."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        old = int(server.stdout.readline())
+    finally:
+        server.kill()
+        server.wait()
+    store = EmbeddedS3(tmp_path / "s3", tmp_path / "s3.log", startup_timeout=30, on_event=events.append)
+    try:
+        await store.start()
+        assert not _alive(old)
+        assert any(f"pid {old}" in event for event in events)
+        client = _client(store)
+        await asyncio.to_thread(client.create_bucket, Bucket="after-kill")
+        await asyncio.to_thread(client.put_object, Bucket="after-kill", Key="k", Body=b"written")
+        assert await asyncio.to_thread(_read, store, "after-kill", "k") == b"written"
+    finally:
+        await store.stop()
