@@ -24,6 +24,7 @@ from moorage.api import control, routing, scaling
 from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
+from moorage.api.runtime_async import AsyncRuntimeApi
 from moorage.api.sts import StsApi
 from moorage.auth import AuthFailure, SigV4Verifier, load_keyring
 from moorage.auth.errors import auth_error_response
@@ -39,15 +40,24 @@ from moorage.control.reconciler import Reconciler, VariantState
 from moorage.control.scaling.engine import ScalingEngine
 from moorage.control.scaling.settings import ScalingSettings
 from moorage.control.scaling_port import FleetScalingPort
+from moorage.control.transform_jobs import TransformJobs
 from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES
 from moorage.dataplane.route_sync import RouteFollower, RoutePublisher
 from moorage.dataplane.routes import RoutingTable
+from moorage.dataplane.serverless_sync import ServerlessDemand
 from moorage.dataplane.stats import StatsBook
 from moorage.dataplane.traffic_sync import TrafficReporter
 from moorage.fleet import EndpointFleet, FleetContext
+from moorage.fleet.serverless import apply_demand
 from moorage.http.responses import Response, json_response
 from moorage.http.server import HttpServer, StreamHandler
 from moorage.images import ImageRegistry
+from moorage.jobs.asynchronous.commits import GroupCommit
+from moorage.jobs.asynchronous.dispatcher import Dispatcher
+from moorage.jobs.asynchronous.metrics import backlog_metrics
+from moorage.jobs.asynchronous.queue import insert_requests
+from moorage.jobs.notify import Notifier
+from moorage.jobs.transform.runner import TransformRunner
 from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from moorage.metrics.exposition import FleetCollector, registry, render
@@ -87,12 +97,19 @@ class MoorageApp:
         self.provider: InstanceProvider | None = None
         self.leadership: Leadership | None = None
         self.follower: RouteFollower | None = None
+        self.demand: ServerlessDemand | None = None  # several servers: serverless requests at the others
         self._run_dir: Path | None = None
         self.stats = StatsBook() if settings.metrics else None
         self.usage = UsageMeter(self.clock, self._instances)
-        self.metrics = registry(FleetCollector(self._fleets, self.usage)) if settings.metrics else None
+        self.collector = FleetCollector(self._fleets, self.usage)
+        self.metrics = registry(self.collector) if settings.metrics else None
+        # asynchronous inference: the queue is written by every server, run by the one that reconciles
+        self.notifier = Notifier(settings.sns_webhooks)
+        self.dispatcher: Dispatcher | None = None
+        self.async_queue: GroupCommit[dict[str, Any]] | None = None
         self._background: list[asyncio.Task[None]] = []
         self.scaling: ScalingEngine | None = None
+        self.transforms: TransformRunner | None = None  # batch transform jobs, while this server leads
         self.verifier = SigV4Verifier(keys) if keys is not None else None  # None: signatures not checked
         self.sts = StsApi(settings.account_id, settings.default_region, keys)
         self.s3_service = S3Service(settings)
@@ -218,15 +235,35 @@ class MoorageApp:
         # reconciler: the poll is only a safety net there
         poll = settings.reconcile_poll_seconds if self.store.shared else SOLE_SERVER_POLL_SECONDS
         self.reconciler = Reconciler(self.store, self.table, fleet, poll)
-        self.follower = RouteFollower(self.store, self.table, self.stats, settings.route_sync_seconds)
+        self.demand = ServerlessDemand(self.store, self.table, settings.route_sync_seconds)
+        self.follower = RouteFollower(
+            self.store, self.table, self.stats, settings.route_sync_seconds, wake=self.demand.wake
+        )
         endpoints = Endpoints(
             self.store, self.reconciler, InstanceQuotas.from_settings(settings), live=self._variant_states
         )
         port = FleetScalingPort(self.store, self.reconciler, endpoints, self.usage)
         self.scaling = ScalingEngine(self.store, port, self.clock, ScalingSettings.from_environ(os.environ))
         endpoints.on_delete.append(self.scaling.endpoint_deleted)
+        self.dispatcher = Dispatcher(
+            self.store, self.table, self.notifier, settings.default_region, logs=logs
+        )
+        endpoints.on_delete.append(self.dispatcher.endpoint_deleted)
+        port.backlog = self.dispatcher.backlog_of
+        self.collector.more.append(lambda: backlog_metrics(self.dispatcher, self._fleets()))
+        self.async_queue = GroupCommit(self.store, insert_requests)
+        self.runtime.asynchronous = AsyncRuntimeApi(
+            self.table,
+            settings.account_id,
+            self.async_queue,
+            self.dispatcher.accepted,
+            authenticated=settings.credentials_file is not None,
+            input_root=str(settings.async_input_root) if settings.async_input_root else None,
+        )
+        per_job = InstanceQuotas.from_settings(settings).per_endpoint
+        transform_jobs = TransformJobs(self.store, per_job, self._wake_transforms)
         tables = {
-            "sagemaker": control.operations(self.store, endpoints),
+            "sagemaker": control.operations(self.store, endpoints, transform_jobs),
             "application-autoscaling": scaling.operations(self.store, port, self.clock, self.scaling),
         }
         self.control = JsonServices(
@@ -252,6 +289,8 @@ class MoorageApp:
             reporter = TrafficReporter(self.store, self.stats)
             port.traffic = reporter
             self._in_background(reporter.run(), "traffic")
+        if self.store.shared:  # serverless cold starts and idleness, whichever server the requests reach
+            self._in_background(self.demand.report(), "serverless-demand")
         self._in_background(self.usage.run(), "usage")
 
     async def _lead(self) -> None:
@@ -266,6 +305,10 @@ class MoorageApp:
             await self.reconciler.restore()
             await self.provider.release(await self.reconciler.needed_deployments(), ADOPT_GRACE_SECONDS)
             self._in_background(self.reconciler.follow(), "reconciler")
+            assert self.dispatcher is not None
+            self._in_background(self.dispatcher.run(), "async-inference")
+            self.transforms = TransformRunner(self.store, self.reconciler.ctx, self.reconciler.poll_seconds)
+            self._in_background(self.transforms.run(), "transforms")
             await self.scaling.start()
         except Exception:
             if not self.store.shared:
@@ -278,6 +321,10 @@ class MoorageApp:
                 self.store, self.table, self.reconciler.published_states, self.settings.route_sync_seconds
             )
             self._in_background(publisher.run(), "routes")
+            assert self.demand is not None
+            reconciler = self.reconciler
+            follow = self.demand.follow(lambda demand: apply_demand(reconciler.fleets, demand))
+            self._in_background(follow, "serverless-follow")
         log.info("reconciling; %d endpoint(s) serving", len(self.reconciler.fleets))
 
     async def _follow_until_leading(self) -> None:
@@ -304,6 +351,10 @@ class MoorageApp:
         await self.leadership.lost()
         _stop_now("it lost the lead (its database connection)")
 
+    def _wake_transforms(self) -> None:
+        if self.transforms is not None:  # else the server that leads reads the rows on its next poll
+            self.transforms.wake()
+
     def _variant_states(self, name: str) -> dict[str, VariantState]:
         """What each variant of an endpoint runs now: this server's fleets when it reconciles, else what
         the server that does last published."""
@@ -317,11 +368,19 @@ class MoorageApp:
         self._background.append(asyncio.create_task(work, name=name))
 
     async def shutdown(self) -> None:
+        # first, while the S3 store still serves: a job's run ends here, not on a failing read or write
+        if self.transforms is not None:  # its jobs stay InProgress: the next server resumes them
+            await self.transforms.shutdown()
         await self.s3_service.stop()
         if self.scaling is not None:
             await self.scaling.stop()
         for task in self._background:
             task.cancel()
+        if self.dispatcher is not None:  # requests not finished stay queued: the next start runs them
+            await self.dispatcher.close()
+        await self.notifier.close()
+        if self.async_queue is not None:
+            await self.async_queue.close()
         if self.reconciler is not None:
             # instances on a cluster outlive a server that shares its database (another adopts them);
             # a server alone stops its own

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ DEFAULT_STATE_DIR = ".moorage"
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import dataclasses
     import logging
 
     from moorage.app import serve
@@ -33,7 +35,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if warning:
         logging.getLogger("moorage").warning("%s", warning)
+    from moorage.jobs.notify import ENV_VAR, WebhookConfigError, parse_webhooks
     from moorage.store.db import StoreError, describe_url
+
+    try:
+        webhooks = parse_webhooks([os.environ.get(ENV_VAR, ""), *args.sns_webhook])
+    except WebhookConfigError as error:
+        print(f"moorage serve: --sns-webhook / {ENV_VAR}: {error}", file=sys.stderr)
+        return 2
 
     settings = Settings(
         **({"database_url": args.database_url} if args.database_url else {}),
@@ -47,7 +56,10 @@ def _serve(args: argparse.Namespace) -> int:
         compute=args.compute,
         ray_address=args.ray_address,
         ray_node_address=args.ray_node_address,
+        sns_webhooks=webhooks,
     )
+    if args.async_input_root:
+        settings = dataclasses.replace(settings, async_input_root=Path(args.async_input_root))
     state = describe_url(settings.database_url) if settings.database_url else settings.state_dir
     banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {state})"
     try:
@@ -114,6 +126,12 @@ def _invoke(args: argparse.Namespace) -> int:
     return invoke_endpoint(invocation, args.endpoint_url)
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from moorage.jobs_command import list_jobs
+
+    return list_jobs(args.endpoint_url, watch=args.watch, name_contains=args.name_contains)
+
+
 def _env(args: argparse.Namespace) -> int:
     from moorage.env_command import main as env_main
 
@@ -170,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="this server's address on the cluster's network (default: the one Ray picks)",
     )
+    serve.add_argument(
+        "--sns-webhook",
+        action="append",
+        default=[],
+        metavar="TOPIC_ARN=URL",
+        help="deliver what is published to an SNS topic (async inference notifications) to this HTTP "
+        "webhook; repeatable, added to MOORAGE_SNS_WEBHOOKS (docs/async.md)",
+    )
+    serve.add_argument(
+        "--async-input-root",
+        metavar="DIR",
+        help="with --credentials, the folder InvokeEndpointAsync may read local InputLocations from "
+        "(default: MOORAGE_ASYNC_INPUT_ROOT; unset: s3:// inputs only; docs/async.md)",
+    )
     s3 = serve.add_mutually_exclusive_group()
     s3.add_argument(
         "--s3-endpoint",
@@ -200,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--custom-attributes", metavar="TEXT")
     _add_endpoint_url(invoke)
     invoke.set_defaults(func=_invoke)
+    jobs = commands.add_parser(
+        "jobs", help="list batch transform jobs: status, records done / total, a progress bar while they run"
+    )
+    jobs.add_argument("--watch", action="store_true", help="redraw every second until no job runs")
+    jobs.add_argument("--name-contains", metavar="TEXT", help="only jobs whose name contains TEXT")
+    _add_endpoint_url(jobs)
+    jobs.set_defaults(func=_jobs)
     env = commands.add_parser(
         "env", help='print shell exports that point boto3 and the SageMaker SDK here: eval "$(moorage env)"'
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moorage.fleet.settings import FleetSettings
+from moorage.jobs.notify import parse_webhooks
 
 
 def _env_int(name: str, default: int) -> int:
@@ -110,6 +111,24 @@ class Settings:
     ray_placement_timeout_seconds: float = field(
         default_factory=lambda: _env_float("MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS", 60.0)
     )
+    # a serverless variant with no ProvisionedConcurrency stops its instance after this long without a
+    # request (docs/serverless.md)
+    serverless_idle_seconds: float = field(
+        default_factory=lambda: _env_float("MOORAGE_SERVERLESS_IDLE_SECONDS", 300.0)
+    )
+    # SNS topic ARN -> HTTP webhook that receives what is published to it (docs/async.md)
+    sns_webhooks: dict[str, str] = field(
+        default_factory=lambda: parse_webhooks([os.environ.get("MOORAGE_SNS_WEBHOOKS", "")])
+    )
+    # with credentials_file, the only folder an InvokeEndpointAsync InputLocation on disk may be below
+    # (None: only s3:// inputs); docs/async.md
+    async_input_root: Path | None = field(
+        default_factory=lambda: (
+            Path(os.environ["MOORAGE_ASYNC_INPUT_ROOT"])
+            if os.environ.get("MOORAGE_ASYNC_INPUT_ROOT")
+            else None
+        )
+    )
     # S3 on the port: the embedded store (default), an external store's URL, or off (docs/s3.md)
     s3_enabled: bool = True
     s3_endpoint: str | None = None
@@ -124,6 +143,7 @@ class Settings:
             cache_dir=self.cache_dir,
             max_unpacked_bytes=self.max_unpacked_bytes,
             handover_seconds=2 * self.route_sync_seconds + 1.0 if self.database_url else 0.0,
+            serverless_idle_seconds=self.serverless_idle_seconds,
         )
 
     @property

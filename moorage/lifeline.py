@@ -58,8 +58,18 @@ def die_with_parent(parent: int, signum: signal.Signals) -> None:
 _EXEC = (
     "import os, signal, sys; from moorage import lifeline; "
     "lifeline.die_with_parent(int(sys.argv[1]), signal.SIGTERM); "
-    "sys.argv[2] == '1' and lifeline.prefer_for_oom_kill(); os.execvp(sys.argv[3], sys.argv[3:])"
+    "sys.argv[2] == '1' and lifeline.prepare_model(os.environ); os.execvp(sys.argv[3], sys.argv[3:])"
 )
+
+
+def prepare_model(environ: Mapping[str, str]) -> None:
+    """For a model's own program (an image's server): the OOM killer's first choice, and capped at a
+    serverless variant's MemorySizeInMB (RLIMIT_DATA survives the exec, as moorage.serving applies it
+    to its own processes)."""
+    from moorage.serving.memory import apply_limit
+
+    prefer_for_oom_kill()
+    apply_limit(environ)
 
 
 def lifeline_argv(command: Sequence[str], *, oom_first: bool) -> list[str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from moorage.api.json_service import Operation, on_store
 from moorage.control import endpoint_configs, models, tags
 from moorage.control.endpoints import Endpoints
+from moorage.control.transform_jobs import TransformJobs
 from moorage.store import Store
 
 
-def operations(store: Store, endpoints: Endpoints) -> dict[str, Operation]:
+def operations(store: Store, endpoints: Endpoints, transform_jobs: TransformJobs) -> dict[str, Operation]:
     return {
         "CreateModel": on_store(store, models.create_model),
         "DescribeModel": on_store(store, models.describe_model),
@@ -27,4 +28,8 @@ def operations(store: Store, endpoints: Endpoints) -> dict[str, Operation]:
         "AddTags": on_store(store, tags.add_tags),
         "ListTags": on_store(store, tags.list_tags),
         "DeleteTags": on_store(store, tags.delete_tags),
+        "CreateTransformJob": transform_jobs.create,
+        "DescribeTransformJob": transform_jobs.describe,
+        "ListTransformJobs": transform_jobs.list,
+        "StopTransformJob": transform_jobs.stop,
     }

@@ -70,7 +70,10 @@ def parse_json_request(operation: OperationModel, body: bytes) -> dict[str, Any]
 # skip members their model does not name). DescribeEndpoint's: where each instance runs, which SageMaker's
 # API has no field for; `moorage describe` shows it (docs/cluster.md)
 INSTANCES_MEMBER = "MoorageInstances"
-EXTENSION_MEMBERS = frozenset({INSTANCES_MEMBER})
+# DescribeTransformJob's records and objects done / total, and ListTransformJobs' per job: `moorage jobs`
+PROGRESS_MEMBER = "MoorageProgress"
+PROGRESS_BY_JOB_MEMBER = "MoorageProgressByJob"
+EXTENSION_MEMBERS = frozenset({INSTANCES_MEMBER, PROGRESS_MEMBER, PROGRESS_BY_JOB_MEMBER})
 
 
 def serialize_json_response(operation: OperationModel, result: Mapping[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 from urllib.parse import unquote
@@ -57,6 +57,8 @@ _OTHER_OPERATIONS = {
     "invocations-response-stream": "InvokeEndpointWithResponseStream",
 }
 log = logging.getLogger("moorage.runtime")
+# (endpoint, headers, body, request id) -> the 202 or the error
+AsyncInvoke = Callable[[str, Mapping[bytes, bytes], bytes, str], "Response | asyncio.Future[Response]"]
 
 
 def _check_lengths(headers: Mapping[bytes, bytes]) -> None:
@@ -76,6 +78,8 @@ class RuntimeApi:
         self.table = table
         self.account = account
         self.timed = timed  # take the arrival time (OverheadLatency) only when metrics are kept
+        # InvokeEndpointAsync (moorage/api/runtime_async.py), set once the queue is open
+        self.asynchronous: AsyncInvoke | None = None
 
     def __call__(
         self, method: bytes, path: bytes, headers: Mapping[bytes, bytes], body: bytes
@@ -85,12 +89,15 @@ class RuntimeApi:
         name, _, action = path[_PREFIX:].decode("latin-1").partition("/")
         try:
             if method != b"POST" or action != "invocations":
+                if action == "async-invocations" and method == b"POST" and self.asynchronous is not None:
+                    return self.asynchronous(unquote(name) if "%" in name else name, headers, body, rid)
                 _refuse_path(method, path, action)
             if len(body) > MAX_PAYLOAD_BYTES:  # the HTTP server refuses these first; a backstop
                 raise PayloadTooLarge(_TOO_LARGE)
             _check_lengths(headers)
             endpoint = unquote(name) if "%" in name else name
-            if self.table.get(endpoint) is None or not _UNSUPPORTED_NAMES.isdisjoint(headers):
+            route = self.table.get(endpoint)
+            if route is None or route.asynchronous is not None or not _UNSUPPORTED_NAMES.isdisjoint(headers):
                 self._refuse(endpoint, headers)
             target_variant = headers.get(b"x-amzn-sagemaker-target-variant")
             inv = Invocation(
@@ -117,8 +124,14 @@ class RuntimeApi:
         problems = validate_members(_invoke_shape(), _members(endpoint, headers))
         if problems:
             raise ValidationError(validation_message(problems))
-        if self.table.get(endpoint) is None:
+        route = self.table.get(endpoint)
+        if route is None:
             raise not_found(endpoint, self.account)
+        if route.asynchronous is not None:
+            raise ValidationError(
+                f"Endpoint {endpoint} of account {self.account} is an asynchronous endpoint (its endpoint "
+                "config has AsyncInferenceConfig); use InvokeEndpointAsync."
+            )
         for header, (member, missing) in _UNSUPPORTED.items():
             if header in headers:
                 raise ValidationError(

@@ -20,7 +20,12 @@ SPEC_PATCHES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
     "sagemaker": {
         "Url": {"pattern": _LOCAL_OR_REMOTE},
         "S3ModelUri": {"pattern": _LOCAL_OR_REMOTE},
+        "S3Uri": {"pattern": _LOCAL_OR_REMOTE},  # batch transform input and output
+        # AsyncInferenceConfig's S3OutputPath / S3FailurePath (and DataCaptureConfig's destination)
+        "DestinationS3Uri": {"pattern": _LOCAL_OR_REMOTE},
     },
+    # InvokeEndpointAsync's InputLocation: an object in the server's S3 store, or a file on its disk
+    "sagemaker-runtime": {"InputLocationHeader": {"pattern": _LOCAL_OR_REMOTE}},
 }
 
 

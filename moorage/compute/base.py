@@ -30,6 +30,9 @@ class InstanceSpec:
     # the accepted deployment the instance serves: a provider whose instances outlive the server may hand
     # over one already running for the same endpoint, variant and deployment instead of starting one
     deployment: str = ""
+    # a serverless instance: its start is a request's cold start, so a provider that can start it faster
+    # (the local provider's zygote, moorage/compute/zygote.py) does
+    fork_from_zygote: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 GIB = 1024**3
+_SERVERLESS = re.compile(r"serverless-(\d+)MB")
 OVERRIDE_VARIABLE = "MOORAGE_INSTANCE_TYPES"
 
 
@@ -90,6 +92,9 @@ def load_instance_types(environ: Mapping[str, str] = os.environ) -> dict[str, In
 
 def resources_for(instance_type: str, table: Mapping[str, InstanceResources]) -> InstanceResources:
     found = table.get(instance_type)
+    if found is None and (size := _SERVERLESS.fullmatch(instance_type)) is not None:
+        # a serverless variant's instance (moorage/fleet/serverless.py): one vCPU, its MemorySizeInMB
+        return InstanceResources(1.0, int(size.group(1)) * 1024**2)
     if found is None:
         raise UnknownInstanceType(
             f"InstanceType {instance_type} has no known size on this server, so a cluster cannot place it. "

@@ -16,6 +16,7 @@ from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage
 from moorage.compute.command import CommandInstance, start_command
 from moorage.compute.probe import PING, WorkerPings, signal_group
 from moorage.compute.procfs import process_usage
+from moorage.compute.zygote import ForkedProcess, Zygotes
 from moorage.dataplane.connection import WorkerClient, WorkerLost, WorkerUnavailable
 from moorage.lifeline import PARENT_PID_VARIABLE
 
@@ -26,7 +27,9 @@ _EXIT_WAIT_SECONDS = 0.5  # how long a killed worker gets to exit where no pidfd
 class LocalInstance:
     """A running instance process; its worker sockets live in `socket_dir`."""
 
-    def __init__(self, instance_id: str, process: asyncio.subprocess.Process, socket_dir: Path) -> None:
+    def __init__(
+        self, instance_id: str, process: asyncio.subprocess.Process | ForkedProcess, socket_dir: Path
+    ) -> None:
         self.instance_id = instance_id
         self.process = process
         self.socket_dir = socket_dir
@@ -102,6 +105,11 @@ class LocalProvider:
     def __init__(self, run_dir: Path, tcp_host: str | None = None) -> None:
         self.run_dir = run_dir
         self.tcp_host = tcp_host
+        self.zygotes = Zygotes(run_dir)  # serverless instances fork from one (moorage/compute/zygote.py)
+
+    def prewarm(self, python: str) -> None:
+        """Start the zygote that instances with `fork_from_zygote` and this Python fork from."""
+        self.zygotes.prewarm(python)
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -113,7 +121,8 @@ class LocalProvider:
         """Nothing was adopted."""
 
     async def close(self) -> None:
-        """Nothing to let go of."""
+        """Stop the zygotes (the instances stop with their fleets)."""
+        await self.zygotes.close()
 
     async def start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
         if spec.command is not None:  # the image runs its own server (moorage/compute/command.py)
@@ -129,23 +138,30 @@ class LocalProvider:
             # the instance ties its life to this server's as it starts (moorage/lifeline.py)
             PARENT_PID_VARIABLE: str(os.getpid()),
         }
-        with open(spec.log_path, "ab") as log:
-            process = await asyncio.create_subprocess_exec(
-                spec.python,
-                "-m",
-                "moorage.serving",
-                "--model-dir",
-                str(spec.model_dir),
-                "--socket-dir",
-                str(socket_dir),
-                *(("--tcp-host", self.tcp_host) if self.tcp_host else ()),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=str(spec.model_dir),
-                start_new_session=True,
-            )
+        argv = [
+            "--model-dir",
+            str(spec.model_dir),
+            "--socket-dir",
+            str(socket_dir),
+            *(("--tcp-host", self.tcp_host) if self.tcp_host else ()),
+        ]
+        process: asyncio.subprocess.Process | ForkedProcess | None = None
+        if spec.fork_from_zygote and self.zygotes.eligible(env):
+            process = await self.zygotes.spawn(spec.python, argv, env, str(spec.model_dir), spec.log_path)
+        if process is None:
+            with open(spec.log_path, "ab") as log:
+                process = await asyncio.create_subprocess_exec(
+                    spec.python,
+                    "-m",
+                    "moorage.serving",
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    cwd=str(spec.model_dir),
+                    start_new_session=True,
+                )
         instance = LocalInstance(spec.instance_id, process, socket_dir)
         try:
             instance.workers = await self._until_ready(instance, spec.startup_timeout)

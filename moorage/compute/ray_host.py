@@ -107,7 +107,9 @@ class InstanceHost:
                 spec,
                 model_dir=prepared.model_dir,
                 python=prepared.python,
-                environment=environment,
+                # the node's paths for the model's own variables; what the server added on top (the
+                # worker count the actor's CPUs allow, a serverless memory cap) stays
+                environment={**spec.environment, **environment},
                 command=prepared.command,
             )
         spec = dataclasses.replace(spec, log_path=log_path)

@@ -112,6 +112,9 @@ class RayInstance:
 
 class RayProvider:
     outlives_server = True  # the actors are detached: they belong to the cluster
+    # a serverless instance's actor reserves this many CPUs (instance_types.resources_for), and its
+    # worker count follows them, not the server's CPUs (moorage/fleet/serverless.py)
+    serverless_cpus = max(1, math.ceil(resources_for("serverless-1024MB", {}).cpus))
 
     def __init__(self, settings: RaySettings) -> None:
         self.settings = settings
@@ -241,6 +244,7 @@ class RayProvider:
             spec,
             environment={"SAGEMAKER_MODEL_SERVER_WORKERS": workers, **spec.environment},
             log_path=spec.log_path.absolute(),  # the node resolves paths in its own working directory
+            fork_from_zygote=False,  # each actor is one instance: a zygote there would only add a start
         )
         bound = spec.download_timeout + spec.startup_timeout + 30
         actor = None

@@ -12,7 +12,9 @@ from moorage.api.errors import ValidationException, already_exists, not_found
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
+from moorage.control.serverless import INSTANCE_MEMBERS, check_serverless_config
 from moorage.control.tags import check_tags
+from moorage.jobs.asynchronous.config import check_async_config
 from moorage.store import Store
 from moorage.store.tables import EndpointConfigRow
 
@@ -58,7 +60,7 @@ def _check_serverless(variant: Params) -> None:
     """What SageMaker documents for ServerlessConfig beyond the shape's min/max."""
     name = variant["VariantName"]
     config = variant["ServerlessConfig"]
-    instance_members = [m for m in ("InstanceType", "InitialInstanceCount") if m in variant]
+    instance_members = [m for m in INSTANCE_MEMBERS if m in variant]
     if instance_members:
         raise ValidationException(
             f"Variant {name!r} sets ServerlessConfig and {' and '.join(instance_members)}; a serverless "
@@ -83,6 +85,8 @@ def create_endpoint_config(store: Store, caller: Caller, params: Params) -> Para
     check_tags(params.get("Tags", []))
     arn = caller.arn("endpoint-config", name)
     _check_variants(store, caller, params["ProductionVariants"])
+    check_serverless_config(params, lambda names: model_specs(store, names))
+    check_async_config(params)
     spec = {k: v for k, v in params.items() if k != "Tags"}
     for variant in spec["ProductionVariants"]:
         variant.setdefault("InitialVariantWeight", 1.0)

@@ -26,8 +26,10 @@ from moorage.control.listing import list_page
 from moorage.control.models import model_specs
 from moorage.control.quotas import InstanceQuotas, instance_demand
 from moorage.control.reconciler import Reconciler, VariantState
+from moorage.control.serverless import serverless_update
 from moorage.control.tags import check_tags
 from moorage.fleet.plan import variant_capacity
+from moorage.fleet.serverless import serverless_config
 from moorage.store import Store, update_endpoint
 from moorage.store.tables import EndpointRow
 
@@ -121,6 +123,14 @@ class Endpoints:
         if row.status != "InService":
             raise _in_progress(row.arn, row.status)
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
+        was_async = "AsyncInferenceConfig" in ((row.deployed or {}).get("config") or {})
+        if was_async and "AsyncInferenceConfig" not in snapshot["config"]:  # queued requests: stranded
+            raise ValidationException(
+                f"Endpoint {name} is asynchronous and endpoint configuration "
+                f"{params['EndpointConfigName']} has no AsyncInferenceConfig: an asynchronous endpoint "
+                "cannot be updated to a real-time one. Delete the endpoint (after its queued requests "
+                "have finished) and create it again with the real-time configuration."
+            )
         if params.get("RetainAllVariantProperties") and row.deployed:
             _retain_variant_properties(
                 snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", [])
@@ -148,36 +158,44 @@ class Endpoints:
         row = await self.store.run(self._row, caller, params["EndpointName"])
         counts: dict[str, int] = {}
         weights: dict[str, float] = {}
+        serverless: dict[str, Params] = {}
         for change in params["DesiredWeightsAndCapacities"]:
             variant = change["VariantName"]
-            if variant in counts or variant in weights:
+            if variant in counts or variant in weights or variant in serverless:
                 raise ValidationException(
                     f"Variant {variant} appears more than once in DesiredWeightsAndCapacities; list each "
                     "variant once."
                 )
-            if "ServerlessUpdateConfig" in change:
+            if not {"DesiredWeight", "DesiredInstanceCount", "ServerlessUpdateConfig"} & set(change):
                 raise ValidationException(
-                    f"Variant {variant}: ServerlessUpdateConfig is not supported by this server yet; change "
-                    "a serverless variant with UpdateEndpoint."
-                )
-            if "DesiredWeight" not in change and "DesiredInstanceCount" not in change:
-                raise ValidationException(
-                    f"Variant {variant}: give DesiredWeight, DesiredInstanceCount or both."
+                    f"Variant {variant}: give DesiredWeight, DesiredInstanceCount or both "
+                    "(ServerlessUpdateConfig for a serverless variant)."
                 )
             if "DesiredInstanceCount" in change:
                 counts[variant] = change["DesiredInstanceCount"]
             if "DesiredWeight" in change:
                 weights[variant] = change["DesiredWeight"]
-        await self.change_capacity(row.name, counts, weights)
+            if "ServerlessUpdateConfig" in change:
+                serverless[variant] = change["ServerlessUpdateConfig"]
+        await self.change_capacity(row.name, counts, weights, serverless)
         return {"EndpointArn": row.arn}
 
-    async def change_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
+    async def change_capacity(
+        self,
+        name: str,
+        counts: dict[str, int],
+        weights: dict[str, float],
+        serverless: dict[str, Params] | None = None,
+    ) -> None:
         """The one way instance counts and weights change (the API above, and autoscaling): checked,
-        recorded as the variants' desired capacity, then carried out by the reconciler."""
-        await self.store.run(self._record_capacity, name, counts, weights)
+        recorded as the variants' desired capacity, then carried out by the reconciler. `serverless`:
+        ServerlessUpdateConfig by variant."""
+        await self.store.run(self._record_capacity, name, counts, weights, serverless or {})
         self.reconciler.wake()
 
-    def _record_capacity(self, name: str, counts: dict[str, int], weights: dict[str, float]) -> None:
+    def _record_capacity(
+        self, name: str, counts: dict[str, int], weights: dict[str, float], serverless: dict[str, Params]
+    ) -> None:
         with self.store.session() as session:
             row = session.get(EndpointRow, name)
             if row is None:
@@ -186,7 +204,7 @@ class Endpoints:
         if status != "InService" or not deployed:
             raise _in_progress(arn, status)
         variants = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
-        unknown = sorted((set(counts) | set(weights)) - set(variants))
+        unknown = sorted((set(counts) | set(weights) | set(serverless)) - set(variants))
         if unknown:
             raise ValidationException(
                 f'The variant(s) "{unknown}" is/are not present in the endpoint configuration of endpoint '
@@ -197,14 +215,22 @@ class Endpoints:
                 raise ValidationException(
                     f"Variant {variant} is serverless: it has no instance count to change."
                 )
-            if count < 1:
+            if count < 1 and "AsyncInferenceConfig" not in deployed["config"]:  # async: down to 0
                 raise ValidationException(
                     f"Variant {variant}: DesiredInstanceCount must be at least 1 for a real-time endpoint."
                 )
-        capacity = {
+        capacity: dict[str, dict[str, Any]] = {
             variant: dict(zip(("instances", "weight"), variant_capacity(deployed, pv), strict=True))
             for variant, pv in variants.items()
         }
+        for variant, pv in variants.items():  # earlier ServerlessUpdateConfigs stay in force
+            if (config := serverless_config(deployed, pv)) is not None:
+                capacity[variant]["serverless"] = serverless_update(variant, config, serverless.get(variant))
+        for variant in serverless.keys() - {v for v, pv in variants.items() if "ServerlessConfig" in pv}:
+            raise ValidationException(
+                f"Variant {variant} is not serverless: ServerlessUpdateConfig applies only to variants with "
+                "a ServerlessConfig. Use DesiredInstanceCount."
+            )
         for variant, count in counts.items():
             capacity[variant]["instances"] = count
         for variant, weight in weights.items():
@@ -373,9 +399,11 @@ def _variant_summary(variant: Params, deployed: Params, live: VariantState | Non
     }
     if live and live.status:
         summary["VariantStatus"] = live.status
-    if "ServerlessConfig" in variant:
-        summary["CurrentServerlessConfig"] = variant["ServerlessConfig"]
-        summary["DesiredServerlessConfig"] = variant["ServerlessConfig"]
+    if (serverless := serverless_config(deployed, variant)) is not None:
+        # a serverless variant has no instance counts; a ServerlessUpdateConfig applies at once
+        del summary["CurrentInstanceCount"], summary["DesiredInstanceCount"]
+        summary["CurrentServerlessConfig"] = serverless
+        summary["DesiredServerlessConfig"] = serverless
     if "RoutingConfig" in variant:
         summary["RoutingConfig"] = variant["RoutingConfig"]
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from sqlalchemy import Connection, text
@@ -55,6 +56,9 @@ class AdvisoryLock:
         self.store = store
         self.check_seconds = check_seconds
         self._connection: Connection | None = None
+        # the check runs on a thread of its own: neither busy store threads nor a full default executor
+        # may make a held lead look lost
+        self._checker = ThreadPoolExecutor(1, thread_name_prefix="lead-check")
 
     async def try_lead(self) -> bool:
         try:
@@ -78,8 +82,9 @@ class AdvisoryLock:
     async def lost(self) -> None:
         while True:
             await asyncio.sleep(self.check_seconds)
-            try:  # a thread of its own: busy store threads must not look like a lost lead
-                still = await asyncio.wait_for(asyncio.to_thread(self._check), self.check_seconds * 10)
+            try:
+                check = asyncio.get_running_loop().run_in_executor(self._checker, self._check)
+                still = await asyncio.wait_for(check, self.check_seconds * 10)
             except Exception as exc:
                 log.error("lost the database connection that holds the lead: %s", exc)
                 return

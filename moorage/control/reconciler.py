@@ -32,6 +32,7 @@ from sqlalchemy import select
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
 from moorage.fleet.plan import deployment_key, variant_capacity
+from moorage.fleet.serverless import serverless_config
 from moorage.store import Store, delete_endpoint, update_endpoint
 from moorage.store.tables import EndpointRow
 
@@ -138,7 +139,10 @@ class Reconciler:
             if variant is None:
                 continue
             instances, weight = variant_capacity(intent.deployed, pv)
-            if instances != variant.desired:
+            if variant.serverless is not None:  # no count to resize; a new ServerlessConfig applies now
+                config = serverless_config(intent.deployed, pv)
+                variant.serverless.configure(config or variant.serverless.config)
+            elif instances != variant.desired:
                 counts[variant.name] = instances
             if weight != variant.route.weight:
                 weights[variant.name] = weight

@@ -7,6 +7,8 @@ live fleet (the reconciler's, the data plane's counters, the usage meter) on the
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from moorage.api.errors import AwsError
@@ -15,6 +17,8 @@ from moorage.control.reconciler import Reconciler
 from moorage.control.scaling.ports import CapacityChangeRefused, VariantReading
 from moorage.dataplane.traffic_sync import FIELDS, TrafficReporter, totals_of
 from moorage.fleet.plan import variant_capacity
+from moorage.jobs.asynchronous.metrics import BacklogGauges
+from moorage.jobs.asynchronous.queue import Backlog
 from moorage.metrics.usage import UsageMeter
 from moorage.store import Store
 from moorage.store.tables import EndpointRow
@@ -28,6 +32,8 @@ class FleetScalingPort:
         self.usage = usage
         # several servers on one database: the invocations the others carried (their reported totals)
         self.traffic: TrafficReporter | None = None
+        # an asynchronous endpoint's queue (moorage/jobs/asynchronous/), when the server runs one
+        self.backlog: Callable[[str], Backlog] | None = None
 
     async def read(self, endpoint: str, variant: str) -> VariantReading | None:
         row = await self._row(endpoint)
@@ -44,6 +50,10 @@ class FleetScalingPort:
             others = await self.traffic.others(row.name, variant)
             totals = {field: totals[field] + others[field] for field in FIELDS}
         usage = [u for u in (self.usage.of(m.instance_id) for m in live.members) if u is not None]
+        backlog = Backlog(0, None)
+        if self.backlog is not None and fleet is not None and fleet.route.asynchronous is not None:
+            backlog = self.backlog(row.name)
+        queued = BacklogGauges.of(backlog, live.current, time.time())
         return VariantReading(
             instances=live.current,
             desired=desired,
@@ -57,6 +67,8 @@ class FleetScalingPort:
             concurrent=sum(m.outstanding for m in live.members),
             cpu_percent=sum(u.cpu_percent for u in usage) / len(usage) if usage else 0.0,
             memory_percent=sum(u.memory_percent for u in usage) / len(usage) if usage else 0.0,
+            backlog=queued.size,
+            backlog_age_seconds=queued.oldest_age_seconds,
         )
 
     async def exists(self, endpoint: str, variant: str) -> bool:
@@ -67,6 +79,11 @@ class FleetScalingPort:
         row = await self._row(endpoint)
         snapshot = (row.deployed or row.pending) if row is not None else None
         return bool(snapshot) and "AsyncInferenceConfig" in snapshot["config"]  # type: ignore[index]
+
+    async def is_serverless(self, endpoint: str, variant: str) -> bool:
+        row = await self._row(endpoint)
+        spec = _variant((row.deployed or row.pending) if row is not None else None, variant)
+        return spec is not None and "ServerlessConfig" in spec
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:
         row = await self._row(endpoint)

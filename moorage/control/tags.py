@@ -15,18 +15,24 @@ from moorage.api.errors import ResourceLimitExceeded, ValidationException, not_f
 from moorage.control.context import Caller
 from moorage.control.listing import paginate
 from moorage.store import Store, update_endpoint
-from moorage.store.tables import EndpointConfigRow, EndpointRow, ModelRow
+from moorage.store.tables import EndpointConfigRow, EndpointRow, ModelRow, TransformJobRow
 
 Params = dict[str, Any]
 MAX_TAGS = 50
 _RESERVED_PREFIX = "aws:"
-Tagged = ModelRow | EndpointConfigRow | EndpointRow
+Tagged = ModelRow | EndpointConfigRow | EndpointRow | TransformJobRow
 _TABLES: dict[str, type[Tagged]] = {
     "model": ModelRow,
     "endpoint-config": EndpointConfigRow,
     "endpoint": EndpointRow,
+    "transform-job": TransformJobRow,
 }
-_KIND_WORDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}
+_KIND_WORDS = {
+    "model": "model",
+    "endpoint-config": "endpoint configuration",
+    "endpoint": "endpoint",
+    "transform-job": "transform job",
+}
 
 
 def _resource(session: Session, arn: str) -> Tagged:
@@ -35,8 +41,9 @@ def _resource(session: Session, arn: str) -> Tagged:
     table = _TABLES.get(kind)
     if table is None:
         raise ValidationException(
-            f"Cannot tag {arn}: this server keeps tags on models, endpoint configurations and endpoints "
-            "(arn:aws:sagemaker:<region>:<account>:model/…, endpoint-config/… or endpoint/…)."
+            f"Cannot tag {arn}: this server keeps tags on models, endpoint configurations, endpoints and "
+            "transform jobs (arn:aws:sagemaker:<region>:<account>:model/…, endpoint-config/…, endpoint/… "
+            "or transform-job/…)."
         )
     row = cast(Tagged | None, session.scalars(select(table).where(table.arn == arn)).first())
     if row is None:

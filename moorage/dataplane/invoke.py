@@ -138,7 +138,11 @@ class _Call:
         if self.variant.stats is not None:
             self.sent = perf_counter()
         conn.send(self.raw, self)
-        self.timer = self.future.get_loop().call_later(self.variant.timeout, self._on_timeout)
+        self.timer = self.future.get_loop().call_later(self._budget(), self._on_timeout)
+
+    def _budget(self) -> float:
+        """Seconds the worker has to answer (a serverless call's hold for an instance uses some)."""
+        return self.variant.timeout
 
     async def _connect(self, worker: WorkerRoute) -> None:
         try:
@@ -269,5 +273,8 @@ def invoke(
             )
         raise ValidationError(f"Endpoint {route.name} has no variant with a weight above zero.")
     future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
-    _Call(route, variant, _encode(inv), future, begun).start()
+    if variant.serverless is None:
+        _Call(route, variant, _encode(inv), future, begun).start()
+    else:  # admission, payload limit and cold start: moorage/dataplane/serverless.py
+        variant.serverless.invoke(route, variant, inv.body, _encode(inv), future, begun, table)
     return future

@@ -8,6 +8,7 @@ of its route changing (one to publish, one to follow); docs/cluster.md gives the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,9 @@ from moorage.dataplane.connection import WorkerClient
 from moorage.dataplane.periodic import every
 from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
+from moorage.dataplane.serverless import ServerlessGate
 from moorage.dataplane.stats import StatsBook
+from moorage.jobs.asynchronous.config import AsyncSettings
 from moorage.store import Store
 from moorage.store.tables import RouteRow
 
@@ -32,6 +35,7 @@ def snapshot_of(route: EndpointRoute, state: dict[str, Any] | None = None) -> Sn
     (DescribeEndpoint's current counts, statuses and placements), carried along for the others."""
     return {
         "log_stream_arn": route.log_stream_arn,
+        "asynchronous": dataclasses.asdict(route.asynchronous) if route.asynchronous is not None else None,
         "state": state or {},
         "variants": [
             {
@@ -40,6 +44,10 @@ def snapshot_of(route: EndpointRoute, state: dict[str, Any] | None = None) -> Sn
                 "timeout": v.timeout,
                 "routing": _STRATEGY_NAMES.get(v.pick, "LEAST_OUTSTANDING_REQUESTS"),
                 "workers": [[w.instance_id, w.index, w.client.address] for w in v.workers],
+                # a serverless variant's admission limit (moorage/dataplane/serverless.py); None: real time
+                "serverless": (
+                    {"max_concurrency": v.serverless.max_concurrency} if v.serverless is not None else None
+                ),
             }
             for v in route.variants
         ],
@@ -85,11 +93,15 @@ class RouteFollower:
         table: RoutingTable,
         stats: StatsBook | None,
         sync_seconds: float = DEFAULT_SYNC_SECONDS,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.table = table
         self.stats = stats
         self.sync_seconds = sync_seconds
+        # a request at a serverless variant found no instance here: tell the reconciling server now
+        # (moorage/dataplane/serverless_sync.py)
+        self.wake = wake
         self._installed: dict[str, tuple[Snapshot, EndpointRoute]] = {}
 
     async def run(self) -> None:
@@ -103,6 +115,8 @@ class RouteFollower:
                 route = self._route(name, snapshot)
                 self.table.install(route)
                 self._installed[name] = (snapshot, route)
+                if installed is not None:
+                    _hand_over(installed[1], route)
             elif installed[0] != snapshot:  # only what the variants report changed: same route
                 self._installed[name] = (snapshot, installed[1])
         for name in [n for n in self._installed if n not in published]:
@@ -125,11 +139,15 @@ class RouteFollower:
             self.table.remove(name)
         for worker in _workers(route):
             worker.client.close()
+        for variant in route.variants:
+            if variant.serverless is not None:
+                variant.serverless.close()
 
     def _route(self, name: str, snapshot: Snapshot) -> EndpointRoute:
         """A route to the published workers; connections already open to the same addresses are kept."""
         previous = self._installed.get(name)
         clients = {w.client.address: w.client for w in _workers(previous[1])} if previous is not None else {}
+        gates = {v.name: v.serverless for v in previous[1].variants} if previous is not None else {}
         variants = []
         for v in snapshot["variants"]:
             route = VariantRoute(
@@ -141,10 +159,40 @@ class RouteFollower:
                 client = clients.pop(address, None) or WorkerClient(address)
                 workers.append(WorkerRoute(client, instance_id, int(index), _not_ours(client)))
             route.workers = workers
+            route.serverless = self._gate(gates.get(v["name"]), v.get("serverless"))
             variants.append(route)
         for client in clients.values():  # workers no longer in the route
             client.close()
-        return EndpointRoute(name, variants, snapshot["log_stream_arn"])
+        asynchronous = snapshot.get("asynchronous")
+        settings = AsyncSettings(**asynchronous) if asynchronous else None
+        return EndpointRoute(name, variants, snapshot["log_stream_arn"], asynchronous=settings)
+
+    def _gate(
+        self, previous: ServerlessGate | None, settings: dict[str, Any] | None
+    ) -> ServerlessGate | None:
+        """A serverless variant's gate here: the one it had (its admitted and held requests carry over),
+        with the published MaxConcurrency. Its cold starts are asked of the reconciling server."""
+        if settings is None:
+            return None
+        if previous is None:
+            previous = ServerlessGate(int(settings["max_concurrency"]), remote=True)
+            if self.wake is not None:
+                previous.wake = self.wake
+        previous.max_concurrency = int(settings["max_concurrency"])
+        return previous
+
+
+def _hand_over(old: EndpointRoute, new: EndpointRoute) -> None:
+    """A rebuilt route is installed: requests held on the old one's serverless gates move to it (a gate
+    kept by the new route), or to whatever the endpoint has now (a gate that is gone)."""
+    kept = {id(v.serverless) for v in new.variants if v.serverless is not None}
+    for variant in old.variants:
+        gate = variant.serverless
+        if gate is not None:
+            if id(gate) in kept:
+                gate.release()
+            else:
+                gate.close()
 
 
 def _routing(snapshot: Snapshot) -> Snapshot:

@@ -7,10 +7,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from moorage.dataplane.connection import WorkerClient
 from moorage.dataplane.policy import WorkerChoice, choose_worker
 from moorage.dataplane.stats import VariantStats
+
+if TYPE_CHECKING:  # serverless imports this module
+    from moorage.dataplane.serverless import ServerlessGate
+    from moorage.jobs.asynchronous.config import AsyncSettings
 
 
 @dataclass(eq=False, slots=True)
@@ -34,6 +39,8 @@ class VariantRoute:
     workers: list[WorkerRoute] = field(default_factory=list)
     starting: int = 0
     stats: VariantStats | None = None  # None: metrics are off
+    # a serverless variant's admission and cold-start wait (moorage/dataplane/serverless.py); None: real time
+    serverless: ServerlessGate | None = None
 
     def add_workers(self, workers: list[WorkerRoute]) -> None:
         self.workers = [*self.workers, *workers]
@@ -52,6 +59,9 @@ class EndpointRoute:
     name: str
     variants: list[VariantRoute]
     log_stream_arn: str
+    # the endpoint config's AsyncInferenceConfig (set where the fleet's route is built): None for a
+    # real-time endpoint; InvokeEndpoint refuses an asynchronous one and InvokeEndpointAsync the others
+    asynchronous: AsyncSettings | None = None
     by_name: dict[str, VariantRoute] = field(init=False)
     total_weight: float = field(init=False)
 

@@ -11,6 +11,7 @@ from moorage.fleet.endpoint import EndpointFleet
 from moorage.fleet.plan import DeploymentFailed, check_supported, prepare_variant
 from moorage.fleet.settings import FleetContext
 from moorage.fleet.variant import VariantFleet
+from moorage.jobs.asynchronous.config import AsyncSettings
 
 
 async def deploy_fleet(endpoint: str, snapshot: dict[str, Any], ctx: FleetContext) -> EndpointFleet:
@@ -24,6 +25,8 @@ async def deploy_fleet(endpoint: str, snapshot: dict[str, Any], ctx: FleetContex
     try:
         plans = [await prepare_variant(endpoint, snapshot, pv, ctx) for pv in config["ProductionVariants"]]
         fleet = EndpointFleet(endpoint, [VariantFleet(endpoint, plan, ctx) for plan in plans], ctx)
+        if config.get("AsyncInferenceConfig"):  # InvokeEndpointAsync only (moorage/jobs/asynchronous/)
+            fleet.route.asynchronous = AsyncSettings.of(config["AsyncInferenceConfig"])
         await fleet.start()
     except (InstanceStartError, ArtifactError) as exc:
         raise DeploymentFailed(str(exc)) from exc

@@ -14,6 +14,8 @@ from typing import Any
 
 from moorage.artifacts import PreparedModel, UnpackLimits
 from moorage.artifacts.prepare import ModelRecipe, prepare_recipe
+from moorage.fleet.serverless import instance_environment, serverless_config, warm_instances
+from moorage.fleet.serverless import instance_type as serverless_instance_type
 from moorage.fleet.settings import FleetContext
 
 INVOCATION_TIMEOUT = 60.0
@@ -25,7 +27,6 @@ _ROUTING = frozenset({"LEAST_OUTSTANDING_REQUESTS", "RANDOM"})
 # Endpoint-config features that change what the endpoint does; running without them would look like
 # success while doing something else, so the endpoint fails instead and says what to remove.
 _UNSERVED_CONFIG = {
-    "AsyncInferenceConfig": "asynchronous inference (InvokeEndpointAsync)",
     "ShadowProductionVariants": "shadow variants",
     "ExplainerConfig": "online explainability",
 }
@@ -51,6 +52,7 @@ class VariantPlan:
     weight: float
     timeout: float
     routing: str
+    serverless: dict[str, Any] | None = None  # the ServerlessConfig now in force; None: real time
 
 
 def check_supported(config: dict[str, Any]) -> None:
@@ -140,11 +142,19 @@ async def prepare_variant(
             "Raise ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
         ) from None
     instances, weight = variant_capacity(snapshot, pv)
+    kind = str(pv.get("InstanceType") or "")
+    serverless = serverless_config(snapshot, pv)
+    if serverless is not None:  # zero instances until a request comes, unless some are provisioned
+        instances, kind = warm_instances(serverless), serverless_instance_type(serverless)
+        # on a cluster, the worker count follows the CPUs the instance reserves there
+        environment = instance_environment(
+            serverless, environment, getattr(ctx.provider, "serverless_cpus", None)
+        )
     return VariantPlan(
         name=pv["VariantName"],
         prepared=prepared,
         recipe=recipe,
-        instance_type=str(pv.get("InstanceType") or ""),
+        instance_type=kind,
         download_timeout=timeout,
         deployment=deployment_key(snapshot),
         environment=environment,
@@ -153,4 +163,5 @@ async def prepare_variant(
         weight=weight,
         timeout=invocation_timeout(environment),
         routing=(pv.get("RoutingConfig") or {}).get("RoutingStrategy", DEFAULT_ROUTING),
+        serverless=serverless,
     )

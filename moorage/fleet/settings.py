@@ -34,6 +34,8 @@ class FleetSettings:
     # where models are cached and how big an unpacked artifact may be
     cache_dir: Path = Path(".moorage/cache")
     max_unpacked_bytes: int = 32 * 1024**3
+    # a serverless variant without ProvisionedConcurrency scales to zero after this long idle
+    serverless_idle_seconds: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from moorage.dataplane.routes import VariantRoute
 from moorage.fleet.health import probe
 from moorage.fleet.member import Member
 from moorage.fleet.plan import VariantPlan
+from moorage.fleet.serverless import ServerlessScaler
 from moorage.fleet.settings import FleetContext
 
 log = logging.getLogger("moorage.fleet")
@@ -60,6 +61,8 @@ class VariantFleet:
         self._tasks: list[asyncio.Task[None]] = []
         self._leaving: set[asyncio.Task[None]] = set()
         self._resize: asyncio.Future[None] | None = None
+        # a serverless variant scales itself between zero and one instance (moorage/fleet/serverless.py)
+        self.serverless = ServerlessScaler(self, plan.serverless) if plan.serverless is not None else None
 
     @property
     def name(self) -> str:
@@ -89,6 +92,10 @@ class VariantFleet:
         self._tasks.append(
             asyncio.create_task(self._check_health(), name=f"health:{self.endpoint}/{self.name}")
         )
+        if self.serverless is not None:
+            self._tasks.append(
+                asyncio.create_task(self.serverless.run(), name=f"serverless:{self.endpoint}/{self.name}")
+            )
 
     def resize(self, count: int) -> asyncio.Future[None]:
         """Grow or shrink to `count` instances, starting now; the future is done once the fleet has that
@@ -113,6 +120,12 @@ class VariantFleet:
         done.add_done_callback(finished)
         return done
 
+    def want(self, count: int) -> None:
+        """Converge on `count` instances without a VariantStatus entry: a serverless variant's own
+        scaling, which DescribeEndpoint does not show as an update."""
+        self.desired = count
+        self._wake.set()
+
     def activities(self) -> list[VariantActivity]:
         return [a for a in (self.resizing, self.problem) if a is not None]
 
@@ -120,6 +133,8 @@ class VariantFleet:
         """Stop every instance (after their in-flight requests if `drain`). Cancelling this cuts the
         drain short but never the stop: nobody else would stop them."""
         self.closed = True
+        if self.serverless is not None:  # requests held for a cold start move on or fail now
+            self.serverless.close()
         for task in self._tasks:
             task.cancel()
         if self._resize is not None and not self._resize.done():
@@ -140,6 +155,8 @@ class VariantFleet:
         """Let go of the instances without stopping them (they outlive this server, and the next server
         to reconcile adopts them): no more replacing, health checks or connections from here."""
         self.closed = True
+        if self.serverless is not None:
+            self.serverless.close()
         for task in self._tasks:
             task.cancel()
         for member in self.members:
@@ -240,6 +257,7 @@ class VariantFleet:
             instance_type=plan.instance_type,
             download_timeout=plan.download_timeout,
             deployment=plan.deployment,
+            fork_from_zygote=plan.serverless is not None,
         )
         self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
         self.route.starting += 1
@@ -256,6 +274,8 @@ class VariantFleet:
             raise InstanceStartError("the fleet was closed while the instance started")
         self.members.append(member)
         self.route.add_workers(member.workers)
+        if self.serverless is not None:
+            self.serverless.joined()
         member.monitor = asyncio.create_task(self._watch(member))
         self.ctx.logs.write(
             self.endpoint,
@@ -325,4 +345,6 @@ class VariantFleet:
         message = f"{reason[:400]}; {then}{count}."
         since = self.problem.since if self.problem else self.ctx.clock.time()
         self.problem = VariantActivity("Updating", message, since)
+        if self.serverless is not None:
+            self.serverless.failed(reason)
         self.ctx.logs.write(self.endpoint, f"Variant {self.name}: {message}")

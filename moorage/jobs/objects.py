@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +19,33 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from moorage.artifacts.errors import ArtifactError, one_line
-from moorage.artifacts.fetch import s3_client
+from moorage.artifacts.fetch import current_store, s3_client
 from moorage.artifacts.locations import LocalLocation, Location, S3Location, parse_location
+
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _s3() -> Any:
+    """One client per store, shared by every thread: a boto3 client is thread-safe once made, and making
+    one costs tens of milliseconds of CPU (a batch transform job reads and writes many objects). The
+    store is the one `use_store` chose, else the one boto3's environment names."""
+    key = (current_store(), os.environ.get("AWS_ENDPOINT_URL_S3"), os.environ.get("AWS_ENDPOINT_URL"))
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key) or s3_client()
+            _clients[key] = client
+    return client
 
 
 class ObjectError(Exception):
-    """A read, write or listing that failed; str() is one line that says what to fix."""
+    """A read, write or listing that failed; str() is one line that says what to fix. `transient`: the
+    store could not be reached or was busy (worth retrying), rather than refusing this object."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, transient: bool = False) -> None:
         super().__init__(one_line(message))
+        self.transient = transient
 
 
 def location(uri: str, field: str) -> Location:
@@ -49,19 +69,46 @@ def read_object(uri: str, field: str) -> bytes:
         except OSError as exc:
             raise ObjectError(f"Could not read {uri} ({field}): {exc.strerror or exc}.") from None
     with _s3_errors("read", uri, field):
-        response = s3_client().get_object(Bucket=where.bucket, Key=where.key)
+        response = _s3().get_object(Bucket=where.bucket, Key=where.key)
         body: bytes = response["Body"].read()
         return body
 
 
-def write_object(uri: str, body: bytes, field: str, content_type: str | None = None) -> None:
+def write_object(
+    uri: str, body: bytes, field: str, content_type: str | None = None, inside: str | None = None
+) -> None:
+    """`inside`: a local folder the file must resolve into (symbolic links and `..` followed); a
+    caller that joined user-given names onto it passes it, so a name cannot climb out."""
     where = location(uri, field)
     if isinstance(where, LocalLocation):
+        if inside is not None:
+            _check_inside(where.path, inside, uri, field)
         _write_file(where.path, body, uri, field)
         return
     extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
     with _s3_errors("write", uri, field):
-        s3_client().put_object(Bucket=where.bucket, Key=where.key, Body=body, **extra)
+        _s3().put_object(Bucket=where.bucket, Key=where.key, Body=body, **extra)
+
+
+def object_size(uri: str, field: str) -> int:
+    """The object's size in bytes, without reading it; a local path must be a regular file (a device or
+    a FIFO has no size and would never end)."""
+    where = location(uri, field)
+    if isinstance(where, LocalLocation):
+        try:
+            info = where.path.stat()
+        except OSError as exc:
+            raise ObjectError(f"Could not read {uri} ({field}): {exc.strerror or exc}.") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ObjectError(f"Could not read {uri} ({field}): it is not a regular file.")
+        return info.st_size
+    with _s3_errors("read", uri, field):
+        try:
+            return int(_s3().head_object(Bucket=where.bucket, Key=where.key)["ContentLength"])
+        except ClientError as exc:
+            if _code(exc) in ("404", "NotFound"):  # a HEAD has no body: say it as GetObject would
+                raise ObjectError(f"Could not read {uri} ({field}): NoSuchKey (no such object).") from None
+            raise
 
 
 def object_exists(uri: str, field: str) -> bool:
@@ -69,7 +116,7 @@ def object_exists(uri: str, field: str) -> bool:
     if isinstance(where, LocalLocation):
         return where.path.is_file()
     try:
-        s3_client().head_object(Bucket=where.bucket, Key=where.key)
+        _s3().head_object(Bucket=where.bucket, Key=where.key)
     except ClientError as exc:
         if _code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
@@ -88,7 +135,7 @@ def list_objects(prefix: str, field: str) -> list[str]:
         return [str(path) for path in _local_listing(where.path)]
     found: list[str] = []
     with _s3_errors("list", prefix, field):
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=where.key)
+        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=where.bucket, Prefix=where.key)
         for page in pages:
             found.extend(f"s3://{where.bucket}/{item['Key']}" for item in page.get("Contents", []))
     return sorted(found, key=lambda uri: uri.encode())
@@ -119,6 +166,15 @@ def _local_listing(path: Path) -> list[Path]:
         (p for p in parent.iterdir() if p.is_file() and p.name.startswith(path.name)),
         key=lambda p: str(p).encode(),
     )
+
+
+def _check_inside(path: Path, inside: str, uri: str, field: str) -> None:
+    root = location(inside, field)
+    if not isinstance(root, LocalLocation):
+        return
+    resolved, base = os.path.realpath(path), os.path.realpath(root.path)
+    if os.path.commonpath([resolved, base]) != base:
+        raise ObjectError(f"Could not write {uri} ({field}): it resolves outside {inside} (to {resolved}).")
 
 
 def _write_file(path: Path, body: bytes, uri: str, field: str) -> None:
@@ -160,8 +216,10 @@ def _s3_errors(what: str, uri: str, field: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        raise ObjectError(f"Could not {what} {uri} ({field}): {_describe(exc)}.") from None
+        busy = _code(exc) in ("500", "503", "InternalError", "ServiceUnavailable", "SlowDown")
+        raise ObjectError(f"Could not {what} {uri} ({field}): {_describe(exc)}.", transient=busy) from None
     except BotoCoreError as exc:
         raise ObjectError(
-            f"Could not {what} {uri} ({field}): {exc}. Check that the S3 store is running and reachable."
+            f"Could not {what} {uri} ({field}): {exc}. Check that the S3 store is running and reachable.",
+            transient=True,
         ) from None

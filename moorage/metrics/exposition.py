@@ -27,6 +27,8 @@ class FleetCollector:
     def __init__(self, fleets: Callable[[], Iterable[EndpointFleet]], usage: UsageMeter) -> None:
         self.fleets = fleets
         self.usage = usage
+        # further metric families read at each scrape (asynchronous endpoints' backlogs)
+        self.more: list[Callable[[], Iterable[Metric]]] = []
 
     def collect(self) -> Iterator[Metric]:
         counters = {
@@ -117,6 +119,8 @@ class FleetCollector:
         yield from counters.values()
         yield from histograms.values()
         yield from (instances, desired, per_instance, concurrent, cpu, memory)
+        for more in self.more:
+            yield from more()
 
 
 def _add_stats(

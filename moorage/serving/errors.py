@@ -6,6 +6,8 @@ chooses the response status (the toolkit's `BaseInferenceToolkitError` has one),
 
 from __future__ import annotations
 
+from moorage.serving import memory
+
 
 class ServingError(Exception):
     """An invocation error with the HTTP status to answer."""
@@ -54,4 +56,5 @@ def message_of(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         text = ""
-    return text or type(exc).__name__
+    text = text or type(exc).__name__
+    return memory.explain(text) if isinstance(exc, MemoryError) else text

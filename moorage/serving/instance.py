@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moorage.serving import logs
+from moorage.serving import logs, memory
 from moorage.serving.app import App
 from moorage.serving.context import Context, system_properties
 from moorage.serving.errors import StartupFailure
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args, os.environ)
         logs.configure("main", settings.instance_id, settings.log_level)
+        memory.apply_limit(os.environ)  # before the model loads; the workers inherit it
         loaded = load(settings)
     except StartupFailure as failure:
         return _fail(files, failure.reason, failure.__cause__)

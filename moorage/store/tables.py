@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -168,3 +168,61 @@ class InstallationRow(Base):
     __tablename__ = "installation"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class AsyncRequestRow(Base):
+    """One accepted InvokeEndpointAsync request, committed before its 202 and deleted once its output (or
+    failure) object is written (moorage/jobs/asynchronous/): the rows are the endpoint's backlog."""
+
+    __tablename__ = "async_requests"
+    # a seq is never reused (SQLite would reuse the highest after a delete); the dispatcher asks for an
+    # endpoint's oldest rows by seq
+    __table_args__ = (
+        Index("ix_async_requests_endpoint_seq", "endpoint_name", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    # arrival order, the order requests run in
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint_name: Mapped[str] = mapped_column(String(63))
+    inference_id: Mapped[str] = mapped_column(String(64))
+    # the request's own name for its objects (a UUID drawn at acceptance; the InferenceId may be reused)
+    output_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # where the payload is (s3://, file://, a path), or the inline Body itself (at most 128,000 bytes)
+    input_location: Mapped[str | None] = mapped_column(Text, nullable=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    content_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    accept: Mapped[str | None] = mapped_column(Text, nullable=True)
+    custom_attributes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_location: Mapped[str] = mapped_column(Text)
+    failure_location: Mapped[str] = mapped_column(Text)
+    # the endpoint config's NotificationConfig when the request was accepted (None: no notifications)
+    notification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    accepted_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)  # accepted_at + RequestTTLSeconds
+    invocation_timeout: Mapped[float] = mapped_column(Float)  # InvocationTimeoutSeconds
+
+
+class TransformJobRow(Base):
+    """A batch transform job (moorage/control/transform_jobs.py); rows are never deleted, so a name stays
+    taken, as on AWS. `finished` records each input object done ({uri: {"records", "error"}}), so a job
+    interrupted by a restart resumes without redoing them (moorage/jobs/transform/runner.py)."""
+
+    __tablename__ = "transform_jobs"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    arn: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the CreateTransformJob members, Tags aside
+    model: Mapped[dict[str, Any]] = mapped_column(JSON)  # the model as it was when the job was created
+    tags: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    creation_time: Mapped[float] = mapped_column(Float)
+    last_modified_time: Mapped[float] = mapped_column(Float)
+    start_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    records_done: Mapped[int] = mapped_column(Integer, default=0)
+    records_total: Mapped[int] = mapped_column(Integer, default=0)
+    objects_done: Mapped[int] = mapped_column(Integer, default=0)
+    objects_total: Mapped[int] = mapped_column(Integer, default=0)
+    finished: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

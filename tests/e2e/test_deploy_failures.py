@@ -132,13 +132,12 @@ def _config_with(sm: Any, echo_model: str, **extra: Any) -> str:
     return name
 
 
-def test_async_inference_config_fails_instead_of_serving_in_real_time(sm: Any, echo_model: str) -> None:
-    config = _config_with(
-        sm, echo_model, AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://bucket/out"}}
-    )
+def test_explainer_config_fails_instead_of_serving_without_explanations(sm: Any, echo_model: str) -> None:
+    explainer = {"ClarifyExplainerConfig": {"ShapConfig": {"ShapBaselineConfig": {"ShapBaseline": "1,2"}}}}
+    config = _config_with(sm, echo_model, ExplainerConfig=explainer)
     sm.create_endpoint(EndpointName=config, EndpointConfigName=config)
     reason = _wait_failed(sm, config)
-    assert "AsyncInferenceConfig" in reason and "not supported" in reason
+    assert "ExplainerConfig" in reason and "not supported" in reason
 
 
 def test_data_capture_is_echoed_but_reported_stopped(sm: Any, echo_model: str) -> None:

@@ -151,6 +151,7 @@ class ScalingEngine:
             reading = await self.fleet.read(target.variant.endpoint, target.variant.variant)
             readings[target.key.resource_id] = reading
             self._watches.setdefault(target.key.resource_id, Watch()).sample(now, reading)
+            await self._wake_from_zero(target, reading)
         if period_ends:
             keep = max(self.settings.scale_out_datapoints, self.settings.scale_in_datapoints)
             for target in targets:
@@ -215,6 +216,22 @@ class ScalingEngine:
                 cause=cause,
                 policy=decision.policy.name,
             )
+
+    async def _wake_from_zero(self, target: _Target, reading: VariantReading | None) -> None:
+        """An asynchronous endpoint at 0 instances with requests queued (HasBacklogWithoutCapacity) gets
+        an instance at once: no per-instance metric can be computed at 0, so no policy could ask."""
+        if reading is None or reading.backlog <= 0 or reading.instances > 0 or reading.desired > 0:
+            return
+        if target.max_capacity < 1 or target.suspended.get("DynamicScalingOutSuspended"):
+            return
+        await self._change(
+            target,
+            0,
+            max(1, target.min_capacity),
+            kind="scale-out",
+            cause=f"HasBacklogWithoutCapacity: {reading.backlog} request(s) queued and no instance",
+            policy=None,
+        )
 
     async def _enforce_bounds(self, targets: list[_Target], retry_refused: bool) -> None:
         """Bring variants whose Min/MaxCapacity changed inside them (not a policy action: no cooldown,

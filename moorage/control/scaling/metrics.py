@@ -151,9 +151,14 @@ def _latency(metric: str) -> Callable[[str, Window], float | None]:
 # --- gauges: sampled during the period, only while instances serve ------------------------------------
 
 
-def _gauge(value: Callable[[VariantReading], float]) -> Callable[[str, Window], float | None]:
+def _gauge(
+    value: Callable[[VariantReading], float], serving_only: bool = True
+) -> Callable[[str, Window], float | None]:
+    """`serving_only`: sampled only while instances serve (per-instance values); else always (a queue
+    has a size at 0 instances too)."""
+
     def compute(statistic: str, window: Window) -> float | None:
-        values = [value(s.reading) for s in window.samples if s.reading.instances > 0]
+        values = [value(s.reading) for s in window.samples if s.reading.instances > 0 or not serving_only]
         if not values:
             return None
         if statistic == "Minimum":
@@ -179,6 +184,7 @@ _PER_INSTANCE_ONLY = (
     "this server keeps the variant's average over its instances, not each instance's value, so only "
     "Average can be computed"
 )
+_SAMPLED = "the backlog is sampled, so a Sum or SampleCount would count samples rather than requests"
 _METRICS: dict[str, _Metric] = {
     "Invocations": _Metric("None", _ALL, _invocations),
     "InvocationsPerInstance": _Metric("None", _ALL, _invocations_per_instance),
@@ -209,7 +215,35 @@ _METRICS: dict[str, _Metric] = {
         _gauge(lambda r: r.concurrent / r.instances),
         "concurrency is sampled, so a Sum or SampleCount would count samples rather than requests",
     ),
+    # asynchronous endpoints' queue (dimension EndpointName on AWS), sampled like the gauges above
+    "ApproximateBacklogSize": _Metric(
+        "None", ("Average", "Minimum", "Maximum"), _gauge(lambda r: r.backlog, serving_only=False), _SAMPLED
+    ),
+    "ApproximateBacklogSizePerInstance": _Metric(
+        "None", ("Average", "Minimum", "Maximum"), _gauge(lambda r: r.backlog / r.instances), _SAMPLED
+    ),
+    "ApproximateAgeOfOldestRequest": _Metric(
+        "Seconds",
+        ("Average", "Minimum", "Maximum"),
+        _gauge(lambda r: r.backlog_age_seconds, serving_only=False),
+        _SAMPLED,
+    ),
+    "HasBacklogWithoutCapacity": _Metric(
+        "None",
+        ("Average", "Minimum", "Maximum"),
+        _gauge(lambda r: 1.0 if r.backlog and not r.instances else 0.0, serving_only=False),
+        _SAMPLED,
+    ),
 }
+# metrics SageMaker publishes per endpoint (dimension EndpointName alone), not per variant
+_ENDPOINT_METRICS = frozenset(
+    {
+        "ApproximateBacklogSize",
+        "ApproximateBacklogSizePerInstance",
+        "ApproximateAgeOfOldestRequest",
+        "HasBacklogWithoutCapacity",
+    }
+)
 
 
 # --- a policy's metric, checked when the policy is put -------------------------------------------------
@@ -261,7 +295,9 @@ def _customized(spec: dict[str, Any], variant: VariantRef) -> MetricSpec:
         )
     dimensions = {d["Name"]: d["Value"] for d in spec.get("Dimensions", [])}
     wanted = {"EndpointName": variant.endpoint, "VariantName": variant.variant}
-    if dimensions != wanted or len(spec.get("Dimensions", [])) != 2:
+    endpoint_only = {"EndpointName": variant.endpoint}
+    per_endpoint = spec["MetricName"] in _ENDPOINT_METRICS and dimensions == endpoint_only
+    if not per_endpoint and (dimensions != wanted or len(spec.get("Dimensions", [])) != 2):
         raise ValidationException(
             f"CustomizedMetricSpecification.Dimensions must be EndpointName={variant.endpoint} and "
             f"VariantName={variant.variant}: this server computes the metrics of the variant being "

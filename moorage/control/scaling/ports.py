@@ -27,6 +27,9 @@ class VariantReading:
     concurrent: int  # requests in flight now, summed over the variant's instances
     cpu_percent: float  # CPUUtilization now, averaged over instances (100 = one core)
     memory_percent: float  # MemoryUtilization now, averaged over instances
+    # asynchronous endpoints (0 for the others): requests queued or running, and the oldest one's age
+    backlog: int = 0
+    backlog_age_seconds: float = 0.0
 
 
 class CapacityChangeRefused(Exception):
@@ -49,6 +52,10 @@ class FleetPort(Protocol):
 
     async def is_async(self, endpoint: str) -> bool:
         """Whether the endpoint's config has AsyncInferenceConfig (only those may scale in to 0)."""
+        ...
+
+    async def is_serverless(self, endpoint: str, variant: str) -> bool:
+        """Whether the variant has a ServerlessConfig (it has no instance count to scale)."""
         ...
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:

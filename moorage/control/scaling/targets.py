@@ -61,6 +61,13 @@ class ScalableTargets:
                 f"SageMaker endpoint variant doesn't exist: {key.resource_id}. Create the endpoint first, "
                 "or check the endpoint and variant names."
             )
+        if await self.fleet.is_serverless(ref.endpoint, ref.variant):
+            raise ValidationException(
+                f"Variant {ref.variant} of endpoint {ref.endpoint} is serverless: it has no instance count, "
+                f"so {key.dimension} cannot be scaled. A serverless variant scales itself within its "
+                "ServerlessConfig.MaxConcurrency; change that with UpdateEndpointWeightsAndCapacities "
+                "(ServerlessUpdateConfig)."
+            )
         asynchronous = await self.fleet.is_async(ref.endpoint)  # read here: the fleet belongs to the loop
         arn, bounds_changed = await self.store.run(self._register, caller, key, ref, params, asynchronous)
         if bounds_changed:

@@ -74,6 +74,9 @@ class FakeFleetPort:
     async def is_async(self, endpoint: str) -> bool:
         return endpoint in self.async_endpoints
 
+    async def is_serverless(self, endpoint: str, variant: str) -> bool:
+        return False
+
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:
         self.calls.append((endpoint, variant, count))
         if self.refusal is not None:

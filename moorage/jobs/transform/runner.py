@@ -1,0 +1,111 @@
+"""Carries out transform jobs on the server that reconciles (app.py starts it with the lead).
+
+It reads the job rows when woken (CreateTransformJob, StopTransformJob) and every poll: an InProgress job
+not under way here starts (or, after a restart, resumes: finished input objects are not redone); a job
+asked to stop is cancelled, its instances stopped, and it ends Stopped. Whatever goes wrong, a job ends
+Completed, Failed or Stopped with a reason; none is left InProgress once its run is over. A server that
+shuts down leaves its jobs InProgress for the next server to resume."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from moorage.control.transform_jobs import COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING
+from moorage.fleet.settings import FleetContext
+from moorage.jobs.transform.book import JobBook, JobSnapshot
+from moorage.jobs.transform.execution import JobFailed, execute, log_name
+from moorage.store import Store
+
+log = logging.getLogger("moorage.transform")
+
+
+class TransformRunner:
+    def __init__(self, store: Store, ctx: FleetContext, poll_seconds: float) -> None:
+        self.book = JobBook(store)
+        self.ctx = ctx
+        self.poll_seconds = poll_seconds
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._stop_requested: set[str] = set()
+        self._wake = asyncio.Event()
+        self._first_look = True
+        self._closed = False  # shutting down: no run starts any more
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._look()
+            except Exception:  # the store may be briefly unreachable: looked at again next poll
+                log.exception("reading the transform jobs failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    async def _look(self) -> None:
+        if self._closed:
+            return
+        first, self._first_look = self._first_look, False
+        jobs = await self.book.active()
+        if self._closed:
+            return
+        for job in jobs:
+            task = self.tasks.get(job.name)
+            if job.status == STOPPING:
+                if task is not None:
+                    if job.name not in self._stop_requested:
+                        self._stop_requested.add(job.name)
+                        task.cancel()
+                else:  # nothing runs it here: its instances are gone with the server that ran it
+                    await self.book.finish(job.name, STOPPED)
+            elif task is None:
+                if first and job.started:
+                    self.ctx.logs.write(
+                        log_name(job.name),
+                        f"Resuming after a server restart; {len(job.finished)} input object(s) were done.",
+                    )
+                self.tasks[job.name] = asyncio.create_task(self._run(job), name=f"transform:{job.name}")
+
+    async def _run(self, job: JobSnapshot) -> None:
+        name = job.name
+        logs = self.ctx.logs
+        if await self.book.status(name) != IN_PROGRESS:  # a run that ended while the rows were read
+            self.tasks.pop(name, None)
+            return
+        logs.write(log_name(name), f"Transform job {name} {'resumes' if job.started else 'starts'}.")
+        try:
+            reason = await execute(job, self.ctx, self.book)
+            status = await self.book.finish(name, FAILED if reason else COMPLETED, reason)
+        except asyncio.CancelledError:
+            if name in self._stop_requested:
+                logs.write(log_name(name), "Stopped (StopTransformJob).")
+                await asyncio.shield(self.book.finish(name, STOPPED))
+            raise
+        except JobFailed as exc:
+            status = await self.book.finish(name, FAILED, _resumed(job, str(exc)))
+        except Exception as exc:  # a bug must not leave the job InProgress for good
+            log.exception("transform job %s failed", name)
+            reason = f"The job failed on an internal error: {exc!r}. See the server's log."
+            status = await self.book.finish(name, FAILED, _resumed(job, reason))
+        finally:
+            self.tasks.pop(name, None)
+            self._stop_requested.discard(name)
+        logs.write(log_name(name), f"Transform job {name} ended {status}.")
+
+    async def shutdown(self) -> None:
+        """Stop the runs (their instances stop); the jobs stay InProgress, to be resumed on restart."""
+        self._closed = True
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _resumed(job: JobSnapshot, reason: str) -> str:
+    """A resumed job that cannot go on says that it was resuming."""
+    if not job.started:
+        return reason
+    return f"The job was interrupted by a server restart and could not be resumed: {reason}"
