@@ -57,6 +57,7 @@ from moorage.jobs.asynchronous.dispatcher import Dispatcher
 from moorage.jobs.asynchronous.metrics import backlog_metrics
 from moorage.jobs.asynchronous.queue import insert_requests
 from moorage.jobs.notify import Notifier
+from moorage.jobs.transform.inputs import LocalAccess
 from moorage.jobs.transform.runner import TransformRunner
 from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -258,10 +259,10 @@ class MoorageApp:
             self.async_queue,
             self.dispatcher.accepted,
             authenticated=settings.credentials_file is not None,
-            input_root=str(settings.async_input_root) if settings.async_input_root else None,
+            input_root=str(settings.local_data_root) if settings.local_data_root else None,
         )
         per_job = InstanceQuotas.from_settings(settings).per_endpoint
-        transform_jobs = TransformJobs(self.store, per_job, self._wake_transforms)
+        transform_jobs = TransformJobs(self.store, per_job, self._wake_transforms, self._local_access())
         tables = {
             "sagemaker": control.operations(self.store, endpoints, transform_jobs),
             "application-autoscaling": scaling.operations(self.store, port, self.clock, self.scaling),
@@ -307,7 +308,9 @@ class MoorageApp:
             self._in_background(self.reconciler.follow(), "reconciler")
             assert self.dispatcher is not None
             self._in_background(self.dispatcher.run(), "async-inference")
-            self.transforms = TransformRunner(self.store, self.reconciler.ctx, self.reconciler.poll_seconds)
+            self.transforms = TransformRunner(
+                self.store, self.reconciler.ctx, self.reconciler.poll_seconds, self._local_access()
+            )
             self._in_background(self.transforms.run(), "transforms")
             await self.scaling.start()
         except Exception:
@@ -354,6 +357,12 @@ class MoorageApp:
     def _wake_transforms(self) -> None:
         if self.transforms is not None:  # else the server that leads reads the rows on its next poll
             self.transforms.wake()
+
+    def _local_access(self) -> LocalAccess:
+        """With --credentials, transform jobs may name paths on this machine only below the local data
+        root (the one async InputLocations have too; docs/security.md)."""
+        root = self.settings.local_data_root
+        return LocalAccess(self.settings.credentials_file is not None, str(root) if root else None)
 
     def _variant_states(self, name: str) -> dict[str, VariantState]:
         """What each variant of an endpoint runs now: this server's fleets when it reconciles, else what

@@ -58,8 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
         ray_node_address=args.ray_node_address,
         sns_webhooks=webhooks,
     )
-    if args.async_input_root:
-        settings = dataclasses.replace(settings, async_input_root=Path(args.async_input_root))
+    if args.local_data_root:
+        settings = dataclasses.replace(settings, local_data_root=Path(args.local_data_root))
     state = describe_url(settings.database_url) if settings.database_url else settings.state_dir
     banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {state})"
     try:
@@ -197,10 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         "webhook; repeatable, added to MOORAGE_SNS_WEBHOOKS (docs/async.md)",
     )
     serve.add_argument(
-        "--async-input-root",
+        "--local-data-root",
         metavar="DIR",
-        help="with --credentials, the folder InvokeEndpointAsync may read local InputLocations from "
-        "(default: MOORAGE_ASYNC_INPUT_ROOT; unset: s3:// inputs only; docs/async.md)",
+        help="with --credentials, the only folder on this machine that InvokeEndpointAsync InputLocations "
+        "and batch transform S3Uri / S3OutputPath may name (default: MOORAGE_LOCAL_DATA_ROOT; "
+        "unset: s3:// only; docs/security.md)",
     )
     s3 = serve.add_mutually_exclusive_group()
     s3.add_argument(

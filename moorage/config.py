@@ -120,14 +120,11 @@ class Settings:
     sns_webhooks: dict[str, str] = field(
         default_factory=lambda: parse_webhooks([os.environ.get("MOORAGE_SNS_WEBHOOKS", "")])
     )
-    # with credentials_file, the only folder an InvokeEndpointAsync InputLocation on disk may be below
-    # (None: only s3:// inputs); docs/async.md
-    async_input_root: Path | None = field(
-        default_factory=lambda: (
-            Path(os.environ["MOORAGE_ASYNC_INPUT_ROOT"])
-            if os.environ.get("MOORAGE_ASYNC_INPUT_ROOT")
-            else None
-        )
+    # with credentials_file, the only folder on disk that an InvokeEndpointAsync InputLocation and a
+    # transform job's S3Uri / S3OutputPath may be below (None: only s3://); --local-data-root /
+    # MOORAGE_LOCAL_DATA_ROOT; docs/security.md
+    local_data_root: Path | None = field(
+        default_factory=lambda: Path(root) if (root := os.environ.get("MOORAGE_LOCAL_DATA_ROOT")) else None
     )
     # S3 on the port: the embedded store (default), an external store's URL, or off (docs/s3.md)
     s3_enabled: bool = True

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,20 +42,29 @@ def list_jobs(endpoint_url: str | None, watch: bool = False, name_contains: str 
     return run_against_server(endpoint_url, action)
 
 
+# per client, the progress its ListTransformJobs answers carried: one handler per client, registered
+# once (a `--watch` redraws every second on the same client)
+_progress: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _jobs(sm: Any, name_contains: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    progress: dict[str, Any] = {}
+    progress = _progress.get(sm)
+    if progress is None:
+        progress = _progress[sm] = {}
+        kept = progress
 
-    def keep_raw(http_response: Any, **_: Any) -> None:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            progress.update(json.loads(http_response.content).get(PROGRESS_BY_JOB_MEMBER) or {})
+        def keep_raw(http_response: Any, **_: Any) -> None:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                kept.update(json.loads(http_response.content).get(PROGRESS_BY_JOB_MEMBER) or {})
 
-    sm.meta.events.register("after-call.sagemaker.ListTransformJobs", keep_raw)
+        sm.meta.events.register("after-call.sagemaker.ListTransformJobs", keep_raw)
+    progress.clear()
     params: dict[str, Any] = {"SortBy": "CreationTime", "SortOrder": "Descending"}
     if name_contains:
         params["NameContains"] = name_contains
     pages = sm.get_paginator("list_transform_jobs").paginate(**params)
     jobs = [dict(job) for page in pages for job in page["TransformJobSummaries"]]
-    return jobs, progress
+    return jobs, dict(progress)
 
 
 def job_rows(jobs: Sequence[Mapping[str, Any]], progress: Mapping[str, Any]) -> list[list[str]]:
@@ -64,7 +74,7 @@ def job_rows(jobs: Sequence[Mapping[str, Any]], progress: Mapping[str, Any]) -> 
         done = progress.get(job["TransformJobName"]) or {}
         records = _fraction(done.get("RecordsDone"), done.get("RecordsTotal"))
         objects = _fraction(done.get("ObjectsDone"), done.get("ObjectsTotal"))
-        reason = str(job.get("FailureReason") or "")
+        reason = " ".join(str(job.get("FailureReason") or "").split())  # one line per job
         if len(reason) > _REASON_CHARS:
             reason = reason[: _REASON_CHARS - 1] + "…"
         rows.append([job["TransformJobName"], job["TransformJobStatus"], records, objects, bar(done), reason])

@@ -203,7 +203,7 @@ class AsyncRuntimeApi:
         return row, answer
 
     def _check_input(self, uri: str) -> None:
-        """With --credentials, an InputLocation on the server's disk must be below --async-input-root: a
+        """With --credentials, an InputLocation on the server's disk must be below --local-data-root: a
         signed caller must not have the server read (and hand to the model) any file it can read."""
         if not self.authenticated:
             return
@@ -217,14 +217,14 @@ class AsyncRuntimeApi:
             raise ValidationError(
                 f"InputLocation {uri!r} is a path on the server; this server verifies signatures and "
                 "accepts only s3:// input locations. Upload the payload to S3, or have the server started "
-                "with --async-input-root naming the folder local inputs may come from."
+                "with --local-data-root naming the folder local inputs may come from."
             )
         root = os.path.realpath(self.input_root)
         resolved = os.path.realpath(where.path)
         if os.path.commonpath([resolved, root]) != root:
             raise ValidationError(
                 f"InputLocation {uri!r} is not below {self.input_root}, the only folder on the server "
-                "that inputs may be read from (--async-input-root); use a path below it or s3://."
+                "that inputs may be read from (--local-data-root); use a path below it or s3://."
             )
 
 

@@ -12,13 +12,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-from moorage.api.errors import ResourceInUse, ResourceLimitExceeded, ValidationException, not_found
+from moorage.api.errors import (
+    ResourceInUse,
+    ResourceLimitExceeded,
+    ResourceNotFound,
+    ValidationException,
+    not_found,
+)
 from moorage.api.json_protocol import PROGRESS_BY_JOB_MEMBER, PROGRESS_MEMBER
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.control.tags import check_tags
 from moorage.fleet.plan import DeploymentFailed, primary_container
 from moorage.jobs.objects import ObjectError, location
+from moorage.jobs.transform.inputs import INPUT_FIELD, OUTPUT_FIELD, LocalAccess
 from moorage.jobs.transform.records import TransformSettings, check_settings
 from moorage.store import Store
 from moorage.store.tables import ModelRow, TransformJobRow
@@ -45,10 +52,17 @@ def job_not_found(name: str) -> ValidationException:
 class TransformJobs:
     """The four operations; `wake` tells the runner (when this server runs jobs) to look at the rows."""
 
-    def __init__(self, store: Store, max_instances: int, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_instances: int,
+        wake: Callable[[], None] = lambda: None,
+        access: LocalAccess | None = None,
+    ) -> None:
         self.store = store
         self.max_instances = max_instances  # per job: each instance is real processes on this machine
         self.wake = wake
+        self.access = access or LocalAccess()  # with --credentials: the disk paths a job may name
 
     async def create(self, caller: Caller, params: Params) -> Params:
         count = params["TransformResources"]["InstanceCount"]
@@ -59,7 +73,7 @@ class TransformJobs:
                 f"delta of {count} Instances. Lower TransformResources.InstanceCount, or raise "
                 "MOORAGE_MAX_INSTANCES_PER_ENDPOINT."
             )
-        result = await self.store.run(create_transform_job, self.store, caller, params)
+        result = await self.store.run(create_transform_job, self.store, caller, params, self.access)
         self.wake()
         return result
 
@@ -75,15 +89,26 @@ class TransformJobs:
         return result
 
 
-def create_transform_job(store: Store, caller: Caller, params: Params) -> Params:
+def create_transform_job(
+    store: Store, caller: Caller, params: Params, access: LocalAccess | None = None
+) -> Params:
     name = params["TransformJobName"]
     check_request(params)
+    source = params["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    try:
+        (access or LocalAccess()).check(source, INPUT_FIELD)
+        (access or LocalAccess()).check(params["TransformOutput"]["S3OutputPath"], OUTPUT_FIELD)
+    except ObjectError as exc:
+        raise ValidationException(str(exc)) from None
     check_tags(params.get("Tags", []))
     arn = caller.arn("transform-job", name)
     spec = {k: v for k, v in params.items() if k != "Tags"}
     now = time.time()
     with store.session() as session:
-        if (existing := session.get(TransformJobRow, name)) is not None:
+        existing = session.scalars(
+            select(TransformJobRow).where(TransformJobRow.name_key == name.lower())
+        ).first()
+        if existing is not None:
             raise ResourceInUse(
                 "Job name must be unique within an AWS account and region, and a job with this name "
                 f"already exists ({existing.arn})"
@@ -99,6 +124,7 @@ def create_transform_job(store: Store, caller: Caller, params: Params) -> Params
         session.add(
             TransformJobRow(
                 name=name,
+                name_key=name.lower(),
                 arn=arn,
                 status=IN_PROGRESS,
                 spec=spec,
@@ -110,7 +136,6 @@ def create_transform_job(store: Store, caller: Caller, params: Params) -> Params
                 records_total=0,
                 objects_done=0,
                 objects_total=0,
-                finished={},
             )
         )
     return {"TransformJobArn": arn}
@@ -243,8 +268,8 @@ def stop_transform_job(store: Store, caller: Caller, params: Params) -> Params:
     name = params["TransformJobName"]
     with store.session() as session:
         row = session.get(TransformJobRow, name)
-        if row is None:
-            raise job_not_found(name)
+        if row is None:  # botocore's model gives StopTransformJob this one error
+            raise ResourceNotFound(f"Could not find requested job with name {name}")
         if row.status in (COMPLETED, FAILED):
             raise ValidationException(
                 f"Transform job {name} has already finished (status {row.status}); only a job that is "

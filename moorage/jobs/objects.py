@@ -142,18 +142,18 @@ def list_objects(prefix: str, field: str) -> list[str]:
 
 
 def relative_name(prefix: str, uri: str) -> str:
-    """`uri`'s name below `prefix`, the way batch transform names outputs (`<key relative>.out`)."""
-    if isinstance(location(prefix, "prefix"), LocalLocation):
-        base = str(location(prefix, "prefix").uri)
-        path = str(location(uri, "object").uri)
-        if Path(base).is_dir():
-            return os.path.relpath(path, base)
-        return Path(path).name
-    base_key = location(prefix, "prefix")
-    key = location(uri, "object")
-    assert isinstance(base_key, S3Location) and isinstance(key, S3Location)
-    cut = base_key.key.rsplit("/", 1)[0] + "/" if "/" in base_key.key else ""
-    return key.key[len(cut) :] if key.key.startswith(cut) else key.name
+    """`uri`'s name below `prefix`, the way batch transform names outputs (`<key relative>.out`): what
+    follows the prefix's last `/`, on disk as in S3 (`in` and `in/a.csv` give `in/a.csv`; `in/` gives
+    `a.csv`)."""
+    base, where = location(prefix, "prefix"), location(uri, "object")
+    if isinstance(base, LocalLocation) and isinstance(where, LocalLocation):
+        text = str(base.path) + ("/" if prefix.endswith("/") and str(base.path) != "/" else "")
+        path = str(where.path)
+    else:
+        assert isinstance(base, S3Location) and isinstance(where, S3Location)
+        text, path = base.key, where.key
+    cut = text.rsplit("/", 1)[0] + "/" if "/" in text else ""
+    return path[len(cut) :] if path.startswith(cut) else where.name
 
 
 def _local_listing(path: Path) -> list[Path]:

@@ -32,8 +32,9 @@ class App:
     def __init__(self, invoker: Invoker, workers: int, is_async: bool) -> None:
         self._invoke = invoker.invoke_async if is_async else invoker.invoke
         self.is_async = is_async
+        concurrent = min(workers, 16)  # MaxConcurrentTransforms x MaxPayloadInMB may be at most 100
         self._execution_parameters = json_response(
-            {"MaxConcurrentTransforms": workers, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+            {"MaxConcurrentTransforms": concurrent, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
         )
 
     def __call__(

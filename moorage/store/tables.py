@@ -205,12 +205,13 @@ class AsyncRequestRow(Base):
 
 class TransformJobRow(Base):
     """A batch transform job (moorage/control/transform_jobs.py); rows are never deleted, so a name stays
-    taken, as on AWS. `finished` records each input object done ({uri: {"records", "error"}}), so a job
+    taken (case-insensitively, as on AWS). Its input objects are TransformJobObjectRow rows, so a job
     interrupted by a restart resumes without redoing them (moorage/jobs/transform/runner.py)."""
 
     __tablename__ = "transform_jobs"
 
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(63), unique=True, index=True)  # name.lower()
     arn: Mapped[str] = mapped_column(String(2048))
     status: Mapped[str] = mapped_column(String(16), index=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -225,4 +226,19 @@ class TransformJobRow(Base):
     records_total: Mapped[int] = mapped_column(Integer, default=0)
     objects_done: Mapped[int] = mapped_column(Integer, default=0)
     objects_total: Mapped[int] = mapped_column(Integer, default=0)
-    finished: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TransformJobObjectRow(Base):
+    """One input object of a transform job, in input order, listed once when the job first starts (a
+    resumed job works on the same objects). Each object's end is its own row update, so objects that
+    finish at once never overwrite each other."""
+
+    __tablename__ = "transform_job_objects"
+
+    job: Mapped[str] = mapped_column(String(63), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text)  # where its output goes
+    state: Mapped[str] = mapped_column(String(16))  # Pending | Done | Failed
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

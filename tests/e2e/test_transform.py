@@ -380,9 +380,13 @@ def test_file_locations(sm: Any, model: str, tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()
     (source / "x.csv").write_text("1,2\n")
-    name = create_job(sm, model, source.as_uri(), (tmp_path / "out").as_uri())
+    name = create_job(sm, model, source.as_uri() + "/", (tmp_path / "out").as_uri())
     assert wait(sm, name)["TransformJobStatus"] == "Completed"
     assert (tmp_path / "out" / "x.csv.out").read_text() == "3\n"
+    # as in S3, the name is what follows the prefix's last `/`: without one, the folder's name too
+    name = create_job(sm, model, source.as_uri(), (tmp_path / "out2").as_uri())
+    assert wait(sm, name)["TransformJobStatus"] == "Completed"
+    assert (tmp_path / "out2" / "in" / "x.csv.out").read_text() == "3\n"
 
 
 def test_stop_mid_run(server: RunningServer, sm: Any, s3: Any, bucket: str, model: str) -> None:

@@ -199,7 +199,7 @@ def _invoke_async(api: Any, headers: dict[bytes, bytes], body: bytes = b"") -> A
 
 def test_signed_servers_read_local_inputs_only_below_the_input_root(tmp_path: Path) -> None:
     """With --credentials a caller may not have the server read any file it can: a local InputLocation
-    must be below --async-input-root (symbolic links followed); s3:// is always accepted."""
+    must be below --local-data-root (symbolic links followed); s3:// is always accepted."""
     from moorage.api.runtime_async import AsyncRuntimeApi
     from moorage.dataplane.routes import RoutingTable
     from moorage.jobs.asynchronous.config import AsyncSettings
@@ -222,7 +222,7 @@ def test_signed_servers_read_local_inputs_only_below_the_input_root(tmp_path: Pa
     assert status(open_api, "/etc/hostname")[0] == 202  # no signatures: the server's user is the caller
     closed = AsyncRuntimeApi(table, "123456789012", _Accepted(), lambda _: None, authenticated=True)  # type: ignore[arg-type]
     code, text = status(closed, "/etc/hostname")
-    assert code == 400 and "--async-input-root" in text and "s3://" in text
+    assert code == 400 and "--local-data-root" in text and "s3://" in text
     assert status(closed, "s3://bucket/in.json")[0] == 202
     rooted = AsyncRuntimeApi(
         table,

@@ -1,7 +1,10 @@
 """What the runner writes about a transform job: start, progress, each finished input object, the end.
 
-Every write runs on the store's threads (Store.run). An object is recorded as finished only after its
-output was written (or it failed), so a job resumed after a restart skips exactly what is done."""
+Every write runs on the store's threads (Store.run). The job's input objects are listed once, when it
+first starts, into transform_job_objects (one row per object, in input order); a resumed job works on
+exactly those. An object is marked Done or Failed only after its output was written (or it failed),
+with one row update of its own and an increment of the job's objects_done, so objects that finish at
+once never lose each other's ends, and a job resumed after a restart skips exactly what is done."""
 
 from __future__ import annotations
 
@@ -9,18 +12,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from moorage.control.transform_jobs import ACTIVE, STOPPED, STOPPING
+from moorage.jobs.transform.inputs import InputObject
 from moorage.store import Store
-from moorage.store.tables import TransformJobRow
+from moorage.store.tables import TransformJobObjectRow, TransformJobRow
 
 MAX_FAILURE_REASON = 1024  # DescribeTransformJob's FailureReason has at most this many characters
+PENDING, DONE, FAILED = "Pending", "Done", "Failed"  # an input object's state
 
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """A job as the runner reads it: what was asked, and what earlier runs finished."""
+    """A job as the runner reads it: what was asked, and how far earlier runs got."""
 
     name: str
     status: str
@@ -28,7 +33,19 @@ class JobSnapshot:
     model: dict[str, Any]
     creation_time: float
     started: bool  # an earlier run began it (this run resumes)
-    finished: dict[str, dict[str, Any]]  # input URI -> {"records": n, "error": reason or None}
+    objects_done: int = 0  # input objects that earlier runs finished (Done or Failed)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One input object as the job's listing holds it."""
+
+    position: int
+    uri: str
+    output: str
+    state: str  # PENDING | DONE | FAILED
+    records: int
+    error: str | None
 
 
 def _snapshot(row: TransformJobRow) -> JobSnapshot:
@@ -39,8 +56,12 @@ def _snapshot(row: TransformJobRow) -> JobSnapshot:
         model=dict(row.model),
         creation_time=row.creation_time,
         started=row.start_time is not None,
-        finished=dict(row.finished or {}),
+        objects_done=row.objects_done,
     )
+
+
+def _stored(row: TransformJobObjectRow) -> StoredObject:
+    return StoredObject(row.position, row.uri, row.output, row.state, row.records, row.error)
 
 
 class JobBook:
@@ -60,39 +81,79 @@ class JobBook:
             ).all()
             return [_snapshot(row) for row in rows]
 
-    async def started(self, name: str, objects_total: int) -> None:
-        await self.store.run(self._started, name, objects_total)
+    async def objects(self, name: str) -> list[StoredObject]:
+        """The job's input objects as listed when it first started ([] before that)."""
+        return await self.store.run(self._objects, name)
 
-    def _started(self, name: str, objects_total: int) -> None:
+    def _objects(self, name: str) -> list[StoredObject]:
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(TransformJobObjectRow)
+                .where(TransformJobObjectRow.job == name)
+                .order_by(TransformJobObjectRow.position)
+            ).all()
+            return [_stored(row) for row in rows]
+
+    async def started(self, name: str, objects: list[InputObject]) -> list[StoredObject]:
+        """Record the start and the job's listing; a listing already there (an earlier run's) is kept
+        and returned instead."""
+        return await self.store.run(self._started, name, objects)
+
+    def _started(self, name: str, objects: list[InputObject]) -> list[StoredObject]:
         with self.store.session() as session:
             row = session.get(TransformJobRow, name)
-            if row is not None:
-                now = time.time()
-                row.start_time = row.start_time or now
-                row.objects_total = objects_total
-                row.last_modified_time = now
+            if row is None:
+                return []
+            have = session.scalar(
+                select(func.count())
+                .select_from(TransformJobObjectRow)
+                .where(TransformJobObjectRow.job == name)
+            )
+            if not have:
+                session.add_all(
+                    TransformJobObjectRow(
+                        job=name, position=i, uri=o.uri, output=o.output, state=PENDING, records=0, error=None
+                    )
+                    for i, o in enumerate(objects)
+                )
+            now = time.time()
+            row.start_time = row.start_time or now
+            row.objects_total = have or len(objects)
+            row.last_modified_time = now
+        return self._objects(name)
 
     async def progress(self, name: str, records_done: int, records_total: int) -> None:
         await self.store.run(self._progress, name, records_done, records_total)
 
     def _progress(self, name: str, records_done: int, records_total: int) -> None:
         with self.store.session() as session:
-            row = session.get(TransformJobRow, name)
-            if row is not None:
-                row.records_done, row.records_total = records_done, records_total
+            session.execute(
+                update(TransformJobRow)
+                .where(TransformJobRow.name == name)
+                .values(records_done=records_done, records_total=records_total)
+            )
 
-    async def object_finished(self, name: str, uri: str, records: int, error: str | None) -> None:
-        await self.store.run(self._object_finished, name, uri, records, error)
+    async def object_finished(self, name: str, position: int, records: int, error: str | None) -> None:
+        await self.store.run(self._object_finished, name, position, records, error)
 
-    def _object_finished(self, name: str, uri: str, records: int, error: str | None) -> None:
+    def _object_finished(self, name: str, position: int, records: int, error: str | None) -> None:
         with self.store.session() as session:
-            row = session.get(TransformJobRow, name)
-            if row is None:
-                return
-            finished = {**(row.finished or {}), uri: {"records": records, "error": error}}
-            row.finished = finished
-            row.objects_done = len(finished)
-            row.last_modified_time = time.time()
+            changed = session.execute(
+                update(TransformJobObjectRow)
+                .where(
+                    TransformJobObjectRow.job == name,
+                    TransformJobObjectRow.position == position,
+                    TransformJobObjectRow.state == PENDING,
+                )
+                .values(state=FAILED if error else DONE, records=records, error=error)
+            )
+            if getattr(changed, "rowcount", 0) != 1:
+                return  # not this job's object, or already recorded
+            session.execute(
+                update(TransformJobRow)
+                .where(TransformJobRow.name == name)
+                .values(objects_done=TransformJobRow.objects_done + 1, last_modified_time=time.time())
+            )
 
     async def finish(self, name: str, status: str, reason: str | None = None) -> str:
         """Record the end; a job asked to stop meanwhile ends Stopped whatever else happened. Returns

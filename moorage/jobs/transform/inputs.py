@@ -1,15 +1,20 @@
 """Which objects a transform job reads, in order, and the name each one's output gets.
 
-S3Prefix: every object under the prefix, in key order; ManifestFile: the manifest's list, in its order.
-An output is ``<S3OutputPath>/<the input's name relative to the prefix>.out``. Blocking: run on a thread."""
+S3Prefix: every object under the prefix, in key order, except what lies under S3OutputPath (a job whose
+output goes below its input must not read its own outputs); ManifestFile: the manifest's list, in its
+order. An output is ``<S3OutputPath>/<the input's name after the prefix's last />.out``. With
+--credentials, a location on the server's disk must be below the server's local data root
+(LocalAccess). Blocking: run on a thread."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from moorage.jobs.objects import ObjectError, child, list_objects, read_object, relative_name
+from moorage.artifacts.locations import LocalLocation
+from moorage.jobs.objects import ObjectError, child, list_objects, location, read_object, relative_name
 from moorage.jobs.transform.records import read_manifest
 
 INPUT_FIELD = "TransformInput.DataSource.S3DataSource.S3Uri"
@@ -22,17 +27,57 @@ class InputObject:
     output: str  # where its output goes
 
 
-def input_objects(job: dict[str, Any]) -> list[InputObject]:
+@dataclass(frozen=True)
+class LocalAccess:
+    """Which paths on the server's disk a job may name: any (`restricted` False: no --credentials), or,
+    when callers sign their requests, only below `root` (None: none), so a signed caller cannot have the
+    server read, or write, any file the server's user may (docs/security.md)."""
+
+    restricted: bool = False
+    root: str | None = None
+
+    def check(self, uri: str, field: str) -> None:
+        if not self.restricted:
+            return
+        try:
+            where = location(uri, field)
+        except ObjectError:
+            return  # refused where it is read or written, with that reason
+        if not isinstance(where, LocalLocation):
+            return
+        if self.root is None:
+            raise ObjectError(
+                f"{field} {uri!r} is a path on the server; this server verifies signatures and accepts "
+                "only s3:// locations for batch transform. Use s3://, or have the server started with "
+                "--local-data-root naming the folder local data may be in."
+            )
+        root = os.path.realpath(self.root)
+        if os.path.commonpath([os.path.realpath(where.path), root]) != root:
+            raise ObjectError(
+                f"{field} {uri!r} is not below {self.root}, the only folder on the server that jobs may "
+                "read or write (--local-data-root); use a path below it or s3://."
+            )
+
+
+def input_objects(job: dict[str, Any], access: LocalAccess | None = None) -> list[InputObject]:
+    access = access or LocalAccess()
     source = job["TransformInput"]["DataSource"]["S3DataSource"]
     uri = source["S3Uri"]
     out = job["TransformOutput"]["S3OutputPath"]
+    access.check(uri, INPUT_FIELD)
+    access.check(out, OUTPUT_FIELD)
     if source["S3DataType"] == "ManifestFile":
         body = read_object(uri, INPUT_FIELD)
         uris = read_manifest(body, INPUT_FIELD)
         prefix = _manifest_prefix(body)
         names = [u[len(prefix) :].lstrip("/") for u in uris]  # the manifest's own relative paths
     else:
-        uris = [u for u in list_objects(uri, INPUT_FIELD) if not u.endswith("/")]  # "folder" markers
+        below = _under(out) if _under(out) != _under(uri) else None  # outputs beside inputs: kept
+        uris = [
+            u
+            for u in list_objects(uri, INPUT_FIELD)
+            if not u.endswith("/") and not (below and _under(u).startswith(below))  # folder markers
+        ]
         names = [relative_name(uri, u) for u in uris]
     if not uris:
         raise ObjectError(
@@ -40,12 +85,22 @@ def input_objects(job: dict[str, Any]) -> list[InputObject]:
             "S3Uri at the prefix or manifest that holds it."
         )
     for u, name in zip(uris, names, strict=True):
+        access.check(u, INPUT_FIELD)  # a manifest's entries, a symbolic link in a listed folder
         if ".." in name.split("/"):  # an S3 key may hold one; a local output would land outside
             raise ObjectError(
                 f"Input {u} has a '..' in its name below {uri} ({name}), so its output would not be "
                 f"under {OUTPUT_FIELD}. Rename the object."
             )
     return [InputObject(u, child(out, f"{name}.out")) for u, name in zip(uris, names, strict=True)]
+
+
+def _under(uri: str) -> str:
+    """`uri` in one spelling (file:// and plain paths alike) with a trailing `/`, to compare prefixes."""
+    try:
+        where = location(uri, OUTPUT_FIELD)
+    except ObjectError:
+        return uri
+    return where.uri.rstrip("/") + "/"
 
 
 def _manifest_prefix(body: bytes) -> str:

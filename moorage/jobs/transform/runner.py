@@ -16,15 +16,19 @@ from moorage.control.transform_jobs import COMPLETED, FAILED, IN_PROGRESS, STOPP
 from moorage.fleet.settings import FleetContext
 from moorage.jobs.transform.book import JobBook, JobSnapshot
 from moorage.jobs.transform.execution import JobFailed, execute, log_name
+from moorage.jobs.transform.inputs import LocalAccess
 from moorage.store import Store
 
 log = logging.getLogger("moorage.transform")
 
 
 class TransformRunner:
-    def __init__(self, store: Store, ctx: FleetContext, poll_seconds: float) -> None:
+    def __init__(
+        self, store: Store, ctx: FleetContext, poll_seconds: float, access: LocalAccess | None = None
+    ) -> None:
         self.book = JobBook(store)
         self.ctx = ctx
+        self.access = access or LocalAccess()  # with --credentials: the disk paths jobs may use
         self.poll_seconds = poll_seconds
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_requested: set[str] = set()
@@ -54,6 +58,10 @@ class TransformRunner:
             return
         for job in jobs:
             task = self.tasks.get(job.name)
+            if task is not None and task.done():  # a run that ended (or died) without its cleanup
+                self.tasks.pop(job.name, None)
+                self._stop_requested.discard(job.name)
+                task = None
             if job.status == STOPPING:
                 if task is not None:
                     if job.name not in self._stop_requested:
@@ -65,19 +73,24 @@ class TransformRunner:
                 if first and job.started:
                     self.ctx.logs.write(
                         log_name(job.name),
-                        f"Resuming after a server restart; {len(job.finished)} input object(s) were done.",
+                        f"Resuming after a server restart; {job.objects_done} input object(s) were done.",
                     )
                 self.tasks[job.name] = asyncio.create_task(self._run(job), name=f"transform:{job.name}")
 
     async def _run(self, job: JobSnapshot) -> None:
         name = job.name
         logs = self.ctx.logs
-        if await self.book.status(name) != IN_PROGRESS:  # a run that ended while the rows were read
-            self.tasks.pop(name, None)
-            return
-        logs.write(log_name(name), f"Transform job {name} {'resumes' if job.started else 'starts'}.")
+        status: str | None = None
         try:
-            reason = await execute(job, self.ctx, self.book)
+            try:
+                current = await self.book.status(name)
+            except Exception:  # the store briefly unreachable: the next look starts the run again
+                log.exception("reading transform job %s failed; trying again at the next poll", name)
+                return
+            if current != IN_PROGRESS:  # a run that ended while the rows were read
+                return
+            logs.write(log_name(name), f"Transform job {name} {'resumes' if job.started else 'starts'}.")
+            reason = await execute(job, self.ctx, self.book, self.access)
             status = await self.book.finish(name, FAILED if reason else COMPLETED, reason)
         except asyncio.CancelledError:
             if name in self._stop_requested:
@@ -91,9 +104,11 @@ class TransformRunner:
             reason = f"The job failed on an internal error: {exc!r}. See the server's log."
             status = await self.book.finish(name, FAILED, _resumed(job, reason))
         finally:
-            self.tasks.pop(name, None)
-            self._stop_requested.discard(name)
-        logs.write(log_name(name), f"Transform job {name} ended {status}.")
+            if self.tasks.get(name) is asyncio.current_task():
+                self.tasks.pop(name, None)
+                self._stop_requested.discard(name)
+        if status is not None:
+            logs.write(log_name(name), f"Transform job {name} ended {status}.")
 
     async def shutdown(self) -> None:
         """Stop the runs (their instances stop); the jobs stay InProgress, to be resumed on restart."""

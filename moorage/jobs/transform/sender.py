@@ -1,5 +1,5 @@
 """Requests of a transform job to its instances' workers: ModelClientConfig's timeout and retries, a bound
-on requests in flight (MaxConcurrentTransforms per instance), least outstanding requests first.
+on requests in flight (MaxConcurrentTransforms per instance), the least-loaded instance first.
 
 It talks to workers over the data plane's keep-alive client (moorage/dataplane/connection.py) but keeps
 off the real-time path: a job's fleet has its own route, and no endpoint's limits or metrics apply."""
@@ -7,6 +7,7 @@ off the real-time path: a job's fleet has its own route, and no endpoint's limit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,9 @@ def _head(content_type: str | None, accept: str | None) -> bytes:
 
 
 class Sender:
-    """Sends one job's request bodies; `in_flight` is the most requests outstanding at once."""
+    """Sends one job's request bodies; `max_concurrent` (MaxConcurrentTransforms) is the most requests
+    outstanding at once on each instance. A request goes to the least-loaded instance under that bound,
+    then to its least-busy worker; while every instance is at the bound it waits for one to answer."""
 
     def __init__(
         self,
@@ -59,59 +62,79 @@ class Sender:
         content_type: str | None,
         accept: str | None,
         config: ClientConfig,
-        in_flight: int,
+        max_concurrent: int,
     ) -> None:
         self.route = route
         self.config = config
+        self.max_concurrent = max(1, max_concurrent)
         self._head = _head(content_type, accept)
-        self._slots = asyncio.Semaphore(max(1, in_flight))
+        self._by_instance: dict[str, int] = {}  # requests outstanding per instance id
+        self._freed = asyncio.Event()
 
     async def send(self, body: bytes) -> bytes:
         """The model's answer to `body`; InvocationFailed once the retries are spent. A client error
         (4xx) is the model refusing the input: it is not retried."""
         raw = b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
-        async with self._slots:
-            problem = ""
-            for _ in range(self.config.retries + 1):
-                worker = await self._worker()
-                if worker is None:
-                    problem = "no instance of the job was ready to take the request"
-                    continue
-                worker.client.outstanding += 1
-                try:
-                    response = await worker.client.request(raw, self.config.timeout)
-                except WorkerUnavailable:
-                    problem = "no instance of the job accepted the request"
-                    continue
-                except WorkerLost:
-                    problem = "the instance stopped before it answered (it exited or was killed)"
-                    continue
-                except TimeoutError:
-                    worker.kill()  # a hung handler would hold the worker; its instance replaces it
-                    worker.client.close()
-                    problem = (
-                        f"the model did not answer within {self.config.timeout:g} s "
-                        "(ModelClientConfig.InvocationsTimeoutInSeconds)"
-                    )
-                    continue
-                finally:
-                    worker.client.outstanding -= 1
-                if 200 <= response.status < 300:
-                    return response.body
-                text = response.body[:_ERROR_TEXT].decode("utf-8", "replace")
-                problem = f"the model answered {response.status}: {text}"
-                if 400 <= response.status < 500:
-                    break
-            raise InvocationFailed(problem)
+        problem = ""
+        for _ in range(self.config.retries + 1):
+            worker = await self._worker()
+            if worker is None:
+                problem = "no instance of the job was ready to take the request"
+                continue
+            worker.client.outstanding += 1
+            try:
+                response = await worker.client.request(raw, self.config.timeout)
+            except WorkerUnavailable:
+                problem = "no instance of the job accepted the request"
+                continue
+            except WorkerLost:
+                problem = "the instance stopped before it answered (it exited or was killed)"
+                continue
+            except TimeoutError:
+                worker.kill()  # a hung handler would hold the worker; its instance replaces it
+                worker.client.close()
+                problem = (
+                    f"the model did not answer within {self.config.timeout:g} s "
+                    "(ModelClientConfig.InvocationsTimeoutInSeconds)"
+                )
+                continue
+            finally:
+                worker.client.outstanding -= 1
+                self._release(worker.instance_id)
+            if 200 <= response.status < 300:
+                return response.body
+            text = response.body[:_ERROR_TEXT].decode("utf-8", "replace")
+            problem = f"the model answered {response.status}: {text}"
+            if 400 <= response.status < 500:
+                break
+        raise InvocationFailed(problem)
+
+    def _release(self, instance: str) -> None:
+        left = self._by_instance.get(instance, 1) - 1
+        if left > 0:
+            self._by_instance[instance] = left
+        else:
+            self._by_instance.pop(instance, None)
+        self._freed.set()
 
     async def _worker(self) -> WorkerRoute | None:
-        """The worker with the fewest requests outstanding; waits while none is there (instances being
-        replaced)."""
+        """A worker of the least-loaded instance with room under MaxConcurrentTransforms, counted as
+        taken; waits while every instance is full, or while none is there (instances being replaced:
+        None after _NO_WORKER_PATIENCE)."""
         waited = 0.0
         while True:
             workers = [w for w in self.route.workers if not w.client.replacing]
             if workers:
-                return min(workers, key=lambda w: w.client.outstanding)
+                load = self._by_instance
+                open_ = [w for w in workers if load.get(w.instance_id, 0) < self.max_concurrent]
+                if open_:
+                    chosen = min(open_, key=lambda w: (load.get(w.instance_id, 0), w.client.outstanding))
+                    load[chosen.instance_id] = load.get(chosen.instance_id, 0) + 1
+                    return chosen
+                self._freed.clear()
+                with contextlib.suppress(TimeoutError):  # a replaced instance frees no slot: look again
+                    await asyncio.wait_for(self._freed.wait(), _NO_WORKER_POLL * 20)
+                continue
             if waited >= _NO_WORKER_PATIENCE:
                 return None
             await asyncio.sleep(_NO_WORKER_POLL)

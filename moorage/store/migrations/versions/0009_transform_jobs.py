@@ -17,6 +17,7 @@ def upgrade() -> None:
     op.create_table(
         "transform_jobs",
         sa.Column("name", sa.String(63), primary_key=True),
+        sa.Column("name_key", sa.String(63), nullable=False),
         sa.Column("arn", sa.String(2048), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("failure_reason", sa.Text(), nullable=True),
@@ -31,11 +32,23 @@ def upgrade() -> None:
         sa.Column("records_total", sa.Integer(), nullable=False),
         sa.Column("objects_done", sa.Integer(), nullable=False),
         sa.Column("objects_total", sa.Integer(), nullable=False),
-        sa.Column("finished", sa.JSON(), nullable=False),
     )
     op.create_index("ix_transform_jobs_status", "transform_jobs", ["status"])
+    op.create_index("ix_transform_jobs_name_key", "transform_jobs", ["name_key"], unique=True)
+    op.create_table(
+        "transform_job_objects",
+        sa.Column("job", sa.String(63), primary_key=True),
+        sa.Column("position", sa.Integer(), primary_key=True),
+        sa.Column("uri", sa.Text(), nullable=False),
+        sa.Column("output", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("records", sa.Integer(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("transform_job_objects")
+    op.drop_index("ix_transform_jobs_name_key", table_name="transform_jobs")
     op.drop_index("ix_transform_jobs_status", table_name="transform_jobs")
     op.drop_table("transform_jobs")
