@@ -111,6 +111,19 @@ def object_size(uri: str, field: str) -> int:
             raise
 
 
+def delete_object(uri: str, field: str) -> None:
+    """Remove the object; one that is already gone is no error."""
+    where = location(uri, field)
+    if isinstance(where, LocalLocation):
+        try:
+            where.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ObjectError(f"Could not delete {uri} ({field}): {exc.strerror or exc}.") from None
+        return
+    with _s3_errors("delete", uri, field):
+        _s3().delete_object(Bucket=where.bucket, Key=where.key)
+
+
 def object_exists(uri: str, field: str) -> bool:
     where = location(uri, field)
     if isinstance(where, LocalLocation):

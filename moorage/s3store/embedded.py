@@ -314,7 +314,7 @@ def _previous_pid(data_dir: Path) -> int | None:
         weed, server = (int(field) for field in _pid_file(data_dir).read_text().split())
     except (OSError, ValueError):
         return None
-    if Path(f"/proc/{server}").exists() and server != os.getpid():
+    if Path(f"/proc/{server}").exists():  # its server runs (this one, or another on the same state dir)
         return None
     return weed if _runs_weed_on(weed, data_dir) else None
 

@@ -158,11 +158,11 @@ def test_header_the_http_parser_refuses_is_a_validation_error(smr: Any, echo_end
     assert "not valid HTTP/1.1" in raised.value.response["Error"]["Message"]
 
 
-def test_async_and_streaming_invocations_are_not_implemented(smr: Any, echo_endpoint: str) -> None:
+def test_async_invocation_of_a_real_time_endpoint_and_streaming(smr: Any, echo_endpoint: str) -> None:
     with pytest.raises(ClientError) as raised:
         smr.invoke_endpoint_async(EndpointName=echo_endpoint, InputLocation="s3://bucket/in.json")
-    assert raised.value.response["Error"]["Code"] == "NotImplemented"
-    assert "InvokeEndpointAsync" in raised.value.response["Error"]["Message"]
+    assert raised.value.response["Error"]["Code"] == "ValidationError"
+    assert "is not an asynchronous endpoint" in raised.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as raised:
         smr.invoke_endpoint_with_response_stream(EndpointName=echo_endpoint, Body=b"{}")
     assert raised.value.response["Error"]["Code"] == "NotImplemented"

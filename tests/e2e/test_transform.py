@@ -390,11 +390,13 @@ def test_file_locations(sm: Any, model: str, tmp_path: Path) -> None:
 
 
 def test_stop_mid_run(server: RunningServer, sm: Any, s3: Any, bucket: str, model: str) -> None:
+    put(s3, bucket, "stop/in/a-quick.csv", "1,1\n")
     put(s3, bucket, "stop/in/slow.csv", "slow,1\n" * 200)
     name = create_job(
         sm, model, f"s3://{bucket}/stop/in/", f"s3://{bucket}/stop/out", BatchStrategy="SingleRecord"
     )
-    _until_records_done(sm, name)
+    _until(sm, name, "ObjectsDone", 1)  # the quick object's output is written: the stop removes it
+    _until_records_done(sm, name, 2)
     sm.stop_transform_job(TransformJobName=name)
     assert sm.describe_transform_job(TransformJobName=name)["TransformJobStatus"] in ("Stopping", "Stopped")
     described = wait(sm, name)

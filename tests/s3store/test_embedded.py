@@ -82,9 +82,9 @@ async def test_data_survives_stop_and_start(store: EmbeddedS3, tmp_path: Path) -
     url = store.endpoint_url
     await asyncio.to_thread(_client(store).create_bucket, Bucket="kept")
     await asyncio.to_thread(_client(store).put_object, Bucket="kept", Key="k", Body=b"still here")
+    await asyncio.sleep(1.5)  # weed records its ports in the data dir about a second after it is ready
     await store.stop()
     assert store.address is None
-    await asyncio.sleep(1.5)  # weed records its ports in the data dir about a second after it is ready
     again = EmbeddedS3(tmp_path / "s3", tmp_path / "logs" / "s3.log", startup_timeout=30)
     await again.start()
     try:

@@ -14,6 +14,8 @@ import logging
 
 from moorage.control.transform_jobs import COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING
 from moorage.fleet.settings import FleetContext
+from moorage.jobs.objects import ObjectError, delete_object
+from moorage.jobs.transform.book import FAILED as FAILED_OBJECT
 from moorage.jobs.transform.book import JobBook, JobSnapshot
 from moorage.jobs.transform.execution import JobFailed, execute, log_name
 from moorage.jobs.transform.inputs import LocalAccess
@@ -68,6 +70,7 @@ class TransformRunner:
                         self._stop_requested.add(job.name)
                         task.cancel()
                 else:  # nothing runs it here: its instances are gone with the server that ran it
+                    await self._discard_outputs(job.name)
                     await self.book.finish(job.name, STOPPED)
             elif task is None:
                 if first and job.started:
@@ -94,6 +97,7 @@ class TransformRunner:
             status = await self.book.finish(name, FAILED if reason else COMPLETED, reason)
         except asyncio.CancelledError:
             if name in self._stop_requested:
+                await asyncio.shield(self._discard_outputs(name))
                 logs.write(log_name(name), "Stopped (StopTransformJob).")
                 await asyncio.shield(self.book.finish(name, STOPPED))
             raise
@@ -109,6 +113,18 @@ class TransformRunner:
                 self._stop_requested.discard(name)
         if status is not None:
             logs.write(log_name(name), f"Transform job {name} ended {status}.")
+
+    async def _discard_outputs(self, name: str) -> None:
+        """A stopped job leaves no output (as SageMaker stores none): the outputs of the objects it
+        finished before the stop are deleted, and so is any an object under way wrote while its run was
+        being cancelled. One that cannot be deleted is logged and left."""
+        for stored in await self.book.objects(name):
+            if stored.state == FAILED_OBJECT:  # wrote nothing
+                continue
+            try:
+                await asyncio.to_thread(delete_object, stored.output, "TransformOutput.S3OutputPath")
+            except ObjectError as exc:
+                self.ctx.logs.write(log_name(name), f"Stopped, but its output stays: {exc}")
 
     async def shutdown(self) -> None:
         """Stop the runs (their instances stop); the jobs stay InProgress, to be resumed on restart."""
