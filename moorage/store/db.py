@@ -190,5 +190,7 @@ def open_store(state_dir: Path, url: str | None = None) -> Store:
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before it returns (an accepted async request survives a power cut, not
+    # only a crash); group commits keep that to one sync per batch (docs/async.md)
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
