@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from moorage.dataplane.connection import WorkerClient
-from moorage.dataplane.routes import EndpointRoute, VariantRoute, WorkerRoute
+from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
 from moorage.jobs.asynchronous.commits import GroupCommit, QueueFull
+from moorage.jobs.asynchronous.dispatcher import Dispatcher
 from moorage.jobs.asynchronous.invoke import Slots
 from moorage.jobs.asynchronous.notices import failure_message, success_message
 from moorage.jobs.asynchronous.queue import (
@@ -23,7 +24,7 @@ from moorage.jobs.asynchronous.queue import (
     insert_requests,
     next_requests,
 )
-from moorage.jobs.notify import WebhookConfigError, parse_webhooks
+from moorage.jobs.notify import Notifier, WebhookConfigError, parse_webhooks
 from moorage.store import Store, open_store
 from moorage.store.tables import AsyncRequestRow
 
@@ -358,3 +359,30 @@ def test_a_result_that_cannot_be_written_fails_the_request_or_drops_it_with_a_lo
     assert "The result could not be written" in (failed / "fails-error.out").read_text()
     log_text = logs.path("ep").read_text()
     assert "dropped: neither its result nor its failure object could be written" in log_text
+
+
+def test_a_server_without_asynchronous_endpoints_does_not_poll_the_store(tmp_path: Path) -> None:
+    """The dispatcher looks at the store every poll only while an asynchronous endpoint exists: a server
+    serving real-time endpoints alone pays nothing for the queue between requests."""
+    store = open_store(tmp_path / "state")
+    calls: list[str] = []
+    real_run = store.run
+
+    async def counting_run(fn: Any, *args: Any) -> Any:
+        calls.append(fn.__name__)
+        return await real_run(fn, *args)
+
+    store.run = counting_run  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        dispatcher = Dispatcher(store, RoutingTable(seed=1), Notifier({}), "us-east-1", poll_seconds=0.05)
+        runner = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.5)  # ten polls
+        runner.cancel()
+        await dispatcher.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+    assert calls == ["last_seq"]  # once at start-up, then nothing

@@ -180,8 +180,11 @@ class Dispatcher:
     async def _look(self) -> None:
         if self._inherited_upto is None:
             self._inherited_upto = await self.store.run(last_seq, self.store)
-        self.backlog = await self.store.run(backlogs, self.store)
         routes = {name: r for name, r in self.table.items() if r.asynchronous is not None}
+        if routes or self.queues:  # a server without asynchronous endpoints leaves the store alone
+            self.backlog = await self.store.run(backlogs, self.store)
+        else:
+            self.backlog = {}
         for name, route in routes.items():
             queue = self.queues.get(name)
             assert route.asynchronous is not None
