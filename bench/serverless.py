@@ -18,33 +18,21 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH.parent / "examples" / "recommender"), str(BENCH)]
+sys.path[:0] = [str(BENCH.parent), str(BENCH.parent / "examples" / "recommender"), str(BENCH)]
 
 import deploy  # noqa: E402  (examples/recommender/deploy.py)
 import pack  # noqa: E402
 import run  # noqa: E402  (bench/run.py: ports, clients)
 from procinfo import Launched  # noqa: E402
 
+from tests.support.metrics import endpoint_metric  # noqa: E402
+
 BODY = json.dumps({"user_id": "u42", "k": 10})
 IDLE_SECONDS = 0.3
-
-
-def metric(port: int, name: str, endpoint: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and s.labels.get("endpoint") == endpoint
-    )
 
 
 def invoke_seconds(runtime: Any, name: str) -> float:
@@ -57,6 +45,7 @@ def invoke_seconds(runtime: Any, name: str) -> float:
 def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     archive = pack.build(movies=a.movies)
     port = run.free_port()
+    url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "MOORAGE_SERVERLESS_IDLE_SECONDS": str(IDLE_SECONDS),
@@ -82,14 +71,18 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         cold, warm, setup = [], [], []
         for _ in range(a.runs):
             run.wait_until(
-                "scale to zero", lambda: metric(port, "sagemaker_variant_instances", "rec") == 0, 60, 0.05
+                "scale to zero",
+                lambda: endpoint_metric(url, "sagemaker_variant_instances", "rec") == 0,
+                60,
+                0.05,
             )
             time.sleep(0.2)  # the stopped instance's exit settles
-            before_sum = metric(port, "sagemaker_model_setup_time_microseconds_sum", "rec")
+            before_sum = endpoint_metric(url, "sagemaker_model_setup_time_microseconds_sum", "rec")
             cold.append(invoke_seconds(runtime, "rec"))
             warm.append(invoke_seconds(runtime, "rec"))
             setup.append(
-                (metric(port, "sagemaker_model_setup_time_microseconds_sum", "rec") - before_sum) / 1e6
+                (endpoint_metric(url, "sagemaker_model_setup_time_microseconds_sum", "rec") - before_sum)
+                / 1e6
             )
     finally:
         server.stop(grace=30)

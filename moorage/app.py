@@ -56,8 +56,8 @@ from moorage.jobs.asynchronous.commits import GroupCommit
 from moorage.jobs.asynchronous.dispatcher import Dispatcher
 from moorage.jobs.asynchronous.metrics import backlog_metrics
 from moorage.jobs.asynchronous.queue import insert_requests
+from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.notify import Notifier
-from moorage.jobs.transform.inputs import LocalAccess
 from moorage.jobs.transform.runner import TransformRunner
 from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE

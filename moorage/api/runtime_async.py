@@ -11,7 +11,6 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import time
 import urllib.parse
 import uuid
@@ -24,13 +23,13 @@ from moorage.api.errors import AwsError, InternalFailure, ServiceUnavailable, Va
 from moorage.api.http import RUNTIME_CONTENT_TYPE, error_response
 from moorage.api.spec import load_service
 from moorage.api.validate import validate_members, validation_message
-from moorage.artifacts.locations import LocalLocation
 from moorage.dataplane.invoke import not_found
 from moorage.dataplane.routes import RoutingTable
 from moorage.http.responses import Response, header_value
 from moorage.jobs.asynchronous.commits import GroupCommit, QueueFull
 from moorage.jobs.asynchronous.config import AsyncSettings
-from moorage.jobs.objects import ObjectError, child, location
+from moorage.jobs.local_access import LocalAccess
+from moorage.jobs.objects import ObjectError, child
 
 MAX_INLINE_BODY = 128_000
 DEFAULT_TTL_SECONDS = 21_600  # 6 hours
@@ -104,8 +103,7 @@ class AsyncRuntimeApi:
         self.queue = queue
         self.accepted = accepted
         # with SigV4 (--credentials) a caller may name a path on the server only below input_root
-        self.authenticated = authenticated
-        self.input_root = input_root
+        self.local_access = LocalAccess(authenticated, input_root)
 
     def __call__(
         self, endpoint: str, headers: Mapping[bytes, bytes], body: bytes, rid: str
@@ -205,27 +203,10 @@ class AsyncRuntimeApi:
     def _check_input(self, uri: str) -> None:
         """With --credentials, an InputLocation on the server's disk must be below --local-data-root: a
         signed caller must not have the server read (and hand to the model) any file it can read."""
-        if not self.authenticated:
-            return
         try:
-            where = location(uri, "InputLocation")
-        except ObjectError:
-            return  # refused when the input is read, with the reason in the failure object
-        if not isinstance(where, LocalLocation):
-            return
-        if self.input_root is None:
-            raise ValidationError(
-                f"InputLocation {uri!r} is a path on the server; this server verifies signatures and "
-                "accepts only s3:// input locations. Upload the payload to S3, or have the server started "
-                "with --local-data-root naming the folder local inputs may come from."
-            )
-        root = os.path.realpath(self.input_root)
-        resolved = os.path.realpath(where.path)
-        if os.path.commonpath([resolved, root]) != root:
-            raise ValidationError(
-                f"InputLocation {uri!r} is not below {self.input_root}, the only folder on the server "
-                "that inputs may be read from (--local-data-root); use a path below it or s3://."
-            )
+            self.local_access.check(uri, "InputLocation")
+        except ObjectError as err:
+            raise ValidationError(str(err)) from None
 
 
 def _params(endpoint: str, headers: Mapping[bytes, bytes], body: bytes) -> dict[str, Any]:

@@ -339,17 +339,7 @@ class Endpoints:
             }
             for r in rows
         ]
-        page, token = list_page(
-            summaries,
-            params,
-            name_key="EndpointName",
-            sort_keys={
-                "Name": lambda s: s["EndpointName"],
-                "CreationTime": lambda s: s["CreationTime"],
-                "Status": lambda s: s["EndpointStatus"],
-            },
-            status_key="EndpointStatus",
-        )
+        page, token = list_page(summaries, params, name_key="EndpointName", status_key="EndpointStatus")
         return {"Endpoints": page, "NextToken": token}
 
     def _all_rows(self) -> Sequence[EndpointRow]:

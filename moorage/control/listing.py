@@ -47,13 +47,16 @@ def list_page(
     params: Mapping[str, Any],
     *,
     name_key: str,
-    sort_keys: Mapping[str, Callable[[Summary], Any]],
+    sort_keys: Mapping[str, Callable[[Summary], Any]] | None = None,
     status_key: str | None = None,
     default_max: int = 10,
 ) -> tuple[list[Summary], str | None]:
     """Apply NameContains, time windows, StatusEquals, SortBy/SortOrder and MaxResults/NextToken.
 
-    `items` are summaries whose time members hold epoch seconds."""
+    `items` are summaries whose time members hold epoch seconds; `sort_keys` defaults to SortBy's
+    usual values (standard_sort_keys)."""
+    if sort_keys is None:
+        sort_keys = standard_sort_keys(name_key, status_key)
     selected = list(items)
     if contains := params.get("NameContains"):
         needle = str(contains).lower()
@@ -92,6 +95,17 @@ def list_page(
     page = selected[:limit]
     next_token = _encode_token({"after": [order, *position(page[-1])]}) if len(selected) > limit else None
     return page, next_token
+
+
+def standard_sort_keys(name_key: str, status_key: str | None = None) -> dict[str, Callable[[Summary], Any]]:
+    """SortBy's values in the List* operations: Name, CreationTime, and Status where a summary has one."""
+    keys: dict[str, Callable[[Summary], Any]] = {
+        "Name": lambda s: s[name_key],
+        "CreationTime": lambda s: s["CreationTime"],
+    }
+    if status_key:
+        keys["Status"] = lambda s: s[status_key]
+    return keys
 
 
 def paginate(

@@ -24,8 +24,9 @@ from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.control.tags import check_tags
 from moorage.fleet.plan import DeploymentFailed, primary_container
+from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, location
-from moorage.jobs.transform.inputs import INPUT_FIELD, OUTPUT_FIELD, LocalAccess
+from moorage.jobs.transform.inputs import INPUT_FIELD, OUTPUT_FIELD
 from moorage.jobs.transform.records import TransformSettings, check_settings
 from moorage.store import Store
 from moorage.store.tables import ModelRow, TransformJobRow
@@ -246,17 +247,7 @@ def list_transform_jobs(store: Store, caller: Caller, params: Params) -> Params:
         }
         for r in rows
     ]
-    page, token = list_page(
-        summaries,
-        params,
-        name_key="TransformJobName",
-        sort_keys={
-            "Name": lambda s: s["TransformJobName"],
-            "CreationTime": lambda s: s["CreationTime"],
-            "Status": lambda s: s["TransformJobStatus"],
-        },
-        status_key="TransformJobStatus",
-    )
+    page, token = list_page(summaries, params, name_key="TransformJobName", status_key="TransformJobStatus")
     by_name = {r.name: r for r in rows}
     shown = {s["TransformJobName"]: progress(by_name[s["TransformJobName"]]) for s in page}
     return {"TransformJobSummaries": page, "NextToken": token, PROGRESS_BY_JOB_MEMBER: shown}

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from sqlalchemy import delete, select
 
 from moorage.dataplane.routes import RoutingTable
+from moorage.dataplane.traffic_sync import put_totals
 from moorage.store import Store
 from moorage.store.tables import TrafficRow
 
@@ -115,19 +116,7 @@ def _write(store: Store, server_id: str, changed: Mapping[Key, tuple[int, float]
             )
         for (endpoint, variant), (admitted, last_used) in changed.items():
             totals = {"serverless_admitted": float(admitted), "serverless_last_used": last_used}
-            row = session.get(TrafficRow, (server_id, endpoint, variant))
-            if row is None:
-                session.add(
-                    TrafficRow(
-                        server_id=server_id,
-                        endpoint_name=endpoint,
-                        variant_name=variant,
-                        totals=totals,
-                        reported_at=now,
-                    )
-                )
-            else:
-                row.totals, row.reported_at = totals, now
+            put_totals(session, server_id, endpoint, variant, totals, now)
 
 
 def _read_others(store: Store, server_id: str) -> Demand:

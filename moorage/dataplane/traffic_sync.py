@@ -13,6 +13,7 @@ import time
 import uuid
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from moorage.dataplane.periodic import every
 from moorage.dataplane.stats import StatsBook, VariantStats
@@ -78,19 +79,26 @@ def _write(store: Store, server_id: str, changed: dict[tuple[str, str], Totals])
     now = time.time()
     with store.session() as session:
         for (endpoint, variant), totals in changed.items():
-            row = session.get(TrafficRow, (server_id, endpoint, variant))
-            if row is None:
-                session.add(
-                    TrafficRow(
-                        server_id=server_id,
-                        endpoint_name=endpoint,
-                        variant_name=variant,
-                        totals=totals,
-                        reported_at=now,
-                    )
-                )
-            else:
-                row.totals, row.reported_at = totals, now
+            put_totals(session, server_id, endpoint, variant, totals, now)
+
+
+def put_totals(
+    session: Session, server_id: str, endpoint: str, variant: str, totals: Totals, now: float
+) -> None:
+    """Insert or replace one server's row for a variant (serverless_sync.py writes its rows this way too)."""
+    row = session.get(TrafficRow, (server_id, endpoint, variant))
+    if row is None:
+        session.add(
+            TrafficRow(
+                server_id=server_id,
+                endpoint_name=endpoint,
+                variant_name=variant,
+                totals=totals,
+                reported_at=now,
+            )
+        )
+    else:
+        row.totals, row.reported_at = totals, now
 
 
 def _others(store: Store, server_id: str, endpoint: str, variant: str) -> Totals:

@@ -13,6 +13,7 @@ from tests.e2e import test_serverless as serverless
 from tests.e2e.conftest import FAST_WAIT
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.ray_cluster import HEAD_IP, SECOND_IP, RayCluster
+from tests.support.serverless import invoke_json, serverless_endpoint
 
 _HEALTHY = re.compile(r"instance i-[0-9a-f]+ is healthy on (.*?) \(\d+ workers\)")
 
@@ -39,15 +40,15 @@ def test_request_at_zero_instances_is_answered_by_a_ray_instance(
 ) -> None:
     sm, smr = ray_server.client("sagemaker"), ray_server.client("sagemaker-runtime")
     # MaxConcurrency 2 on a 2-CPU server, but the actor reserves 1 CPU: one worker
-    name = serverless._create(sm, model_url, max_concurrency=2)
+    name = serverless_endpoint(sm, model_url, max_concurrency=2)
     assert serverless._instances(ray_server, name) == 0
 
-    assert serverless._invoke(smr, name, {"on": "ray"})["echo"] == {"on": "ray"}
+    assert invoke_json(smr, name, {"on": "ray"})["echo"] == {"on": "ray"}
     places = _HEALTHY.findall((ray_server.state_dir / "logs" / f"{name}.log").read_text())
     assert len(places) == 1 and places[0].startswith((f"Ray node {HEAD_IP} ", f"Ray node {SECOND_IP} "))
     assert "(1 workers)" in (ray_server.state_dir / "logs" / f"{name}.log").read_text()
 
     serverless._wait_for(lambda: serverless._instances(ray_server, name) == 0, "the idle scale-down")
-    assert serverless._invoke(smr, name, {"again": 1})["echo"] == {"again": 1}
+    assert invoke_json(smr, name, {"again": 1})["echo"] == {"again": 1}
     sm.delete_endpoint(EndpointName=name)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST_WAIT)

@@ -7,21 +7,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import FAST_WAIT, unique
+from tests.support.metrics import endpoint_metric
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
+from tests.support.serverless import ROLE, invoke_json, serverless_endpoint
 
 IDLE_SECONDS = 2.0
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 # predict writes `started` (a path) once it runs, then sleeps; `allocate` MiB are allocated on request
 SERVERLESS_INFERENCE = """
@@ -63,60 +62,12 @@ def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_model_tar(path, SERVERLESS_INFERENCE).as_uri()
 
 
-def _create(
-    sm: Any,
-    model_url: str,
-    *,
-    memory: int = 1024,
-    max_concurrency: int = 2,
-    provisioned: int | None = None,
-    environment: dict[str, str] | None = None,
-) -> str:
-    name = unique("sls")
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={
-            "Image": "example/image:latest",
-            "ModelDataUrl": model_url,
-            "Environment": environment or {},
-        },
-    )
-    config: dict[str, int] = {"MemorySizeInMB": memory, "MaxConcurrency": max_concurrency}
-    if provisioned is not None:
-        config["ProvisionedConcurrency"] = provisioned
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": config}],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    return name
-
-
-def _invoke(smr: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    response = smr.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=json.dumps(data))
-    result: dict[str, Any] = json.loads(response["Body"].read())
-    return result
-
-
-def _metric(server: RunningServer, name: str, endpoint: str) -> float:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and sample.labels.get("endpoint") == endpoint
-    )
-
-
 def _instances(server: RunningServer, endpoint: str) -> float:
-    return _metric(server, "sagemaker_variant_instances", endpoint)
+    return endpoint_metric(server.url, "sagemaker_variant_instances", endpoint)
 
 
 def _starts(server: RunningServer, endpoint: str) -> float:
-    return _metric(server, "sagemaker_model_setup_time_microseconds_count", endpoint)
+    return endpoint_metric(server.url, "sagemaker_model_setup_time_microseconds_count", endpoint)
 
 
 def _wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
@@ -136,14 +87,14 @@ def _error(call: Any, **kwargs: Any) -> dict[str, Any]:
 def test_first_request_at_zero_instances_is_answered(
     server: RunningServer, sm: Any, smr: Any, model_url: str
 ) -> None:
-    name = _create(sm, model_url)
+    name = serverless_endpoint(sm, model_url)
     variant = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]
     assert variant["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
     assert variant["DesiredServerlessConfig"] == variant["CurrentServerlessConfig"]
     assert "CurrentInstanceCount" not in variant
     assert _instances(server, name) == 0 and _starts(server, name) == 0
 
-    assert _invoke(smr, name, {"hello": 1})["echo"] == {"hello": 1}
+    assert invoke_json(smr, name, {"hello": 1})["echo"] == {"hello": 1}
     assert _instances(server, name) == 1 and _starts(server, name) == 1
     assert "a request arrived at zero instances" in (server.state_dir / "logs" / f"{name}.log").read_text()
 
@@ -159,8 +110,8 @@ def test_instances_are_forked_from_the_zygote(
     server: RunningServer, sm: Any, smr: Any, model_url: str
 ) -> None:
     """Locally a serverless instance is forked from a process that has the runtime imported already."""
-    name = _create(sm, model_url, max_concurrency=1)
-    worker = _invoke(smr, name, {})["pid"]
+    name = serverless_endpoint(sm, model_url, max_concurrency=1)
+    worker = invoke_json(smr, name, {})["pid"]
     zygote = _parent(_parent(worker))  # worker -> instance main -> zygote -> server
     assert b"moorage.serving.zygote" in Path(f"/proc/{zygote}/cmdline").read_bytes()
     assert _parent(zygote) == server.process.pid
@@ -169,20 +120,20 @@ def test_instances_are_forked_from_the_zygote(
 def test_idle_variant_scales_to_zero_and_starts_again(
     server: RunningServer, sm: Any, smr: Any, model_url: str
 ) -> None:
-    name = _create(sm, model_url)
-    first = _invoke(smr, name, {"n": 1})["pid"]
+    name = serverless_endpoint(sm, model_url)
+    first = invoke_json(smr, name, {"n": 1})["pid"]
     _wait_for(lambda: _instances(server, name) == 0, "the idle scale-down")
     assert "scaling to zero instances" in (server.state_dir / "logs" / f"{name}.log").read_text()
-    assert _invoke(smr, name, {"n": 2})["pid"] != first
+    assert invoke_json(smr, name, {"n": 2})["pid"] != first
     assert _starts(server, name) == 2
 
 
 def test_requests_beyond_max_concurrency_are_throttled(
     server: RunningServer, sm: Any, smr: Any, model_url: str, tmp_path: Path
 ) -> None:
-    name = _create(sm, model_url, max_concurrency=1)
+    name = serverless_endpoint(sm, model_url, max_concurrency=1)
     started = tmp_path / "started"
-    slow = threading.Thread(target=_invoke, args=(smr, name, {"started": str(started), "sleep": 3}))
+    slow = threading.Thread(target=invoke_json, args=(smr, name, {"started": str(started), "sleep": 3}))
     slow.start()
     try:
         _wait_for(started.exists, "the first request to reach the model")
@@ -192,11 +143,11 @@ def test_requests_beyond_max_concurrency_are_throttled(
         assert "MaxConcurrency of 1" in error["Error"]["Message"]
     finally:
         slow.join()
-    assert _invoke(smr, name, {"after": True})["echo"] == {"after": True}
+    assert invoke_json(smr, name, {"after": True})["echo"] == {"after": True}
 
 
 def test_payload_over_4_mb_is_refused(sm: Any, smr: Any, model_url: str) -> None:
-    name = _create(sm, model_url)
+    name = serverless_endpoint(sm, model_url)
     body = b"[" + b"0," * (2 * 1024 * 1024) + b"0]"
     error = _error(smr.invoke_endpoint, EndpointName=name, ContentType="application/json", Body=body)
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
@@ -206,7 +157,7 @@ def test_payload_over_4_mb_is_refused(sm: Any, smr: Any, model_url: str) -> None
 def test_memory_over_the_limit_is_a_model_error_and_the_endpoint_lives_on(
     server: RunningServer, sm: Any, smr: Any, model_url: str
 ) -> None:
-    name = _create(sm, model_url, memory=1024)
+    name = serverless_endpoint(sm, model_url, memory=1024)
     error = _error(
         smr.invoke_endpoint,
         EndpointName=name,
@@ -215,12 +166,12 @@ def test_memory_over_the_limit_is_a_model_error_and_the_endpoint_lives_on(
     )
     assert error["Error"]["Code"] == "ModelError"
     assert "MemorySizeInMB" in error["Error"]["Message"]
-    assert _invoke(smr, name, {"allocate_mb": 16})["allocated"] == 16 * 1024 * 1024
+    assert invoke_json(smr, name, {"allocate_mb": 16})["allocated"] == 16 * 1024 * 1024
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
 
 
 def test_model_too_big_to_load_is_a_model_error(sm: Any, smr: Any, model_url: str) -> None:
-    name = _create(sm, model_url, memory=1024, environment={"ALLOCATE_AT_LOAD_MB": "2048"})
+    name = serverless_endpoint(sm, model_url, memory=1024, environment={"ALLOCATE_AT_LOAD_MB": "2048"})
     error = _error(smr.invoke_endpoint, EndpointName=name, ContentType="application/json", Body=b"{}")
     assert error["Error"]["Code"] == "ModelError"
     assert "MemorySizeInMB" in error["Error"]["Message"] and "model_fn" in error["Error"]["Message"]
@@ -229,16 +180,16 @@ def test_model_too_big_to_load_is_a_model_error(sm: Any, smr: Any, model_url: st
 def test_provisioned_concurrency_keeps_an_instance_warm(
     server: RunningServer, sm: Any, smr: Any, model_url: str
 ) -> None:
-    name = _create(sm, model_url, max_concurrency=1, provisioned=1)
+    name = serverless_endpoint(sm, model_url, max_concurrency=1, provisioned=1)
     assert _instances(server, name) == 1  # started with the endpoint
-    pid = _invoke(smr, name, {})["pid"]
+    pid = invoke_json(smr, name, {})["pid"]
     time.sleep(IDLE_SECONDS * 2)  # well past the idle period
-    assert _invoke(smr, name, {})["pid"] == pid
+    assert invoke_json(smr, name, {})["pid"] == pid
     assert _starts(server, name) == 1
 
 
 def test_serverless_update_config(server: RunningServer, sm: Any, smr: Any, model_url: str) -> None:
-    name = _create(sm, model_url, max_concurrency=1)
+    name = serverless_endpoint(sm, model_url, max_concurrency=1)
     sm.update_endpoint_weights_and_capacities(
         EndpointName=name,
         DesiredWeightsAndCapacities=[

@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import FAST_WAIT, unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.postgres import PostgresServer
+from tests.support.serverless import serverless_endpoint
 
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 IDLE_SECONDS = 4.0
 
 INFERENCE = """
@@ -53,29 +52,6 @@ def front_doors(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Runn
         yield first, second  # the first started first: it reconciles
 
 
-def _endpoint(server: RunningServer, model_url: str) -> str:
-    sm = server.client("sagemaker")
-    name = unique("slsfd")
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={"Image": "example/image:latest", "ModelDataUrl": model_url},
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    return name
-
-
 def _invoke(server: RunningServer, name: str, body: bytes = b"{}") -> dict[str, Any]:
     smr = server.client("sagemaker-runtime")
     deadline = time.monotonic() + 30
@@ -99,7 +75,7 @@ def test_the_server_that_does_not_reconcile_serves_a_serverless_endpoint(
 ) -> None:
     leader, follower = front_doors
     model_url = build_model_tar(tmp_path / "m" / "model.tar.gz", INFERENCE).as_uri()
-    name = _endpoint(leader, model_url)
+    name = serverless_endpoint(leader.client("sagemaker"), model_url, max_concurrency=1)
     assert "arrived at zero instances" not in _log(leader, name)
 
     # the serverless payload limit holds there too (413, not a wait for a worker)

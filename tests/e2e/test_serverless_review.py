@@ -4,7 +4,6 @@ its docstring)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import sys
 import threading
@@ -16,11 +15,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.conftest import FAST_WAIT, unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
-
-ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+from tests.support.serverless import invoke_json, serverless_config, serverless_endpoint
 
 INFERENCE = """
 import json, os, sys, time
@@ -58,43 +55,6 @@ def model_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_model_tar(path, INFERENCE).as_uri()
 
 
-def _config(sm: Any, model_url: str, environment: dict[str, str]) -> str:
-    name = unique("slsr")
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={
-            "Image": "example/image:latest",
-            "ModelDataUrl": model_url,
-            "Environment": environment,
-        },
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
-            }
-        ],
-    )
-    return name
-
-
-def _create(sm: Any, model_url: str, environment: dict[str, str]) -> str:
-    name = _config(sm, model_url, environment)
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    return name
-
-
-def _invoke(smr: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    response = smr.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=json.dumps(data))
-    result: dict[str, Any] = json.loads(response["Body"].read())
-    return result
-
-
 def _invoke_in_background(
     smr: Any, name: str, data: dict[str, Any]
 ) -> tuple[threading.Thread, dict[str, Any]]:
@@ -103,7 +63,7 @@ def _invoke_in_background(
     def call() -> None:
         begun = time.monotonic()
         try:
-            outcome["result"] = _invoke(smr, name, data)
+            outcome["result"] = invoke_json(smr, name, data)
         except ClientError as exc:
             outcome["error"] = exc.response["Error"]
         outcome["elapsed"] = time.monotonic() - begun
@@ -130,8 +90,8 @@ def test_model_environment_python_variables_reach_a_forked_instance(
     extra = tmp_path / "extra"
     extra.mkdir()
     env = {"PYTHONPATH": str(extra), "EXTRA_DIR": str(extra), "PYTHONHASHSEED": "0"}
-    name = _create(sm, model_url, env)
-    result = _invoke(smr, name, {})
+    name = serverless_endpoint(sm, model_url, environment=env)
+    result = invoke_json(smr, name, {})
     expected_hash = subprocess.run(
         [sys.executable, "-c", "print(hash('moorage-review'))"],
         env={"PYTHONHASHSEED": "0"},
@@ -149,7 +109,9 @@ def test_request_held_for_a_cold_start_is_answered_promptly_when_the_endpoint_is
     """DeleteEndpoint closes the fleet; a request held for the cold start keeps polling a closed gate
     until the full invocation timeout (here 20 s) and then gets ModelNotReadyException ("still
     starting ... retry shortly") for an endpoint that no longer exists."""
-    name = _create(sm, model_url, {"LOAD_SLEEP": "3", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "20"})
+    name = serverless_endpoint(
+        sm, model_url, environment={"LOAD_SLEEP": "3", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "20"}
+    )
     thread, outcome = _invoke_in_background(smr, name, {})
     _wait_for_held(server, name)
     sm.delete_endpoint(EndpointName=name)
@@ -165,8 +127,8 @@ def test_request_held_for_a_cold_start_survives_update_endpoint(
     old fleet, cancelling its cold start; the request held on the old gate is never moved to the new
     route nor failed: it waits out the whole timeout and gets ModelNotReadyException."""
     env = {"LOAD_SLEEP": "3", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "20"}
-    name = _create(sm, model_url, env)
-    new_config = _config(sm, model_url, env)
+    name = serverless_endpoint(sm, model_url, environment=env)
+    new_config = serverless_config(sm, model_url, environment=env)
     thread, outcome = _invoke_in_background(smr, name, {})
     _wait_for_held(server, name)
     sm.update_endpoint(EndpointName=name, EndpointConfigName=new_config)
@@ -181,10 +143,12 @@ def test_cold_start_counts_against_the_invocation_budget(sm: Any, smr: Any, mode
     request can take up to twice the budget (past boto3's default 60 s read timeout, which retries it
     while the first is still running). Here: timeout 4 s, 2.5 s cold start + 2.5 s predict = answered
     after ~5 s instead of a timeout ModelError at 4 s."""
-    name = _create(sm, model_url, {"LOAD_SLEEP": "2.5", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "4"})
+    name = serverless_endpoint(
+        sm, model_url, environment={"LOAD_SLEEP": "2.5", "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "4"}
+    )
     begun = time.monotonic()
     try:
-        _invoke(smr, name, {"sleep": 2.5})
+        invoke_json(smr, name, {"sleep": 2.5})
     except ClientError as exc:
         assert exc.response["Error"]["Code"] == "ModelError"
     assert time.monotonic() - begun < 4.5
@@ -229,25 +193,8 @@ def test_memory_size_caps_an_image_with_its_own_server(
     app.write_text(OWN_SERVER_RLIMIT)
     uri = "123456789012.dkr.ecr.us-west-2.amazonaws.com/own-server-rlimit:1"
     image_add(server, uri, "--python", "3.11", "--command", f"python {app}")
-    name = unique("slsr")
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=ROLE,
-        PrimaryContainer={"Image": uri, "ModelDataUrl": model_url},
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    assert _invoke(smr, name, {})["data_limit"] == 1024 * 1024 * 1024
+    name = serverless_endpoint(sm, model_url, image=uri, max_concurrency=1)
+    assert invoke_json(smr, name, {})["data_limit"] == 1024 * 1024 * 1024
 
 
 def _alive(pid: int) -> bool:
@@ -272,7 +219,7 @@ def test_instance_count_autoscaling_of_a_serverless_variant_is_refused(
     DesiredInstanceCount for it), yet RegisterScalableTarget on sagemaker:variant:DesiredInstanceCount
     is accepted (ScalingPort.exists only checks the variant exists), and every scaling decision then
     fails in change_capacity ("Variant ... is serverless") as a failed activity."""
-    name = _create(sm, model_url, {})
+    name = serverless_endpoint(sm, model_url)
     aas = server.client("application-autoscaling")
     with pytest.raises(ClientError) as caught:
         aas.register_scalable_target(
@@ -292,8 +239,8 @@ def test_a_forked_instance_holds_none_of_the_zygotes_descriptors(sm: Any, smr: A
     keeps the zygote's log and stdout socket open."""
     import os
 
-    name = _create(sm, model_url, {})
-    worker = _invoke(smr, name, {})["pid"]
+    name = serverless_endpoint(sm, model_url)
+    worker = invoke_json(smr, name, {})["pid"]
     targets = []
     for pid in (worker, _ppid(worker)):
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -328,8 +275,8 @@ def test_forked_instances_do_not_share_a_random_state(tmp_path: Path) -> None:
     model = build_model_tar(tmp_path / "random" / "model.tar.gz", RANDOM_INFERENCE).as_uri()
     with moorage_server(tmp_path / "state", env={"MOORAGE_ZYGOTE_PRELOAD": "numpy,numpy.random"}) as srv:
         sm, smr = srv.client("sagemaker"), srv.client("sagemaker-runtime")
-        first, second = _create(sm, model, {}), _create(sm, model, {})
-        assert _invoke(smr, first, {})["drawn"] != _invoke(smr, second, {})["drawn"]
+        first, second = serverless_endpoint(sm, model), serverless_endpoint(sm, model)
+        assert invoke_json(smr, first, {})["drawn"] != invoke_json(smr, second, {})["drawn"]
 
 
 def test_a_failed_fork_does_not_take_every_forked_instance_down(sm: Any, smr: Any, model_url: str) -> None:
@@ -340,19 +287,19 @@ def test_a_failed_fork_does_not_take_every_forked_instance_down(sm: Any, smr: An
     import os
     import resource
 
-    warm = _create(sm, model_url, {})
-    worker = _invoke(smr, warm, {})["pid"]
+    warm = serverless_endpoint(sm, model_url)
+    worker = invoke_json(smr, warm, {})["pid"]
     main = _ppid(worker)
     zygote = _ppid(main)
     open_fds = {int(fd) for fd in os.listdir(f"/proc/{zygote}/fd")}
     lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
     # its next accept() fails with EMFILE
     resource.prlimit(zygote, resource.RLIMIT_NOFILE, (lowest_free, lowest_free))
-    cold = _create(sm, model_url, {})
-    assert "pid" in _invoke(smr, cold, {})  # started afresh instead (the fallback works)
+    cold = serverless_endpoint(sm, model_url)
+    assert "pid" in invoke_json(smr, cold, {})  # started afresh instead (the fallback works)
     time.sleep(1)
     assert _alive(main), "the warm endpoint's instance died with the zygote"
-    assert _ppid(_invoke(smr, warm, {})["pid"]) == main  # the same instance (either of its workers)
+    assert _ppid(invoke_json(smr, warm, {})["pid"]) == main  # the same instance (either of its workers)
 
 
 def test_a_zygote_that_cannot_start_is_not_started_again_for_every_cold_start(
@@ -369,6 +316,6 @@ def test_a_zygote_that_cannot_start_is_not_started_again_for_every_cold_start(
     with moorage_server(tmp_path / "state", env=env) as srv:
         sm, smr = srv.client("sagemaker"), srv.client("sagemaker-runtime")
         for _ in range(3):
-            _invoke(smr, _create(sm, model_url, {}), {})
+            invoke_json(smr, serverless_endpoint(sm, model_url), {})
         attempts = srv.output().count("did not start")
     assert attempts <= 1, f"{attempts} zygote start attempts for 3 cold starts"

@@ -162,6 +162,11 @@ def create_job(
     return name
 
 
+def area_job(sm: Any, model: str, bucket: str, area: str, **kwargs: Any) -> str:
+    """`create_job` reading every object under s3://<bucket>/<area>/in/, writing to <area>/out."""
+    return create_job(sm, model, f"s3://{bucket}/{area}/in/", f"s3://{bucket}/{area}/out", **kwargs)
+
+
 def wait(sm: Any, name: str) -> dict[str, Any]:
     """The waiter a SageMaker user calls, then the job as described."""
     with contextlib.suppress(WaiterError):  # Failed: the caller looks at the description
@@ -172,21 +177,26 @@ def wait(sm: Any, name: str) -> dict[str, Any]:
     return described
 
 
+def completed(sm: Any, name: str) -> dict[str, Any]:
+    """`wait`, then the description of a job that must have completed (else it is the failure's message)."""
+    described = wait(sm, name)
+    assert described["TransformJobStatus"] == "Completed", described
+    return described
+
+
 def test_csv_multi_record_job(sm: Any, s3: Any, bucket: str, model: str) -> None:
     put(s3, bucket, "csv/in/a.csv", "1,2\n3,4\n5,6\n")
     put(s3, bucket, "csv/in/sub/b.csv", "10,20\n30,40")
-    name = create_job(
+    name = area_job(
         sm,
         model,
-        f"s3://{bucket}/csv/in/",
-        f"s3://{bucket}/csv/out",
+        bucket,
+        "csv",
         BatchStrategy="MultiRecord",
         MaxPayloadInMB=1,
         Tags=[{"Key": "team", "Value": "ml"}],
     )
-    sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName=name, WaiterConfig=FAST_WAIT)
-    described = sm.describe_transform_job(TransformJobName=name)
-    assert described["TransformJobStatus"] == "Completed"
+    described = completed(sm, name)
     assert described["TransformJobArn"].endswith(f":transform-job/{name.lower()}")
     assert described["BatchStrategy"] == "MultiRecord" and described["MaxPayloadInMB"] == 1
     assert described["TransformInput"]["SplitType"] == "Line"
@@ -200,8 +210,8 @@ def test_csv_multi_record_job(sm: Any, s3: Any, bucket: str, model: str) -> None
 
 def test_progress_in_describe_transform_job(sm: Any, s3: Any, bucket: str, model: str) -> None:
     put(s3, bucket, "progress/in/a.csv", "1\n2\n3\n4\n")
-    name = create_job(sm, model, f"s3://{bucket}/progress/in/", f"s3://{bucket}/progress/out")
-    assert wait(sm, name)["TransformJobStatus"] == "Completed"
+    name = area_job(sm, model, bucket, "progress")
+    completed(sm, name)
     raw = sm.describe_transform_job(TransformJobName=name)
     # boto3 drops members its model does not name; the raw answer carries the progress
     progress = _raw(sm, "DescribeTransformJob", {"TransformJobName": name})["MoorageProgress"]
@@ -245,8 +255,8 @@ def test_single_record_strategy_and_batch_environment(sm: Any, s3: Any, bucket: 
     multi = create_job(
         sm, model, f"s3://{bucket}/meta/in/", f"s3://{bucket}/meta/multi", content_type="text/x-meta"
     )
-    assert wait(sm, single)["TransformJobStatus"] == "Completed"
-    assert wait(sm, multi)["TransformJobStatus"] == "Completed"
+    completed(sm, single)
+    completed(sm, multi)
     rows = [line.split(",") for line in get(s3, bucket, "meta/single/rows.txt.out").splitlines()]
     # one record per request; the variables for what the job set, the job's Environment
     assert [row[:6] for row in rows] == [["1", "true", "SINGLE_RECORD", "1", "-", "tangy"]] * 3
@@ -262,15 +272,15 @@ def test_container_execution_parameters_apply_when_the_job_sets_none(
     sm: Any, s3: Any, bucket: str, model: str
 ) -> None:
     put(s3, bucket, "params/in/rows.txt", "slow\n" * 6)
-    name = create_job(
+    name = area_job(
         sm,
         model,
-        f"s3://{bucket}/params/in/",
-        f"s3://{bucket}/params/out",
+        bucket,
+        "params",
         content_type="text/x-meta",
         BatchStrategy="SingleRecord",
     )
-    assert wait(sm, name)["TransformJobStatus"] == "Completed"
+    completed(sm, name)
     rows = [line.split(",") for line in get(s3, bucket, "params/out/rows.txt.out").splitlines()]
     # the container answers MaxConcurrentTransforms 2 (its workers): two requests at a time, on both
     assert len(rows) == 6 and len({row[6] for row in rows}) == 2
@@ -304,7 +314,7 @@ def test_manifest_of_gzip_objects(sm: Any, s3: Any, bucket: str, model: str) -> 
         data_type="ManifestFile",
         transform_input={"CompressionType": "Gzip"},
     )
-    assert wait(sm, name)["TransformJobStatus"] == "Completed"
+    completed(sm, name)
     assert keys(s3, bucket, "gz/out/") == ["gz/out/one.csv.gz.out", "gz/out/two.csv.gz.out"]
     assert get(s3, bucket, "gz/out/one.csv.gz.out") == "2\n4\n"
     assert get(s3, bucket, "gz/out/two.csv.gz.out") == "10\n"
@@ -313,11 +323,11 @@ def test_manifest_of_gzip_objects(sm: Any, s3: Any, bucket: str, model: str) -> 
 def test_join_source_with_filters(sm: Any, s3: Any, bucket: str, model: str) -> None:
     rows = [{"id": "r1", "features": [1, 2]}, {"id": "r2", "features": [3, 4]}]
     put(s3, bucket, "join/in/rows.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    name = create_job(
+    name = area_job(
         sm,
         model,
-        f"s3://{bucket}/join/in/",
-        f"s3://{bucket}/join/out",
+        bucket,
+        "join",
         content_type="application/jsonlines",
         accept="application/jsonlines",
         DataProcessing={
@@ -326,9 +336,7 @@ def test_join_source_with_filters(sm: Any, s3: Any, bucket: str, model: str) -> 
             "OutputFilter": "$['id','SageMakerOutput']",
         },
     )
-    assert wait(sm, name)["TransformJobStatus"] == "Completed", sm.describe_transform_job(
-        TransformJobName=name
-    )
+    completed(sm, name)
     lines = [json.loads(line) for line in get(s3, bucket, "join/out/rows.jsonl.out").splitlines()]
     assert lines == [
         {"id": "r1", "SageMakerOutput": {"score": 3.0}},
@@ -338,16 +346,14 @@ def test_join_source_with_filters(sm: Any, s3: Any, bucket: str, model: str) -> 
 
 def test_csv_input_filter_and_join(sm: Any, s3: Any, bucket: str, model: str) -> None:
     put(s3, bucket, "csvjoin/in/rows.csv", "id1,1,2\nid2,3,4\n")
-    name = create_job(
+    name = area_job(
         sm,
         model,
-        f"s3://{bucket}/csvjoin/in/",
-        f"s3://{bucket}/csvjoin/out",
+        bucket,
+        "csvjoin",
         DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
     )
-    assert wait(sm, name)["TransformJobStatus"] == "Completed", sm.describe_transform_job(
-        TransformJobName=name
-    )
+    completed(sm, name)
     assert get(s3, bucket, "csvjoin/out/rows.csv.out") == "id1,3\nid2,7\n"
 
 
@@ -357,11 +363,11 @@ def test_a_failing_record_fails_the_job_and_other_objects_keep_output(
     put(s3, bucket, "fail/in/1.csv", "1,1\n")
     put(s3, bucket, "fail/in/2.csv", "2,2\n3,3\nbad,4\n5,5\n")
     put(s3, bucket, "fail/in/3.csv", "4,4\n")
-    name = create_job(
+    name = area_job(
         sm,
         model,
-        f"s3://{bucket}/fail/in/",
-        f"s3://{bucket}/fail/out",
+        bucket,
+        "fail",
         BatchStrategy="SingleRecord",
         ModelClientConfig={"InvocationsMaxRetries": 0, "InvocationsTimeoutInSeconds": 30},
     )
@@ -381,20 +387,18 @@ def test_file_locations(sm: Any, model: str, tmp_path: Path) -> None:
     source.mkdir()
     (source / "x.csv").write_text("1,2\n")
     name = create_job(sm, model, source.as_uri() + "/", (tmp_path / "out").as_uri())
-    assert wait(sm, name)["TransformJobStatus"] == "Completed"
+    completed(sm, name)
     assert (tmp_path / "out" / "x.csv.out").read_text() == "3\n"
     # as in S3, the name is what follows the prefix's last `/`: without one, the folder's name too
     name = create_job(sm, model, source.as_uri(), (tmp_path / "out2").as_uri())
-    assert wait(sm, name)["TransformJobStatus"] == "Completed"
+    completed(sm, name)
     assert (tmp_path / "out2" / "in" / "x.csv.out").read_text() == "3\n"
 
 
 def test_stop_mid_run(server: RunningServer, sm: Any, s3: Any, bucket: str, model: str) -> None:
     put(s3, bucket, "stop/in/a-quick.csv", "1,1\n")
     put(s3, bucket, "stop/in/slow.csv", "slow,1\n" * 200)
-    name = create_job(
-        sm, model, f"s3://{bucket}/stop/in/", f"s3://{bucket}/stop/out", BatchStrategy="SingleRecord"
-    )
+    name = area_job(sm, model, bucket, "stop", BatchStrategy="SingleRecord")
     _until(sm, name, "ObjectsDone", 1)  # the quick object's output is written: the stop removes it
     _until_records_done(sm, name, 2)
     sm.stop_transform_job(TransformJobName=name)
@@ -426,10 +430,10 @@ def _until(sm: Any, name: str, member: str, count: int, timeout: float = 120) ->
 
 def test_names_are_reserved_and_requests_checked(sm: Any, s3: Any, bucket: str, model: str) -> None:
     put(s3, bucket, "names/in/a.csv", "1\n")
-    name = create_job(sm, model, f"s3://{bucket}/names/in/", f"s3://{bucket}/names/out")
+    name = area_job(sm, model, bucket, "names")
     arn = sm.describe_transform_job(TransformJobName=name)["TransformJobArn"]
     with pytest.raises(ClientError) as info:
-        create_job(sm, model, f"s3://{bucket}/names/in/", f"s3://{bucket}/names/out", name=name)
+        area_job(sm, model, bucket, "names", name=name)
     assert info.value.response["Error"]["Code"] == "ResourceInUse"
     assert info.value.response["Error"]["Message"] == (
         "Job name must be unique within an AWS account and region, and a job with this name already "
@@ -437,45 +441,26 @@ def test_names_are_reserved_and_requests_checked(sm: Any, s3: Any, bucket: str, 
     )
     wait(sm, name)
     with pytest.raises(ClientError) as info:  # still taken once the job is over
-        create_job(sm, model, f"s3://{bucket}/names/in/", f"s3://{bucket}/names/out", name=name)
+        area_job(sm, model, bucket, "names", name=name)
     assert info.value.response["Error"]["Code"] == "ResourceInUse"
-    with pytest.raises(ClientError) as info:
-        create_job(sm, "no-such-model", f"s3://{bucket}/names/in/", f"s3://{bucket}/names/out")
-    assert info.value.response["Error"]["Code"] == "ValidationException"
-    assert 'Could not find model "arn:aws:sagemaker:us-west-2:' in info.value.response["Error"]["Message"]
-    with pytest.raises(ClientError) as info:
-        create_job(
-            sm,
-            model,
-            f"s3://{bucket}/names/in/",
-            f"s3://{bucket}/o",
-            MaxConcurrentTransforms=20,
-            MaxPayloadInMB=6,
-        )
-    assert "it can be at most 100" in info.value.response["Error"]["Message"]
-    with pytest.raises(ClientError) as info:
-        create_job(
-            sm,
-            model,
-            f"s3://{bucket}/names/in/",
-            f"s3://{bucket}/o",
-            Environment={f"K{i}": "v" for i in range(17)},
-        )
-    assert info.value.response["Error"]["Code"] == "ValidationException"
-    with pytest.raises(ClientError) as info:
-        create_job(
-            sm,
-            model,
-            f"s3://{bucket}/names/in/",
-            f"s3://{bucket}/o",
-            DataProcessing={"JoinSource": "Input"},
-            transform_output={"AssembleWith": "None"},
-        )
-    assert "AssembleWith" in info.value.response["Error"]["Message"]
-    with pytest.raises(ClientError) as info:
-        create_job(sm, model, f"s3://{bucket}/names/in/", f"s3://{bucket}/o", instances=1000)
-    assert info.value.response["Error"]["Code"] == "ResourceLimitExceeded"
-    assert "TransformResources.InstanceCount" in info.value.response["Error"]["Message"]
+
+    def refused(job_model: str = model, **changes: Any) -> dict[str, str]:
+        """The error CreateTransformJob answers for a job of `job_model` reading names/in/, with `changes`."""
+        with pytest.raises(ClientError) as info:
+            create_job(sm, job_model, f"s3://{bucket}/names/in/", f"s3://{bucket}/o", **changes)
+        error: dict[str, str] = info.value.response["Error"]
+        return error
+
+    error = refused("no-such-model")
+    assert error["Code"] == "ValidationException"
+    assert 'Could not find model "arn:aws:sagemaker:us-west-2:' in error["Message"]
+    assert "it can be at most 100" in refused(MaxConcurrentTransforms=20, MaxPayloadInMB=6)["Message"]
+    assert refused(Environment={f"K{i}": "v" for i in range(17)})["Code"] == "ValidationException"
+    error = refused(DataProcessing={"JoinSource": "Input"}, transform_output={"AssembleWith": "None"})
+    assert "AssembleWith" in error["Message"]
+    error = refused(instances=1000)
+    assert error["Code"] == "ResourceLimitExceeded"
+    assert "TransformResources.InstanceCount" in error["Message"]
     with pytest.raises(ClientError) as info:
         sm.describe_transform_job(TransformJobName="never-created")
     assert info.value.response["Error"]["Code"] == "ValidationException"
@@ -589,11 +574,11 @@ def test_moorage_jobs_shows_progress(
 ) -> None:
     put(s3, bucket, "cli/in/slow.csv", "slow,1\n" * 12)
     stem = unique("cli")
-    name = create_job(
+    name = area_job(
         sm,
         model,
-        f"s3://{bucket}/cli/in/",
-        f"s3://{bucket}/cli/out",
+        bucket,
+        "cli",
         name=f"{stem}-job",
         BatchStrategy="SingleRecord",
         MaxConcurrentTransforms=1,

@@ -17,6 +17,7 @@ from moorage.jobs.transform.framing import (
     split_recordio,
     split_tfrecord,
 )
+from tests.support.transform import settings as transform_settings
 
 MAGIC = b"\x0a\x23\xd7\xce"
 BOUNDED = settings(
@@ -35,19 +36,8 @@ lines = st.text(alphabet="abc,123 \"'\r", min_size=1, max_size=12).filter(lambda
 
 
 def job(**changes: Any) -> TransformSettings:
-    base: dict[str, Any] = {
-        "split_type": "Line",
-        "batch_strategy": "MultiRecord",
-        "max_payload_bytes": 0,
-        "compression": "None",
-        "assemble_with": "Line",
-        "content_type": None,
-        "accept": None,
-        "input_filter": "$",
-        "output_filter": "$",
-        "join_source": "None",
-    }
-    return TransformSettings(**{**base, **changes})
+    """Settings with no payload limit and no content types, but for `changes`."""
+    return transform_settings(**{"max_payload_bytes": 0, "content_type": None, "accept": None, **changes})
 
 
 @BOUNDED

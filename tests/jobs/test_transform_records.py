@@ -22,24 +22,7 @@ from moorage.jobs.transform import (
 )
 from moorage.jobs.transform.framing import frame_recordio, frame_tfrecord, masked_crc32c, split_recordio
 from moorage.jobs.transform.manifest import manifest_entries
-
-MB = 1024 * 1024
-
-
-def settings(**changes: Any) -> TransformSettings:
-    base: dict[str, Any] = {
-        "split_type": "Line",
-        "batch_strategy": "MultiRecord",
-        "max_payload_bytes": 6 * MB,
-        "compression": "None",
-        "assemble_with": "Line",
-        "content_type": "text/csv",
-        "accept": "text/csv",
-        "input_filter": "$",
-        "output_filter": "$",
-        "join_source": "None",
-    }
-    return TransformSettings(**{**base, **changes})
+from tests.support.transform import MB, settings
 
 
 def bodies(requests: list[Request]) -> list[tuple[bytes, int, int]]:

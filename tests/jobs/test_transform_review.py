@@ -21,26 +21,10 @@ from moorage.jobs.objects import ObjectError
 from moorage.jobs.transform import ManifestError, RecordError, TransformSettings, assemble, requests_for
 from moorage.jobs.transform.inputs import input_objects
 from moorage.jobs.transform.manifest import read_manifest
+from tests.support.transform import MB, settings
 
-MB = 1024 * 1024
 JSONL = {"content_type": "application/jsonlines", "accept": "application/jsonlines"}
 JSON = {"content_type": "application/json", "accept": "application/json"}
-
-
-def settings(**changes: Any) -> TransformSettings:
-    base: dict[str, Any] = {
-        "split_type": "Line",
-        "batch_strategy": "MultiRecord",
-        "max_payload_bytes": 6 * MB,
-        "compression": "None",
-        "assemble_with": "Line",
-        "content_type": "text/csv",
-        "accept": "text/csv",
-        "input_filter": "$",
-        "output_filter": "$",
-        "join_source": "None",
-    }
-    return TransformSettings(**{**base, **changes})
 
 
 def transform(data: bytes, s: TransformSettings, responses: list[bytes]) -> tuple[list[bytes], bytes]:

@@ -367,7 +367,8 @@ def test_local_paths_are_refused_outside_the_root(tmp_path: Path) -> None:
     symbolic link out of it and a manifest entry outside it are refused; below it is accepted."""
     import json
 
-    from moorage.jobs.transform.inputs import LocalAccess, input_objects
+    from moorage.jobs.local_access import LocalAccess
+    from moorage.jobs.transform.inputs import input_objects
 
     root, other = tmp_path / "root", tmp_path / "other"
     (root / "in").mkdir(parents=True)

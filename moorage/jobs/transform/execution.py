@@ -26,15 +26,10 @@ from moorage.control.transform_jobs import MAX_IN_FLIGHT_MB
 from moorage.fleet.plan import DeploymentFailed, prepare_variant
 from moorage.fleet.settings import FleetContext
 from moorage.fleet.variant import VariantFleet
+from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, object_size, read_object, write_object
 from moorage.jobs.transform.book import DONE, FAILED, PENDING, JobBook, JobSnapshot, StoredObject
-from moorage.jobs.transform.inputs import (
-    INPUT_FIELD,
-    OUTPUT_FIELD,
-    InputObject,
-    LocalAccess,
-    input_objects,
-)
+from moorage.jobs.transform.inputs import INPUT_FIELD, OUTPUT_FIELD, InputObject, input_objects
 from moorage.jobs.transform.manifest import ManifestError
 from moorage.jobs.transform.parameters import batch_environment, resolve
 from moorage.jobs.transform.records import (

@@ -4,16 +4,15 @@ S3Prefix: every object under the prefix, in key order, except what lies under S3
 output goes below its input must not read its own outputs); ManifestFile: the manifest's list, in its
 order. An output is ``<S3OutputPath>/<the input's name after the prefix's last />.out``. With
 --credentials, a location on the server's disk must be below the server's local data root
-(LocalAccess). Blocking: run on a thread."""
+(moorage/jobs/local_access.py). Blocking: run on a thread."""
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from moorage.artifacts.locations import LocalLocation
+from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, child, list_objects, location, read_object, relative_name
 from moorage.jobs.transform.records import read_manifest
 
@@ -25,38 +24,6 @@ OUTPUT_FIELD = "TransformOutput.S3OutputPath"
 class InputObject:
     uri: str
     output: str  # where its output goes
-
-
-@dataclass(frozen=True)
-class LocalAccess:
-    """Which paths on the server's disk a job may name: any (`restricted` False: no --credentials), or,
-    when callers sign their requests, only below `root` (None: none), so a signed caller cannot have the
-    server read, or write, any file the server's user may (docs/security.md)."""
-
-    restricted: bool = False
-    root: str | None = None
-
-    def check(self, uri: str, field: str) -> None:
-        if not self.restricted:
-            return
-        try:
-            where = location(uri, field)
-        except ObjectError:
-            return  # refused where it is read or written, with that reason
-        if not isinstance(where, LocalLocation):
-            return
-        if self.root is None:
-            raise ObjectError(
-                f"{field} {uri!r} is a path on the server; this server verifies signatures and accepts "
-                "only s3:// locations for batch transform. Use s3://, or have the server started with "
-                "--local-data-root naming the folder local data may be in."
-            )
-        root = os.path.realpath(self.root)
-        if os.path.commonpath([os.path.realpath(where.path), root]) != root:
-            raise ObjectError(
-                f"{field} {uri!r} is not below {self.root}, the only folder on the server that jobs may "
-                "read or write (--local-data-root); use a path below it or s3://."
-            )
 
 
 def input_objects(job: dict[str, Any], access: LocalAccess | None = None) -> list[InputObject]:

@@ -14,11 +14,11 @@ import logging
 
 from moorage.control.transform_jobs import COMPLETED, FAILED, IN_PROGRESS, STOPPED, STOPPING
 from moorage.fleet.settings import FleetContext
+from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, delete_object
 from moorage.jobs.transform.book import FAILED as FAILED_OBJECT
 from moorage.jobs.transform.book import JobBook, JobSnapshot
 from moorage.jobs.transform.execution import JobFailed, execute, log_name
-from moorage.jobs.transform.inputs import LocalAccess
 from moorage.store import Store
 
 log = logging.getLogger("moorage.transform")
