@@ -14,6 +14,7 @@ import pytest
 from moorage.control.transform_jobs import COMPLETED, IN_PROGRESS
 from moorage.dataplane.connection import WorkerResponse
 from moorage.dataplane.routes import VariantRoute, WorkerRoute
+from moorage.jobs.budget import ByteBudget
 from moorage.jobs.objects import ObjectError
 from moorage.jobs.transform import execution, runner
 from moorage.jobs.transform.book import JobBook, JobSnapshot
@@ -486,7 +487,7 @@ async def test_requests_wait_while_every_instance_is_at_its_bound() -> None:
 
 async def test_the_byte_budget_holds_objects_back() -> None:
     """Objects under way hold at most the budget's bytes; one larger than the budget runs alone."""
-    budget = execution._ByteBudget(100)
+    budget = ByteBudget(100)
     order: list[str] = []
     release = asyncio.Event()
 

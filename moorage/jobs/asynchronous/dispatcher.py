@@ -38,6 +38,7 @@ from moorage.jobs.asynchronous.queue import (
     last_seq,
     next_requests,
 )
+from moorage.jobs.budget import ByteBudget
 from moorage.jobs.notify import Notifier
 from moorage.jobs.objects import ObjectError, object_exists, object_size, read_object, write_object
 from moorage.logs import EndpointLogs
@@ -66,26 +67,6 @@ class _Outcome:
 class _Abandoned(Exception):
     """The endpoint was deleted, or is no longer asynchronous: the request stops (its row stays unless
     DeleteEndpoint dropped it)."""
-
-
-class InputBudget:
-    """Bytes of inputs read into memory and not yet sent: a request waits for room (one input is always
-    let in, so an input as large as the whole budget still runs)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._room = asyncio.Condition()
-
-    async def take(self, size: int) -> None:
-        async with self._room:
-            await self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
-            self.used += size
-
-    async def give_back(self, size: int) -> None:
-        async with self._room:
-            self.used -= size
-            self._room.notify_all()
 
 
 @dataclass
@@ -130,7 +111,7 @@ class Dispatcher:
         # object reads and writes: threads of their own, so neither they nor other work on the loop's
         # default executor (webhooks, control-API bodies) can starve the other
         self._executor = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="async-objects")
-        self._inputs = InputBudget(input_bytes_in_flight)
+        self._inputs = ByteBudget(input_bytes_in_flight)
         # requests accepted before this server ran the queue (up to this seq) may have been finished
         # by an earlier run: only those, and retried ones, are looked for before running
         self._inherited_upto: int | None = None
@@ -300,15 +281,12 @@ class Dispatcher:
                 reason=f"The input {row.input_location} is {size} bytes; an InputLocation may hold at most "
                 f"{MAX_INPUT_BYTES} bytes (1 GB). Split the payload into smaller requests.",
             )
-        await self._inputs.take(size)
-        try:
+        async with self._inputs.hold(size):
             try:
                 body = await self._io(read_object, row.input_location, "InputLocation")
             except ObjectError as exc:
                 return _Outcome(False, reason=f"The input could not be read: {exc}")
             return await self._invoke(queue, row, body)
-        finally:
-            await self._inputs.give_back(size)
 
     async def _invoke(self, queue: EndpointQueue, row: AsyncRequestRow, body: bytes) -> _Outcome:
         request = Request(

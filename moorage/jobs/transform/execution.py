@@ -12,11 +12,10 @@ and the objects under way at once hold at most MEMORY_BUDGET_BYTES of input betw
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
@@ -26,6 +25,7 @@ from moorage.control.transform_jobs import MAX_IN_FLIGHT_MB
 from moorage.fleet.plan import DeploymentFailed, prepare_variant
 from moorage.fleet.settings import FleetContext
 from moorage.fleet.variant import VariantFleet
+from moorage.jobs.budget import ByteBudget
 from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, object_size, read_object, write_object
 from moorage.jobs.transform.book import DONE, FAILED, PENDING, JobBook, JobSnapshot, StoredObject
@@ -89,28 +89,6 @@ class _Counts:
     records_done: int = 0
     records_total: int = 0
     written: tuple[int, int] = (-1, -1)  # what the row has
-
-
-class _ByteBudget:
-    """At most `limit` bytes held at once by the holders; one larger than `limit` waits to be alone."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-        self._freed = asyncio.Event()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.limit)
-        while self.held and self.held + size > self.limit:
-            self._freed.clear()
-            await self._freed.wait()
-        self.held += size
-        try:
-            yield
-        finally:
-            self.held -= size
-            self._freed.set()
 
 
 async def execute(
@@ -203,7 +181,7 @@ async def _transform(
         counts,
         book,
         in_flight,
-        budget=_ByteBudget(MEMORY_BUDGET_BYTES),
+        budget=ByteBudget(MEMORY_BUDGET_BYTES),
         inside=spec["TransformOutput"]["S3OutputPath"],
     )
     reporter = asyncio.create_task(_report(job.name, counts, book))
@@ -248,7 +226,7 @@ class _Run:
         counts: _Counts,
         book: JobBook,
         in_flight: int,
-        budget: _ByteBudget | None = None,
+        budget: ByteBudget | None = None,
         inside: str | None = None,
     ) -> None:
         self.job = job
@@ -257,7 +235,7 @@ class _Run:
         self.counts = counts
         self.book = book
         self.in_flight = in_flight
-        self.budget = budget or _ByteBudget(MEMORY_BUDGET_BYTES)
+        self.budget = budget or ByteBudget(MEMORY_BUDGET_BYTES)
         self.inside = inside  # S3OutputPath: a local output must resolve into it
         self.errors: dict[int, str | None] = {}  # by position in the input
 
