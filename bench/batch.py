@@ -42,9 +42,10 @@ from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "recommender"
-sys.path[:0] = [str(EXAMPLE)]
+sys.path[:0] = [str(EXAMPLE), str(REPO / "bench")]
 
 import pack  # noqa: E402  (examples/recommender/pack.py)
+from run import free_port  # noqa: E402  (bench/run.py)
 
 TARGET = 0.7
 USERS = 10000
@@ -125,14 +126,6 @@ def in_process(code: Path, data_dir: Path, work: list[bytes], workers: int) -> f
 
 
 # ---- Moorage -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:

@@ -128,27 +128,6 @@ def ray_placement(server: Server, endpoint: str) -> str:
     return "?"
 
 
-@contextlib.contextmanager
-def loopback_ray(tries: int = 3) -> Iterator[RayCluster]:
-    """The tests' two-node cluster on 127.0.0.2 and 127.0.0.3; its temp dir is removed once it stopped.
-
-    `ray start` now and then refuses ports the helper picked (a worker port range overlapping another
-    component's port); that start is tried again."""
-    with contextlib.ExitStack() as stack:
-        roots: list[Path] = []
-        stack.callback(lambda: [shutil.rmtree(root, ignore_errors=True) for root in roots])
-        for attempt in range(1, tries + 1):
-            try:
-                cluster = stack.enter_context(ray_cluster())
-                break
-            except RuntimeError as e:
-                if attempt == tries or "used by other components" not in str(e):
-                    raise
-                run.log(f"ray start refused the ports picked for it (try {attempt} of {tries}); again")
-        roots.append(cluster.head.temp_dir.parent)
-        yield cluster
-
-
 def ray_roots(cluster: RayCluster) -> list[Pid]:
     return [Pid(p) for p in (*cluster.head.pids(), *cluster.second.pids())]
 
@@ -158,11 +137,10 @@ def invocations(
     a: argparse.Namespace, R: dict[str, Any], wrk: str, archive: Path, work: Path, stack: list[Launched]
 ) -> Server:
     """Local and Ray side by side; returns the local server (kept for the control-plane part)."""
-    with loopback_ray() as cluster:
+    with ray_cluster() as cluster:
         run.log(f"Ray cluster up at {cluster.address} (nodes {HEAD_IP}, 127.0.0.3)")
         local = start_server("local", work, stack, ["--compute", "local"], 60)
-        ray_args = ["--compute", "ray", "--ray-address", cluster.address, "--ray-node-address", HEAD_IP]
-        ray = start_server("ray", work, stack, ray_args, 120)
+        ray = start_server("ray", work, stack, list(cluster.server_args()), 120)
         targets = []
         for server in (local, ray):
             endpoint, in_service = deploy_endpoint(server, archive, a.workers, a.omp_threads)
@@ -380,12 +358,11 @@ def load_balancer(
     R["haproxy_version"] = " ".join(banner.split()[:3:2]) or "HAProxy"  # "HAProxy 2.6.12-1+deb12u4"
     run.log(R["haproxy_version"])
     started: list[Launched] = []
-    with loopback_ray() as cluster, postgres_server(work / "pg-lb") as pg:
+    with ray_cluster() as cluster, postgres_server(work / "pg-lb") as pg:
         try:
             url = pg.url(pg.create_database("lb"))
             run.log(f"load balancer: Ray cluster at {cluster.address}, PostgreSQL up")
-            args = ["--database-url", url, "--compute", "ray", "--ray-address", cluster.address]
-            args += ["--ray-node-address", HEAD_IP]
+            args = ["--database-url", url, *cluster.server_args()]
             doors = []
             for label in ("A", "B"):  # A starts first, so A reconciles
                 doors.append(start_server(f"door-{label}", work, stack, args, 120))
