@@ -240,9 +240,8 @@ class MoorageApp:
         self.follower = RouteFollower(
             self.store, self.table, self.stats, settings.route_sync_seconds, wake=self.demand.wake
         )
-        endpoints = Endpoints(
-            self.store, self.reconciler, InstanceQuotas.from_settings(settings), live=self._variant_states
-        )
+        quotas = InstanceQuotas.from_settings(settings)
+        endpoints = Endpoints(self.store, self.reconciler, quotas, live=self._variant_states)
         port = FleetScalingPort(self.store, self.reconciler, endpoints, self.usage)
         self.scaling = ScalingEngine(self.store, port, self.clock, ScalingSettings.from_environ(os.environ))
         endpoints.on_delete.append(self.scaling.endpoint_deleted)
@@ -253,16 +252,16 @@ class MoorageApp:
         port.backlog = self.dispatcher.backlog_of
         self.collector.more.append(lambda: backlog_metrics(self.dispatcher, self._fleets()))
         self.async_queue = GroupCommit(self.store, insert_requests)
+        # With --credentials, async InputLocations and transform jobs may name paths on this machine only
+        # below the local data root (docs/security.md)
+        root = settings.local_data_root
+        self.local_access = LocalAccess(settings.credentials_file is not None, str(root) if root else None)
         self.runtime.asynchronous = AsyncRuntimeApi(
-            self.table,
-            settings.account_id,
-            self.async_queue,
-            self.dispatcher.accepted,
-            authenticated=settings.credentials_file is not None,
-            input_root=str(settings.local_data_root) if settings.local_data_root else None,
+            self.table, settings.account_id, self.async_queue, self.dispatcher.accepted, self.local_access
         )
-        per_job = InstanceQuotas.from_settings(settings).per_endpoint
-        transform_jobs = TransformJobs(self.store, per_job, self._wake_transforms, self._local_access())
+        transform_jobs = TransformJobs(
+            self.store, quotas.per_endpoint, self._wake_transforms, self.local_access
+        )
         tables = {
             "sagemaker": control.operations(self.store, endpoints, transform_jobs),
             "application-autoscaling": scaling.operations(self.store, port, self.clock, self.scaling),
@@ -309,7 +308,7 @@ class MoorageApp:
             assert self.dispatcher is not None
             self._in_background(self.dispatcher.run(), "async-inference")
             self.transforms = TransformRunner(
-                self.store, self.reconciler.ctx, self.reconciler.poll_seconds, self._local_access()
+                self.store, self.reconciler.ctx, self.reconciler.poll_seconds, self.local_access
             )
             self._in_background(self.transforms.run(), "transforms")
             await self.scaling.start()
@@ -357,12 +356,6 @@ class MoorageApp:
     def _wake_transforms(self) -> None:
         if self.transforms is not None:  # else the server that leads reads the rows on its next poll
             self.transforms.wake()
-
-    def _local_access(self) -> LocalAccess:
-        """With --credentials, transform jobs may name paths on this machine only below the local data
-        root (the one async InputLocations have too; docs/security.md)."""
-        root = self.settings.local_data_root
-        return LocalAccess(self.settings.credentials_file is not None, str(root) if root else None)
 
     def _variant_states(self, name: str) -> dict[str, VariantState]:
         """What each variant of an endpoint runs now: this server's fleets when it reconciles, else what

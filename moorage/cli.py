@@ -8,13 +8,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_STATE_DIR = ".moorage"
 
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
-    import dataclasses
     import logging
 
     from moorage.app import serve
@@ -44,8 +44,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"moorage serve: --sns-webhook / {ENV_VAR}: {error}", file=sys.stderr)
         return 2
 
+    given: dict[str, Any] = {}  # options set on the command line; the others keep the environment's
+    if args.database_url:
+        given["database_url"] = args.database_url
+    if args.local_data_root:
+        given["local_data_root"] = Path(args.local_data_root)
     settings = Settings(
-        **({"database_url": args.database_url} if args.database_url else {}),
+        **given,
         state_dir=Path(args.state_dir),
         host=args.host,
         port=args.port,
@@ -58,8 +63,6 @@ def _serve(args: argparse.Namespace) -> int:
         ray_node_address=args.ray_node_address,
         sns_webhooks=webhooks,
     )
-    if args.local_data_root:
-        settings = dataclasses.replace(settings, local_data_root=Path(args.local_data_root))
     state = describe_url(settings.database_url) if settings.database_url else settings.state_dir
     banner = f"Moorage: SageMaker API on http://{args.host}:{args.port} (state in {state})"
     try:

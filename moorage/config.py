@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moorage.fleet.settings import FleetSettings
+from moorage.jobs.notify import ENV_VAR as WEBHOOKS_ENV_VAR
 from moorage.jobs.notify import parse_webhooks
 
 
@@ -118,7 +119,7 @@ class Settings:
     )
     # SNS topic ARN -> HTTP webhook that receives what is published to it (docs/async.md)
     sns_webhooks: dict[str, str] = field(
-        default_factory=lambda: parse_webhooks([os.environ.get("MOORAGE_SNS_WEBHOOKS", "")])
+        default_factory=lambda: parse_webhooks([os.environ.get(WEBHOOKS_ENV_VAR, "")])
     )
     # with credentials_file, the only folder on disk that an InvokeEndpointAsync InputLocation and a
     # transform job's S3Uri / S3OutputPath may be below (None: only s3://); --local-data-root /

@@ -62,7 +62,7 @@ def output_locations(
     output id.out>`, and `<S3FailurePath or S3OutputPath>[/<extension>]/<output id>-error.out`, the output
     id being a UUID of the request's own (as on AWS; the InferenceId is the caller's and may repeat)."""
     output = settings.output_path
-    failure = settings.failure_path or settings.output_path
+    failure = settings.failure_root
     if extension:
         output, failure = child(output, extension.strip("/")), child(failure, extension.strip("/"))
     return child(output, filename or f"{output_id}.out"), child(failure, f"{output_id}-error.out")
@@ -95,15 +95,14 @@ class AsyncRuntimeApi:
         account: str,
         queue: GroupCommit[dict[str, Any]],
         accepted: Callable[[str], None],
-        authenticated: bool = False,
-        input_root: str | None = None,
+        local_access: LocalAccess = LocalAccess(),
     ) -> None:
         self.table = table
         self.account = account
         self.queue = queue
         self.accepted = accepted
-        # with SigV4 (--credentials) a caller may name a path on the server only below input_root
-        self.local_access = LocalAccess(authenticated, input_root)
+        # with SigV4 (--credentials) a caller may name a path on the server only below the local data root
+        self.local_access = local_access
 
     def __call__(
         self, endpoint: str, headers: Mapping[bytes, bytes], body: bytes, rid: str

@@ -136,14 +136,15 @@ def _missing_code(client: Any, bucket: str) -> str:
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if _code(exc) in ("404", "NoSuchBucket"):
+        if error_code(exc) in ("404", "NoSuchBucket"):
             return "NoSuchBucket"
     except BotoCoreError:
         pass
     return "NoSuchKey"
 
 
-def _code(exc: ClientError) -> str:
+def error_code(exc: ClientError) -> str:
+    """An S3 error's code (NoSuchKey, …), or its HTTP status where the response has no code."""
     error = exc.response.get("Error", {})
     return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
 
@@ -154,7 +155,7 @@ def _translated(uri: str, field: str, not_found: Callable[[], str]) -> Iterator[
     try:
         yield
     except ClientError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if code in ("404", "NotFound"):
             code = not_found()
         elif code == "403":

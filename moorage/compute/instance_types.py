@@ -15,6 +15,7 @@ from pathlib import Path
 
 GIB = 1024**3
 _SERVERLESS = re.compile(r"serverless-(\d+)MB")
+SERVERLESS_CPUS = 1.0  # what a serverless variant's instance reserves: one vCPU
 OVERRIDE_VARIABLE = "MOORAGE_INSTANCE_TYPES"
 
 
@@ -94,7 +95,7 @@ def resources_for(instance_type: str, table: Mapping[str, InstanceResources]) ->
     found = table.get(instance_type)
     if found is None and (size := _SERVERLESS.fullmatch(instance_type)) is not None:
         # a serverless variant's instance (moorage/fleet/serverless.py): one vCPU, its MemorySizeInMB
-        return InstanceResources(1.0, int(size.group(1)) * 1024**2)
+        return InstanceResources(SERVERLESS_CPUS, int(size.group(1)) * 1024**2)
     if found is None:
         raise UnknownInstanceType(
             f"InstanceType {instance_type} has no known size on this server, so a cluster cannot place it. "

@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from moorage.artifacts.errors import ArtifactError
 from moorage.artifacts.prepare import prepare_recipe
+from moorage.auth.bind import is_loopback
 from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.compute.command import CommandInstance
 from moorage.compute.local import LocalInstance, LocalProvider
@@ -203,7 +205,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 def _store_hint(spec: InstanceSpec) -> str:
     """A node that cannot reach the front door's own S3 store: say why, and what to do."""
     store = spec.recipe.store if spec.recipe is not None else None
-    if store is None or not any(host in store[0] for host in ("//127.", "//localhost", "//[::1]")):
+    if store is None or not is_loopback(urlsplit(store[0]).hostname or ""):
         return ""
     return (
         f" The model data is in the S3 store at {store[0]}, which only the server's own machine reaches; "

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from moorage.compute.base import InstanceSpec, InstanceStartError, ResourceUsage, WorkerAddress
-from moorage.compute.instance_types import InstanceResources, UnknownInstanceType, resources_for
+from moorage.compute.instance_types import (
+    SERVERLESS_CPUS,
+    InstanceResources,
+    UnknownInstanceType,
+    resources_for,
+)
 from moorage.compute.probe import WorkerPings
 from moorage.compute.ray_host import HostStarted, InstanceHost
 
@@ -114,7 +119,7 @@ class RayProvider:
     outlives_server = True  # the actors are detached: they belong to the cluster
     # a serverless instance's actor reserves this many CPUs (instance_types.resources_for), and its
     # worker count follows them, not the server's CPUs (moorage/fleet/serverless.py)
-    serverless_cpus = max(1, math.ceil(resources_for("serverless-1024MB", {}).cpus))
+    serverless_cpus = max(1, math.ceil(SERVERLESS_CPUS))
 
     def __init__(self, settings: RaySettings) -> None:
         self.settings = settings

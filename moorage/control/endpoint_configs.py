@@ -12,7 +12,7 @@ from moorage.api.errors import ValidationException, already_exists, not_found
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
-from moorage.control.serverless import INSTANCE_MEMBERS, check_serverless_config
+from moorage.control.serverless import INSTANCE_MEMBERS, check_provisioned, check_serverless_config
 from moorage.control.tags import check_tags
 from moorage.jobs.asynchronous.config import check_async_config
 from moorage.store import Store
@@ -72,12 +72,7 @@ def _check_serverless(variant: Params) -> None:
             f"Variant {name!r}: ServerlessConfig.MemorySizeInMB is {memory}; use 1024, 2048, 3072, 4096, "
             "5120 or 6144."
         )
-    provisioned = config.get("ProvisionedConcurrency")
-    if provisioned is not None and provisioned > config["MaxConcurrency"]:
-        raise ValidationException(
-            f"Variant {name!r}: ServerlessConfig.ProvisionedConcurrency ({provisioned}) must not exceed "
-            f"MaxConcurrency ({config['MaxConcurrency']})."
-        )
+    check_provisioned(f"Variant {name!r}: ServerlessConfig.", config)
 
 
 def create_endpoint_config(store: Store, caller: Caller, params: Params) -> Params:
@@ -132,6 +127,5 @@ def list_endpoint_configs(store: Store, caller: Caller, params: Params) -> Param
         summaries,
         params,
         name_key="EndpointConfigName",
-        sort_keys={"Name": lambda s: s["EndpointConfigName"], "CreationTime": lambda s: s["CreationTime"]},
     )
     return {"EndpointConfigs": page, "NextToken": token}

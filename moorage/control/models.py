@@ -96,7 +96,6 @@ def list_models(store: Store, caller: Caller, params: Params) -> Params:
         summaries,
         params,
         name_key="ModelName",
-        sort_keys={"Name": lambda s: s["ModelName"], "CreationTime": lambda s: s["CreationTime"]},
     )
     return {"Models": page, "NextToken": token}
 

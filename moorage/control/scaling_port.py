@@ -14,7 +14,7 @@ from typing import Any
 from moorage.api.errors import AwsError
 from moorage.control.endpoints import Endpoints, lookup
 from moorage.control.reconciler import Reconciler
-from moorage.control.scaling.ports import CapacityChangeRefused, VariantReading
+from moorage.control.scaling.ports import CapacityChangeRefused, VariantInfo, VariantReading
 from moorage.dataplane.traffic_sync import FIELDS, TrafficReporter, totals_of
 from moorage.fleet.plan import variant_capacity
 from moorage.jobs.asynchronous.metrics import BacklogGauges
@@ -75,15 +75,15 @@ class FleetScalingPort:
         row = await self._row(endpoint)
         return row is not None and _variant(row.deployed or row.pending, variant) is not None
 
-    async def is_async(self, endpoint: str) -> bool:
+    async def variant_info(self, endpoint: str, variant: str) -> VariantInfo | None:
         row = await self._row(endpoint)
         snapshot = (row.deployed or row.pending) if row is not None else None
-        return bool(snapshot) and "AsyncInferenceConfig" in snapshot["config"]  # type: ignore[index]
-
-    async def is_serverless(self, endpoint: str, variant: str) -> bool:
-        row = await self._row(endpoint)
-        spec = _variant((row.deployed or row.pending) if row is not None else None, variant)
-        return spec is not None and "ServerlessConfig" in spec
+        spec = _variant(snapshot, variant)
+        if snapshot is None or spec is None:
+            return None
+        return VariantInfo(
+            serverless="ServerlessConfig" in spec, asynchronous="AsyncInferenceConfig" in snapshot["config"]
+        )
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:
         row = await self._row(endpoint)

@@ -92,10 +92,15 @@ def serverless_update(variant: str, config: Params, update: Params | None) -> Pa
                 "ProvisionedConcurrency or both."
             )
         merged.update(update)
-    provisioned = merged.get("ProvisionedConcurrency")
-    if provisioned is not None and provisioned > merged["MaxConcurrency"]:
-        raise ValidationException(
-            f"Variant {variant}: ProvisionedConcurrency ({provisioned}) must not exceed MaxConcurrency "
-            f"({merged['MaxConcurrency']})."
-        )
+    check_provisioned(f"Variant {variant}: ", merged)
     return merged
+
+
+def check_provisioned(label: str, config: Params) -> None:
+    """Refuse a ProvisionedConcurrency above MaxConcurrency; `label` starts the message."""
+    provisioned = config.get("ProvisionedConcurrency")
+    if provisioned is not None and provisioned > config["MaxConcurrency"]:
+        raise ValidationException(
+            f"{label}ProvisionedConcurrency ({provisioned}) must not exceed "
+            f"MaxConcurrency ({config['MaxConcurrency']})."
+        )

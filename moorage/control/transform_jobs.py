@@ -27,6 +27,7 @@ from moorage.fleet.plan import DeploymentFailed, primary_container
 from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, location
 from moorage.jobs.transform.inputs import INPUT_FIELD, OUTPUT_FIELD
+from moorage.jobs.transform.parameters import DEFAULT_PAYLOAD_MB, DEFAULT_STRATEGY, MAX_PAYLOAD_MB
 from moorage.jobs.transform.records import TransformSettings, check_settings
 from moorage.store import Store
 from moorage.store.tables import ModelRow, TransformJobRow
@@ -37,7 +38,6 @@ IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "
 ACTIVE = (IN_PROGRESS, STOPPING)
 # MaxConcurrentTransforms x MaxPayloadInMB may not pass this (AWS's limit on what a job keeps in flight)
 MAX_IN_FLIGHT_MB = 100
-MAX_PAYLOAD_MB = 100
 MAX_ENVIRONMENT_VALUE = 10240
 _UNSUPPORTED_DATA_TYPES = {
     "AugmentedManifestFile": "augmented manifests (a JSON Lines file of records with attribute names)",
@@ -58,12 +58,12 @@ class TransformJobs:
         store: Store,
         max_instances: int,
         wake: Callable[[], None] = lambda: None,
-        access: LocalAccess | None = None,
+        access: LocalAccess = LocalAccess(),
     ) -> None:
         self.store = store
         self.max_instances = max_instances  # per job: each instance is real processes on this machine
         self.wake = wake
-        self.access = access or LocalAccess()  # with --credentials: the disk paths a job may name
+        self.access = access  # with --credentials: the disk paths a job may name
 
     async def create(self, caller: Caller, params: Params) -> Params:
         count = params["TransformResources"]["InstanceCount"]
@@ -91,14 +91,17 @@ class TransformJobs:
 
 
 def create_transform_job(
-    store: Store, caller: Caller, params: Params, access: LocalAccess | None = None
+    store: Store,
+    caller: Caller,
+    params: Params,
+    access: LocalAccess = LocalAccess(),
 ) -> Params:
     name = params["TransformJobName"]
     check_request(params)
     source = params["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
     try:
-        (access or LocalAccess()).check(source, INPUT_FIELD)
-        (access or LocalAccess()).check(params["TransformOutput"]["S3OutputPath"], OUTPUT_FIELD)
+        access.check(source, INPUT_FIELD)
+        access.check(params["TransformOutput"]["S3OutputPath"], OUTPUT_FIELD)
     except ObjectError as exc:
         raise ValidationException(str(exc)) from None
     check_tags(params.get("Tags", []))
@@ -194,7 +197,9 @@ def check_request(params: Params) -> None:
 def _check_records(params: Params) -> None:
     """SplitType / BatchStrategy / DataProcessing combinations the record handling refuses."""
     settings = TransformSettings.from_job(
-        params, params.get("MaxPayloadInMB") or 6, params.get("BatchStrategy") or "MultiRecord"
+        params,
+        params.get("MaxPayloadInMB") or DEFAULT_PAYLOAD_MB,
+        params.get("BatchStrategy") or DEFAULT_STRATEGY,
     )
     if (problem := check_settings(settings)) is not None:
         raise ValidationException(problem)

@@ -157,7 +157,9 @@ class RouteFollower:
             workers = []
             for instance_id, index, address in v["workers"]:
                 client = clients.pop(address, None) or WorkerClient(address)
-                workers.append(WorkerRoute(client, instance_id, int(index), _not_ours(client)))
+                # a hung worker is the reconciling server's to kill (its health check sees it too);
+                # here its connection is dropped, so the next request opens a fresh one
+                workers.append(WorkerRoute(client, instance_id, int(index), client.close))
             route.workers = workers
             route.serverless = self._gate(gates.get(v["name"]), v.get("serverless"))
             variants.append(route)
@@ -198,16 +200,6 @@ def _hand_over(old: EndpointRoute, new: EndpointRoute) -> None:
 def _routing(snapshot: Snapshot) -> Snapshot:
     """The part of a snapshot that decides the route (not the variants' reported state)."""
     return {key: value for key, value in snapshot.items() if key != "state"}
-
-
-def _not_ours(client: WorkerClient) -> Callable[[], None]:
-    """A hung worker is the reconciling server's to kill (its health check sees it too); here its
-    connection is dropped, so the next request opens a fresh one."""
-
-    def drop() -> None:
-        client.close()
-
-    return drop
 
 
 def _workers(route: EndpointRoute) -> Iterator[WorkerRoute]:

@@ -15,20 +15,17 @@ goes away leaves its row; its in-flight count stops counting once the row is old
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 
 from sqlalchemy import delete, select
 
+from moorage.dataplane.periodic import every
 from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.traffic_sync import put_totals
 from moorage.store import Store
 from moorage.store.tables import TrafficRow
-
-log = logging.getLogger("moorage.dataplane")
 
 SERVER_PREFIX = "serverless:"
 DEFAULT_SYNC_SECONDS = 0.5
@@ -56,14 +53,7 @@ class ServerlessDemand:
     async def report(self) -> None:
         """Run by every server: writes the demand at the serverless gates it built while following
         routes (those of the reconciling server's own fleets are not remote, and are not written)."""
-        while True:
-            try:
-                await self.report_once()
-            except Exception:
-                log.exception("reporting serverless demand failed; trying again in %.1f s", self.sync_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.sync_seconds)
-            self._woken.clear()
+        await every(self.sync_seconds, self.report_once, "reporting serverless demand", self._woken)
 
     async def report_once(self) -> None:
         now, clock = time.time(), time.monotonic()
@@ -95,12 +85,11 @@ class ServerlessDemand:
 
     async def follow(self, apply: Callable[[Demand], None]) -> None:
         """Run by the reconciling server: hands the other servers' demand to its fleets every period."""
-        while True:
-            try:
-                apply(await self.store.run(_read_others, self.store, self.server_id))
-            except Exception:
-                log.exception("reading serverless demand failed; trying again in %.1f s", self.sync_seconds)
-            await asyncio.sleep(self.sync_seconds)
+
+        async def once() -> None:
+            apply(await self.store.run(_read_others, self.store, self.server_id))
+
+        await every(self.sync_seconds, once, "reading serverless demand")
 
 
 def _write(store: Store, server_id: str, changed: Mapping[Key, tuple[int, float]], gone: list[Key]) -> None:

@@ -9,12 +9,13 @@ above zero keeps that instance warm: it starts with the endpoint and is never sc
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from moorage.dataplane.serverless import ServerlessGate
+from moorage.serving.memory import VARIABLE as MEMORY_VARIABLE  # the instance's memory cap, MiB
+from moorage.serving.settings import available_cpus
 
 if TYPE_CHECKING:  # the fleet imports this module
     from moorage.dataplane.serverless_sync import Demand
@@ -23,8 +24,6 @@ if TYPE_CHECKING:  # the fleet imports this module
 
 log = logging.getLogger("moorage.fleet")
 
-# the instance caps its processes' memory at this many MiB (moorage/serving/memory.py)
-MEMORY_VARIABLE = "MOORAGE_MEMORY_LIMIT_MB"
 WORKERS_VARIABLE = "SAGEMAKER_MODEL_SERVER_WORKERS"
 _CHECK_MAX_SECONDS = 1.0  # the idle check runs at least this often
 
@@ -56,7 +55,7 @@ def instance_environment(
     covers MaxConcurrency without exceeding the instance's CPUs: `cpus` where its provider reserves a
     number (a Ray actor), else those this server may use."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpus = available_cpus()
     workers = max(1, min(int(config["MaxConcurrency"]), cpus))
     return {WORKERS_VARIABLE: str(workers), **environment, MEMORY_VARIABLE: str(config["MemorySizeInMB"])}
 

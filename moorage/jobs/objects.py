@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from moorage.artifacts.errors import ArtifactError, one_line
-from moorage.artifacts.fetch import current_store, s3_client
+from moorage.artifacts.fetch import current_store, error_code, s3_client
 from moorage.artifacts.locations import LocalLocation, Location, S3Location, parse_location
 
 _clients: dict[tuple[Any, ...], Any] = {}
@@ -106,7 +106,7 @@ def object_size(uri: str, field: str) -> int:
         try:
             return int(_s3().head_object(Bucket=where.bucket, Key=where.key)["ContentLength"])
         except ClientError as exc:
-            if _code(exc) in ("404", "NotFound"):  # a HEAD has no body: say it as GetObject would
+            if error_code(exc) in ("404", "NotFound"):  # a HEAD has no body: say it as GetObject would
                 raise ObjectError(f"Could not read {uri} ({field}): NoSuchKey (no such object).") from None
             raise
 
@@ -131,7 +131,7 @@ def object_exists(uri: str, field: str) -> bool:
     try:
         _s3().head_object(Bucket=where.bucket, Key=where.key)
     except ClientError as exc:
-        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise ObjectError(f"Could not look for {uri} ({field}): {_describe(exc)}.") from None
     except BotoCoreError as exc:
@@ -206,13 +206,8 @@ def _write_file(path: Path, body: bytes, uri: str, field: str) -> None:
         raise ObjectError(f"Could not write {uri} ({field}): {exc.strerror or exc}.") from None
 
 
-def _code(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
-
-
 def _describe(exc: ClientError) -> str:
-    code = _code(exc)
+    code = error_code(exc)
     message = str(exc.response.get("Error", {}).get("Message", "")).strip()
     hint = {
         "NoSuchBucket": "the bucket does not exist; create it first",
@@ -229,7 +224,7 @@ def _s3_errors(what: str, uri: str, field: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        busy = _code(exc) in ("500", "503", "InternalError", "ServiceUnavailable", "SlowDown")
+        busy = error_code(exc) in ("500", "503", "InternalError", "ServiceUnavailable", "SlowDown")
         raise ObjectError(f"Could not {what} {uri} ({field}): {_describe(exc)}.", transient=busy) from None
     except BotoCoreError as exc:
         raise ObjectError(

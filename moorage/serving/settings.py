@@ -102,7 +102,7 @@ def _positive_int(text: str) -> int:
 def _workers(environ: Mapping[str, str]) -> int:
     text = environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "").strip()
     if not text:
-        return _available_cpus()
+        return available_cpus()
     try:
         return _positive_int(text)
     except (ValueError, argparse.ArgumentTypeError):
@@ -111,7 +111,7 @@ def _workers(environ: Mapping[str, str]) -> int:
         ) from None
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
     """The CPUs this process may run on (a taskset or cpuset can be smaller than the machine)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))

@@ -69,13 +69,9 @@ def _child(request: dict[str, Any], closing: list[socket.socket]) -> int:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = ["moorage.serving", *request["argv"]]
-    from moorage.lifeline import start_model_process
-    from moorage.serving.instance import main
-    from moorage.serving.settings import limit_threads
+    from moorage.serving.__main__ import run
 
-    start_model_process(os.environ)
-    limit_threads(os.environ)  # as `python -m moorage.serving` does
-    return main(request["argv"])
+    return run()  # as `python -m moorage.serving` does
 
 
 def _max_fd() -> int:

@@ -187,7 +187,7 @@ class AsyncRequestRow(Base):
     endpoint_name: Mapped[str] = mapped_column(String(63))
     inference_id: Mapped[str] = mapped_column(String(64))
     # the request's own name for its objects (a UUID drawn at acceptance; the InferenceId may be reused)
-    output_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    output_id: Mapped[str] = mapped_column(String(36))
     # where the payload is (s3://, file://, a path), or the inline Body itself (at most 128,000 bytes)
     input_location: Mapped[str | None] = mapped_column(Text, nullable=True)
     body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from moorage.jobs.asynchronous.queue import (
     insert_requests,
     next_requests,
 )
+from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.notify import Notifier, WebhookConfigError, parse_webhooks
 from moorage.store import Store, open_store
 from moorage.store.tables import AsyncRequestRow
@@ -40,6 +42,7 @@ def _row(endpoint: str, n: int, accepted_at: float = 1000.0) -> dict[str, Any]:
     return {
         "endpoint_name": endpoint,
         "inference_id": f"id-{n}",
+        "output_id": str(uuid.uuid4()),
         "input_location": f"s3://b/in/{n}",
         "body": None,
         "content_type": "application/json",
@@ -221,7 +224,7 @@ def test_signed_servers_read_local_inputs_only_below_the_input_root(tmp_path: Pa
 
     open_api = AsyncRuntimeApi(table, "123456789012", _Accepted(), lambda _: None)  # type: ignore[arg-type]
     assert status(open_api, "/etc/hostname")[0] == 202  # no signatures: the server's user is the caller
-    closed = AsyncRuntimeApi(table, "123456789012", _Accepted(), lambda _: None, authenticated=True)  # type: ignore[arg-type]
+    closed = AsyncRuntimeApi(table, "123456789012", _Accepted(), lambda _: None, LocalAccess(True))  # type: ignore[arg-type]
     code, text = status(closed, "/etc/hostname")
     assert code == 400 and "--local-data-root" in text and "s3://" in text
     assert status(closed, "s3://bucket/in.json")[0] == 202
@@ -230,8 +233,7 @@ def test_signed_servers_read_local_inputs_only_below_the_input_root(tmp_path: Pa
         "123456789012",
         _Accepted(),  # type: ignore[arg-type]
         lambda _: None,
-        authenticated=True,
-        input_root=str(root),
+        LocalAccess(True, str(root)),
     )
     assert status(rooted, (root / "ok.json").as_uri())[0] == 202
     for outside in ("/etc/hostname", str(root / ".." / "x.json"), str(root / "link" / "hostname")):

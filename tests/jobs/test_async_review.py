@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ def _row(out: Path, inference_id: str, seq: int | None = None, ttl: float = 600)
     row: dict[str, Any] = {
         "endpoint_name": "ep",
         "inference_id": inference_id,
+        "output_id": str(uuid.uuid4()),
         "input_location": None,
         "body": b'{"x": 1}',
         "content_type": "application/json",

@@ -3,10 +3,10 @@ the endpoint, made the way a SageMaker user makes them (boto3), and a JSON invoc
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tests.e2e.conftest import FAST_WAIT, unique
+from tests.support.images import invoke_json as invoke_json  # the tests' JSON invocation
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
@@ -44,10 +44,3 @@ def serverless_endpoint(sm: Any, model_url: str, **config: Any) -> str:
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
     return name
-
-
-def invoke_json(smr: Any, name: str, data: dict[str, Any]) -> dict[str, Any]:
-    """InvokeEndpoint with `data` as JSON; the answer's JSON."""
-    response = smr.invoke_endpoint(EndpointName=name, ContentType="application/json", Body=json.dumps(data))
-    result: dict[str, Any] = json.loads(response["Body"].read())
-    return result

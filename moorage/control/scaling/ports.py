@@ -32,6 +32,14 @@ class VariantReading:
     backlog_age_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class VariantInfo:
+    """What registering a scalable target needs to know of a variant that exists, in any status."""
+
+    serverless: bool  # the variant has a ServerlessConfig (it has no instance count to scale)
+    asynchronous: bool  # the endpoint's config has AsyncInferenceConfig (only those may scale in to 0)
+
+
 class CapacityChangeRefused(Exception):
     """The desired instance count cannot be changed now (endpoint Creating/Updating, quota, endpoint gone).
     `reason` is shown to the user in the Failed scaling activity, so it should say what to do."""
@@ -50,12 +58,8 @@ class FleetPort(Protocol):
         """Whether the endpoint and its variant are known, in any status."""
         ...
 
-    async def is_async(self, endpoint: str) -> bool:
-        """Whether the endpoint's config has AsyncInferenceConfig (only those may scale in to 0)."""
-        ...
-
-    async def is_serverless(self, endpoint: str, variant: str) -> bool:
-        """Whether the variant has a ServerlessConfig (it has no instance count to scale)."""
+    async def variant_info(self, endpoint: str, variant: str) -> VariantInfo | None:
+        """The endpoint's variant as registering a target sees it, read at once; None when it is unknown."""
         ...
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:

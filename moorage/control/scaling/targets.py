@@ -56,20 +56,22 @@ class ScalableTargets:
     async def register(self, caller: Caller, params: Params) -> Params:
         key = TargetKey.of(params)
         ref = scalable_variant(key)
-        if not await self.fleet.exists(ref.endpoint, ref.variant):
+        info = await self.fleet.variant_info(ref.endpoint, ref.variant)  # read here: the fleet is the loop's
+        if info is None:
             raise ValidationException(
                 f"SageMaker endpoint variant doesn't exist: {key.resource_id}. Create the endpoint first, "
                 "or check the endpoint and variant names."
             )
-        if await self.fleet.is_serverless(ref.endpoint, ref.variant):
+        if info.serverless:
             raise ValidationException(
                 f"Variant {ref.variant} of endpoint {ref.endpoint} is serverless: it has no instance count, "
                 f"so {key.dimension} cannot be scaled. A serverless variant scales itself within its "
                 "ServerlessConfig.MaxConcurrency; change that with UpdateEndpointWeightsAndCapacities "
                 "(ServerlessUpdateConfig)."
             )
-        asynchronous = await self.fleet.is_async(ref.endpoint)  # read here: the fleet belongs to the loop
-        arn, bounds_changed = await self.store.run(self._register, caller, key, ref, params, asynchronous)
+        arn, bounds_changed = await self.store.run(
+            self._register, caller, key, ref, params, info.asynchronous
+        )
         if bounds_changed:
             self.bounds_changed()
         return {"ScalableTargetARN": arn}

@@ -22,6 +22,11 @@ class AsyncSettings:
     notification: dict[str, Any] | None  # NotificationConfig as accepted
     max_concurrent: int | None  # MaxConcurrentInvocationsPerInstance; None: one per worker
 
+    @property
+    def failure_root(self) -> str:
+        """Where failures are written: S3FailurePath, else beside the outputs (S3OutputPath)."""
+        return self.failure_path or self.output_path
+
     @classmethod
     def of(cls, config: dict[str, Any]) -> AsyncSettings:
         output = config.get("OutputConfig") or {}
@@ -53,12 +58,6 @@ def check_async_config(params: dict[str, Any]) -> None:
                 f"AsyncInferenceConfig.OutputConfig.{member} {path!r} has characters that are not "
                 "printable ASCII; the locations of results travel in HTTP headers "
                 "(X-Amzn-SageMaker-OutputLocation). Use an ASCII bucket and prefix."
-            )
-    for variant in params.get("ProductionVariants", []):
-        if "ServerlessConfig" in variant:
-            raise ValidationException(
-                f"Variant {variant['VariantName']!r} is serverless; asynchronous inference needs instances. "
-                "Remove AsyncInferenceConfig or give the variant InstanceType and InitialInstanceCount."
             )
     notification = output.get("NotificationConfig") or {}
     for topic in notification.get("IncludeInferenceResponseIn") or []:

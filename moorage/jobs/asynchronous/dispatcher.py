@@ -25,14 +25,13 @@ from typing import TypeVar
 
 from moorage.dataplane.routes import EndpointRoute, RoutingTable
 from moorage.jobs.asynchronous.commits import GroupCommit
-from moorage.jobs.asynchronous.config import AsyncSettings
+from moorage.jobs.asynchronous.config import SUCCESS_TOPIC, AsyncSettings
 from moorage.jobs.asynchronous.invoke import InvocationFailed, NoWorker, Request, Slots, call
 from moorage.jobs.asynchronous.notices import failure_message, success_message
 from moorage.jobs.asynchronous.queue import (
     Backlog,
     backlogs,
     drop_endpoint,
-    drop_request,
     expired_requests,
     finish_requests,
     last_seq,
@@ -322,6 +321,7 @@ class Dispatcher:
         """Write the result and notify. An output that cannot be written turns into a failure; a failure
         that cannot be written either is logged (server and endpoint log) and the request is dropped."""
         settings = route.asynchronous
+        assert settings is not None  # _serve starts requests only on an asynchronous route
         problem = await self._write(row, outcome, settings)
         if problem is not None and outcome.ok:
             outcome = _Outcome(False, reason=f"The result could not be written: {problem}")
@@ -336,12 +336,10 @@ class Dispatcher:
             if self.logs is not None:
                 with contextlib.suppress(OSError):
                     await self._io(self.logs.write, row.endpoint_name, message)
-            await self.store.run(drop_request, self.store, row.seq)
+            await self.store.run(finish_requests, self.store, [row.seq])
         self._notify(row, outcome)
 
-    async def _write(
-        self, row: AsyncRequestRow, outcome: _Outcome, settings: AsyncSettings | None
-    ) -> str | None:
+    async def _write(self, row: AsyncRequestRow, outcome: _Outcome, settings: AsyncSettings) -> str | None:
         """Write the output or failure object: None once written, else why it could not be. An outage of
         the store (it cannot be reached, or is busy) is retried until it ends, the row stays; a refusal
         (no such bucket, a path that runs into a file, no permission) is tried WRITE_ATTEMPTS times."""
@@ -352,7 +350,7 @@ class Dispatcher:
                 outcome.content_type,
                 "S3OutputPath",
             )
-            root = settings.output_path if settings else None
+            root = settings.output_path
         else:
             where, body, kind, field_ = (
                 row.failure_location,
@@ -360,7 +358,7 @@ class Dispatcher:
                 "text/plain",
                 "S3FailurePath",
             )
-            root = (settings.failure_path or settings.output_path) if settings else None
+            root = settings.failure_root
         inside = root if root and where.startswith(root.rstrip("/") + "/") else None
         delay, refused = 1.0, 0
         while True:
@@ -381,7 +379,7 @@ class Dispatcher:
         config = row.notification or {}
         include = config.get("IncludeInferenceResponseIn") or []
         if outcome.ok and config.get("SuccessTopic"):
-            body = outcome.body if "SUCCESS_NOTIFICATION_TOPIC" in include else None
+            body = outcome.body if SUCCESS_TOPIC in include else None
             self.notifier.publish(
                 config["SuccessTopic"], success_message(row, self.region, outcome.content_type, body)
             )
@@ -414,8 +412,6 @@ def _expired(row: AsyncRequestRow) -> _Outcome:
 def _finished_before(row: AsyncRequestRow) -> bool:
     """Whether an object of this very request exists: only names drawn for it (its output id) count; a
     Filename the caller chose may be an earlier request's, so such a request is run again."""
-    if row.output_id is None:
-        return False
     if object_exists(row.failure_location, "S3FailurePath"):
         return True
     own = row.output_location.rsplit("/", 1)[-1] == f"{row.output_id}.out"

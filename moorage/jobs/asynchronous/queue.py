@@ -37,14 +37,7 @@ def next_requests(store: Store, endpoint: str, running: set[int], limit: int) ->
 
     No high-water cursor: on PostgreSQL a seq is drawn at INSERT, not at commit, so with several front
     doors a lower seq may become visible after a higher one; the oldest rows are asked for each time."""
-    with store.session() as session:
-        query = (
-            select(AsyncRequestRow)
-            .where(AsyncRequestRow.endpoint_name == endpoint, AsyncRequestRow.seq.not_in(running))
-            .order_by(AsyncRequestRow.seq)
-            .limit(limit)
-        )
-        return list(session.scalars(query).all())
+    return _oldest(store, endpoint, running, limit)
 
 
 def expired_requests(
@@ -52,23 +45,20 @@ def expired_requests(
 ) -> list[AsyncRequestRow]:
     """Up to `limit` of the endpoint's requests whose RequestTTLSeconds has passed, oldest first, wherever
     they are in the queue (they fail without waiting for an instance)."""
+    return _oldest(store, endpoint, running, limit, expired_by=now)
+
+
+def _oldest(
+    store: Store, endpoint: str, running: set[int], limit: int, expired_by: float | None = None
+) -> list[AsyncRequestRow]:
+    """Up to `limit` of the endpoint's requests not `running`, by seq; only those expired by
+    `expired_by` when it is given."""
+    conditions = [AsyncRequestRow.endpoint_name == endpoint, AsyncRequestRow.seq.not_in(running)]
+    if expired_by is not None:
+        conditions.append(AsyncRequestRow.expires_at <= expired_by)
     with store.session() as session:
-        query = (
-            select(AsyncRequestRow)
-            .where(
-                AsyncRequestRow.endpoint_name == endpoint,
-                AsyncRequestRow.expires_at <= now,
-                AsyncRequestRow.seq.not_in(running),
-            )
-            .order_by(AsyncRequestRow.seq)
-            .limit(limit)
-        )
+        query = select(AsyncRequestRow).where(*conditions).order_by(AsyncRequestRow.seq).limit(limit)
         return list(session.scalars(query).all())
-
-
-def drop_request(store: Store, seq: int) -> None:
-    """Forget one request that can never end with an object (neither could be written)."""
-    finish_requests(store, [seq])
 
 
 def last_seq(store: Store) -> int:

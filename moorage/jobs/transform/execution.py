@@ -92,7 +92,10 @@ class _Counts:
 
 
 async def execute(
-    job: JobSnapshot, ctx: FleetContext, book: JobBook, access: LocalAccess | None = None
+    job: JobSnapshot,
+    ctx: FleetContext,
+    book: JobBook,
+    access: LocalAccess = LocalAccess(),
 ) -> str | None:
     """Run `job` to its end: the FailureReason, or None when every input object has its output."""
     objects = await book.objects(job.name)

@@ -8,13 +8,12 @@ order. An output is ``<S3OutputPath>/<the input's name after the prefix's last /
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from moorage.jobs.local_access import LocalAccess
 from moorage.jobs.objects import ObjectError, child, list_objects, location, read_object, relative_name
-from moorage.jobs.transform.records import read_manifest
+from moorage.jobs.transform.manifest import manifest_entries
 
 INPUT_FIELD = "TransformInput.DataSource.S3DataSource.S3Uri"
 OUTPUT_FIELD = "TransformOutput.S3OutputPath"
@@ -26,8 +25,10 @@ class InputObject:
     output: str  # where its output goes
 
 
-def input_objects(job: dict[str, Any], access: LocalAccess | None = None) -> list[InputObject]:
-    access = access or LocalAccess()
+def input_objects(
+    job: dict[str, Any],
+    access: LocalAccess = LocalAccess(),
+) -> list[InputObject]:
     source = job["TransformInput"]["DataSource"]["S3DataSource"]
     uri = source["S3Uri"]
     out = job["TransformOutput"]["S3OutputPath"]
@@ -35,9 +36,9 @@ def input_objects(job: dict[str, Any], access: LocalAccess | None = None) -> lis
     access.check(out, OUTPUT_FIELD)
     if source["S3DataType"] == "ManifestFile":
         body = read_object(uri, INPUT_FIELD)
-        uris = read_manifest(body, INPUT_FIELD)
-        prefix = _manifest_prefix(body)
-        names = [u[len(prefix) :].lstrip("/") for u in uris]  # the manifest's own relative paths
+        prefix, entries = manifest_entries(body, INPUT_FIELD)
+        uris = [prefix + entry for entry in entries]
+        names = [entry.lstrip("/") for entry in entries]  # the manifest's own relative paths
     else:
         below = _under(out) if _under(out) != _under(uri) else None  # outputs beside inputs: kept
         uris = [
@@ -68,8 +69,3 @@ def _under(uri: str) -> str:
     except ObjectError:
         return uri
     return where.uri.rstrip("/") + "/"
-
-
-def _manifest_prefix(body: bytes) -> str:
-    """The manifest's `{"prefix": …}` (read_manifest has checked the manifest's shape already)."""
-    return str(json.loads(body)[0]["prefix"])

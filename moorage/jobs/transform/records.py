@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moorage.jobs.transform import filters, manifest
+from moorage.jobs.transform import filters
 from moorage.jobs.transform.filters import FilterError, Format, JsonError, JsonPath, RowError
 from moorage.jobs.transform.framing import Framed, FramingError, split_recordio, split_tfrecord
 
@@ -479,9 +479,3 @@ def _pack(parts: list[bytes], settings: TransformSettings) -> list[Request]:
 
 def _terminated(unit: bytes) -> bytes:
     return unit if unit.endswith(b"\n") else unit + b"\n"
-
-
-def read_manifest(body: bytes, field: str) -> list[str]:
-    """A ManifestFile's object URIs in order (see manifest.py); a bad manifest raises ManifestError,
-    a ValueError whose message says what is wrong."""
-    return manifest.read_manifest(body, field)

@@ -19,6 +19,7 @@ from moorage.jobs.objects import ObjectError, delete_object
 from moorage.jobs.transform.book import FAILED as FAILED_OBJECT
 from moorage.jobs.transform.book import JobBook, JobSnapshot
 from moorage.jobs.transform.execution import JobFailed, execute, log_name
+from moorage.jobs.transform.inputs import OUTPUT_FIELD
 from moorage.store import Store
 
 log = logging.getLogger("moorage.transform")
@@ -26,11 +27,15 @@ log = logging.getLogger("moorage.transform")
 
 class TransformRunner:
     def __init__(
-        self, store: Store, ctx: FleetContext, poll_seconds: float, access: LocalAccess | None = None
+        self,
+        store: Store,
+        ctx: FleetContext,
+        poll_seconds: float,
+        access: LocalAccess = LocalAccess(),
     ) -> None:
         self.book = JobBook(store)
         self.ctx = ctx
-        self.access = access or LocalAccess()  # with --credentials: the disk paths jobs may use
+        self.access = access  # with --credentials: the disk paths jobs may use
         self.poll_seconds = poll_seconds
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._stop_requested: set[str] = set()
@@ -122,7 +127,7 @@ class TransformRunner:
             if stored.state == FAILED_OBJECT:  # wrote nothing
                 continue
             try:
-                await asyncio.to_thread(delete_object, stored.output, "TransformOutput.S3OutputPath")
+                await asyncio.to_thread(delete_object, stored.output, OUTPUT_FIELD)
             except ObjectError as exc:
                 self.ctx.logs.write(log_name(name), f"Stopped, but its output stays: {exc}")
 

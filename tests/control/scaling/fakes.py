@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from moorage.control.scaling.ports import CapacityChangeRefused, VariantReading
+from moorage.control.scaling.ports import CapacityChangeRefused, VariantInfo, VariantReading
 from tests.support.clock import FakeClock
 
 
@@ -71,11 +71,10 @@ class FakeFleetPort:
     async def exists(self, endpoint: str, variant: str) -> bool:
         return (endpoint, variant) in self.variants
 
-    async def is_async(self, endpoint: str) -> bool:
-        return endpoint in self.async_endpoints
-
-    async def is_serverless(self, endpoint: str, variant: str) -> bool:
-        return False
+    async def variant_info(self, endpoint: str, variant: str) -> VariantInfo | None:
+        if (endpoint, variant) not in self.variants:
+            return None
+        return VariantInfo(serverless=False, asynchronous=endpoint in self.async_endpoints)
 
     async def set_desired_instances(self, endpoint: str, variant: str, count: int) -> None:
         self.calls.append((endpoint, variant, count))

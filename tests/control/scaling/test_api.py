@@ -239,10 +239,10 @@ def test_at_most_500_targets(aas: Any, store: Store, clock: FakeClock) -> None:
 
 
 def test_an_unexpected_failure_is_an_internal_service_exception(aas: Any, fleet: FakeFleetPort) -> None:
-    async def broken(endpoint: str, variant: str) -> bool:
+    async def broken(endpoint: str, variant: str) -> None:
         raise RuntimeError("the fleet is on fire")
 
-    fleet.exists = broken  # type: ignore[method-assign]
+    fleet.variant_info = broken  # type: ignore[method-assign]
     message = refused(
         aas.register_scalable_target, "InternalServiceException", **TARGET, MinCapacity=1, MaxCapacity=2
     )

@@ -19,7 +19,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("endpoint_name", sa.String(63), nullable=False),
         sa.Column("inference_id", sa.String(64), nullable=False),
-        sa.Column("output_id", sa.String(36), nullable=True),
+        sa.Column("output_id", sa.String(36), nullable=False),
         sa.Column("input_location", sa.Text, nullable=True),
         sa.Column("body", sa.LargeBinary, nullable=True),
         sa.Column("content_type", sa.Text, nullable=True),
