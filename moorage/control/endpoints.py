@@ -35,6 +35,8 @@ from moorage.store.tables import EndpointRow
 
 Params = dict[str, Any]
 
+# Deletion rereads an endpoint that another writer changed under it this many times before giving up.
+DELETE_ATTEMPTS = 5
 _RETAINED = ("DesiredInstanceCount", "DesiredWeight")
 
 
@@ -260,6 +262,15 @@ class Endpoints:
         return {}
 
     def _record_delete(self, caller: Caller, name: str) -> str:
+        """Deletion has no precondition besides existence, so a change that overtook it (an autoscaler's
+        new instance count, a status the reconciler wrote) is read again rather than refused."""
+        for _ in range(DELETE_ATTEMPTS - 1):
+            row = self._row(caller, name)
+            with self.store.session() as session:
+                if update_endpoint(
+                    session, row.name, row.version, status="Deleting", last_modified_time=time.time()
+                ):
+                    return row.name
         row = self._row(caller, name)
         self._transition(row, status="Deleting", last_modified_time=time.time())
         return row.name

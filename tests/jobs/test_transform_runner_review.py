@@ -132,6 +132,44 @@ async def test_max_concurrent_transforms_bounds_each_instance() -> None:
     assert peak == {"i-a": 1, "i-b": 1}, f"requests at once per instance: {peak}"
 
 
+class _QuickClient:
+    """A worker client that answers after one turn of the loop and records the bodies in order."""
+
+    def __init__(self, answered: list[bytes]) -> None:
+        self.answered = answered
+        self.outstanding = 0
+        self.replacing = False
+
+    async def request(self, raw: bytes, timeout: float) -> WorkerResponse:
+        await asyncio.sleep(0)
+        self.answered.append(raw.rsplit(b"\r\n\r\n", 1)[1])
+        return WorkerResponse(200, [], b"ok")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_sender_that_asks_again_at_once_does_not_starve_one_already_waiting() -> None:
+    """Two objects share a job's slots: one object's loop sends its next record as soon as the last
+    answered. The other object's record, waiting since before that, goes first (StopTransformJob
+    mid-run once found the quick object still waiting when the slow one had finished)."""
+    answered: list[bytes] = []
+    client = _QuickClient(answered)
+    route = VariantRoute("AllTraffic", 1.0, 600.0)
+    route.add_workers([WorkerRoute(client, "i-a", 0, lambda: None)])  # type: ignore[arg-type]
+    sender = Sender(route, "text/csv", None, ClientConfig(600.0, 0), max_concurrent=1)
+
+    async def busy() -> None:
+        for _ in range(20):
+            await sender.send(b"slow")
+
+    loop = asyncio.ensure_future(busy())
+    await asyncio.sleep(0)  # the busy loop holds the one slot
+    await sender.send(b"quick")
+    await loop
+    assert answered.index(b"quick") <= 1, answered
+
+
 # ---- 3. concurrent object_finished calls lose each other's entries --------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,7 @@ class Sender:
         self._head = _head(content_type, accept)
         self._by_instance: dict[str, int] = {}  # requests outstanding per instance id
         self._freed = asyncio.Event()
+        self._line: deque[object] = deque()  # callers waiting for a slot, first come first served
 
     async def send(self, body: bytes) -> bytes:
         """The model's answer to `body`; InvocationFailed once the retries are spent. A client error
@@ -120,25 +122,32 @@ class Sender:
     async def _worker(self) -> WorkerRoute | None:
         """A worker of the least-loaded instance with room under MaxConcurrentTransforms, counted as
         taken; waits while every instance is full, or while none is there (instances being replaced:
-        None after _NO_WORKER_PATIENCE)."""
-        waited = 0.0
-        while True:
-            workers = [w for w in self.route.workers if not w.client.replacing]
-            if workers:
-                load = self._by_instance
-                open_ = [w for w in workers if load.get(w.instance_id, 0) < self.max_concurrent]
-                if open_:
-                    chosen = min(open_, key=lambda w: (load.get(w.instance_id, 0), w.client.outstanding))
-                    load[chosen.instance_id] = load.get(chosen.instance_id, 0) + 1
-                    return chosen
-                self._freed.clear()
-                with contextlib.suppress(TimeoutError):  # a replaced instance frees no slot: look again
-                    await asyncio.wait_for(self._freed.wait(), _NO_WORKER_POLL * 20)
-                continue
-            if waited >= _NO_WORKER_PATIENCE:
-                return None
-            await asyncio.sleep(_NO_WORKER_POLL)
-            waited += _NO_WORKER_POLL
+        None after _NO_WORKER_PATIENCE). Callers are served in arrival order, so a sender that frees a
+        slot and asks again at once cannot starve one that was already waiting (another object)."""
+        me = object()
+        self._line.append(me)
+        try:
+            waited = 0.0
+            while True:
+                workers = [w for w in self.route.workers if not w.client.replacing]
+                if workers:
+                    load = self._by_instance
+                    open_ = [w for w in workers if load.get(w.instance_id, 0) < self.max_concurrent]
+                    if open_ and self._line[0] is me:
+                        chosen = min(open_, key=lambda w: (load.get(w.instance_id, 0), w.client.outstanding))
+                        load[chosen.instance_id] = load.get(chosen.instance_id, 0) + 1
+                        return chosen
+                    self._freed.clear()
+                    with contextlib.suppress(TimeoutError):  # a replaced instance frees no slot: look again
+                        await asyncio.wait_for(self._freed.wait(), _NO_WORKER_POLL * 20)
+                    continue
+                if waited >= _NO_WORKER_PATIENCE:
+                    return None
+                await asyncio.sleep(_NO_WORKER_POLL)
+                waited += _NO_WORKER_POLL
+        finally:
+            self._line.remove(me)
+            self._freed.set()  # the next in line looks again
 
 
 async def execution_parameters(route: VariantRoute, timeout: float = 10.0) -> dict[str, Any]:
