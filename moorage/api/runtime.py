@@ -42,16 +42,15 @@ _HEADER_LIMITS = (
 # Request members that select something this server does not run; ignoring them would answer from
 # something other than what the caller asked for.
 _UNSUPPORTED = {
-    b"x-amzn-sagemaker-target-model": ("TargetModel", "is not a multi-model endpoint"),
-    b"x-amzn-sagemaker-target-container-hostname": (
-        "TargetContainerHostname",
-        "is not a multi-container endpoint with Direct invocation",
-    ),
     b"x-amzn-sagemaker-inference-component": ("InferenceComponentName", "has no inference components"),
     b"x-amzn-sagemaker-session-id": ("SessionId", "does not have stateful sessions enabled"),
     b"x-amzn-sagemaker-enable-explanations": ("EnableExplanations", "has no ExplainerConfig"),
 }
 _UNSUPPORTED_NAMES = frozenset(_UNSUPPORTED)
+_TARGET_MODEL = b"x-amzn-sagemaker-target-model"
+_TARGET_CONTAINER = b"x-amzn-sagemaker-target-container-hostname"
+# headers that send the request somewhere the plain path does not look: checked on the slow path only
+_SLOW_NAMES = _UNSUPPORTED_NAMES | {_TARGET_MODEL, _TARGET_CONTAINER}
 _OTHER_OPERATIONS = {
     "async-invocations": "InvokeEndpointAsync",
     "invocations-response-stream": "InvokeEndpointWithResponseStream",
@@ -97,8 +96,9 @@ class RuntimeApi:
             _check_lengths(headers)
             endpoint = unquote(name) if "%" in name else name
             route = self.table.get(endpoint)
-            if route is None or route.asynchronous is not None or not _UNSUPPORTED_NAMES.isdisjoint(headers):
-                self._refuse(endpoint, headers)
+            targeted = False
+            if route is None or route.asynchronous is not None or not _SLOW_NAMES.isdisjoint(headers):
+                targeted = self._refuse(endpoint, headers)
             target_variant = headers.get(b"x-amzn-sagemaker-target-variant")
             inv = Invocation(
                 endpoint=endpoint,
@@ -109,6 +109,11 @@ class RuntimeApi:
                 inference_id=headers.get(b"x-amzn-sagemaker-inference-id"),
                 target_variant=target_variant.decode("latin-1") if target_variant is not None else None,
             )
+            if targeted:  # checked against its variant in invoke (or the variant's gate)
+                inv.target_model = headers.get(_TARGET_MODEL)
+                container = headers.get(_TARGET_CONTAINER)
+                inv.target_container = container.decode("latin-1") if container is not None else None
+                inv.targeted = True
             pending = invoke(self.table, inv, self.account, begun)
         except AwsError as err:
             return error_response(err, rid, _JSON)
@@ -116,8 +121,9 @@ class RuntimeApi:
         pending.add_done_callback(lambda done: response.set_result(_render(done, rid)))
         return response
 
-    def _refuse(self, endpoint: str, headers: Mapping[bytes, bytes]) -> None:
-        """The slow path: an unknown endpoint or a member asking for what no endpoint here has.
+    def _refuse(self, endpoint: str, headers: Mapping[bytes, bytes]) -> bool:
+        """The slow path: an unknown endpoint, a member asking for what no endpoint here has, or a target
+        (model or container) to check before it is used. Returns when the request may go on.
 
         Only here is the whole request checked against the model (the hot path checks lengths only):
         a malformed name answers the Coral-style ValidationError AWS gives, not "not found"."""
@@ -138,6 +144,7 @@ class RuntimeApi:
                     f"{member} was given, but endpoint {endpoint} {missing}; this server does not serve "
                     f"that yet. Remove the {header.decode()} header."
                 )
+        return _TARGET_MODEL in headers or _TARGET_CONTAINER in headers
 
 
 def _refuse_path(method: bytes, path: bytes, action: str) -> None:

@@ -33,6 +33,10 @@ class InstanceSpec:
     # a serverless instance: its start is a request's cold start, so a provider that can start it faster
     # (the local provider's zygote, moorage/compute/zygote.py) does
     fork_from_zygote: bool = False
+    # a multi-container instance (moorage/compute/containers.py): each container is started as an instance
+    # of its own from these specs, and together they are this one; `container` is one's ContainerHostname
+    containers: tuple[InstanceSpec, ...] = ()
+    container: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class WorkerAddress:
 
     index: int
     address: str
+    container: str = ""  # the ContainerHostname of the container it serves (a multi-container instance)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ class Invocation:
     custom_attributes: bytes | None = None
     inference_id: bytes | None = None
     target_variant: str | None = None
+    # TargetModel (multi-model endpoints) and TargetContainerHostname (Direct invocation), as sent;
+    # `targeted` is set when either is, so the plain path checks one flag
+    target_model: bytes | None = None
+    target_container: str | None = None
+    targeted: bool = False
 
 
 @dataclass(slots=True)
@@ -56,6 +61,8 @@ def _encode(inv: Invocation) -> bytes:
         parts += (b"\r\nx-amzn-sagemaker-custom-attributes: ", inv.custom_attributes)
     if inv.inference_id is not None:
         parts += (b"\r\nx-amzn-sagemaker-inference-id: ", inv.inference_id)
+    if inv.target_model is not None:
+        parts += (b"\r\nx-amzn-sagemaker-target-model: ", inv.target_model)
     parts += (b"\r\n\r\n", inv.body)
     return b"".join(parts)
 
@@ -118,7 +125,7 @@ class _Call:
         self.pause = 0.01
 
     def start(self) -> None:
-        workers = self.variant.workers
+        workers = self._candidates()
         if self.tried:
             workers = [w for w in workers if w not in self.tried]
         worker = self.variant.pick(workers)
@@ -132,6 +139,10 @@ class _Call:
             self.connecting = asyncio.ensure_future(self._connect(worker))
         else:
             self._send(conn)
+
+    def _candidates(self) -> list[WorkerRoute]:
+        """The workers this request may go to (a gate's call narrows them: one instance, one container)."""
+        return self.variant.workers
 
     def _send(self, conn: Connection) -> None:
         self.conn = conn
@@ -273,8 +284,24 @@ def invoke(
             )
         raise ValidationError(f"Endpoint {route.name} has no variant with a weight above zero.")
     future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
-    if variant.serverless is None:
+    if variant.gate is None:
+        if inv.targeted:
+            raise untargetable(route, inv)
         _Call(route, variant, _encode(inv), future, begun).start()
-    else:  # admission, payload limit and cold start: moorage/dataplane/serverless.py
-        variant.serverless.invoke(route, variant, inv.body, _encode(inv), future, begun, table)
+    else:  # serverless admission, multi-model placement, pipeline hops: moorage/dataplane/gates.py
+        variant.gate.invoke(route, variant, inv, future, begun, table)
     return future
+
+
+def untargetable(route: EndpointRoute, inv: Invocation) -> ValidationError:
+    """TargetModel or TargetContainerHostname sent to a variant that has no models or containers to pick."""
+    if inv.target_model is not None:
+        return ValidationError(
+            f"Endpoint {route.name} is not a multi-model endpoint and does not support target model header. "
+            "Remove TargetModel, or invoke a multi-model endpoint."
+        )
+    return ValidationError(
+        f"Endpoint {route.name} is not a multi-container endpoint with Direct "
+        "invocation (InferenceExecutionConfig Mode Direct), so TargetContainerHostname does not apply. "
+        "Remove TargetContainerHostname."
+    )

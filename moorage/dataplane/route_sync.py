@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from moorage.dataplane.connection import WorkerClient
+from moorage.dataplane.gates import GATE_KINDS, Gate
 from moorage.dataplane.periodic import every
 from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
@@ -43,11 +44,13 @@ def snapshot_of(route: EndpointRoute, state: dict[str, Any] | None = None) -> Sn
                 "weight": v.weight,
                 "timeout": v.timeout,
                 "routing": _STRATEGY_NAMES.get(v.pick, "LEAST_OUTSTANDING_REQUESTS"),
-                "workers": [[w.instance_id, w.index, w.client.address] for w in v.workers],
+                "workers": [[w.instance_id, w.index, w.client.address, w.container] for w in v.workers],
                 # a serverless variant's admission limit (moorage/dataplane/serverless.py); None: real time
                 "serverless": (
                     {"max_concurrency": v.serverless.max_concurrency} if v.serverless is not None else None
                 ),
+                # a multi-model or multi-container variant's gate, as (kind, settings) (dataplane/gates.py)
+                "gate": [v.gate.kind, v.gate.settings()] if v.gate is not None and v.gate.kind else None,
             }
             for v in route.variants
         ],
@@ -155,13 +158,17 @@ class RouteFollower:
             )
             route.stats = self.stats.variant(name, v["name"]) if self.stats is not None else None
             workers = []
-            for instance_id, index, address in v["workers"]:
+            for instance_id, index, address, *rest in v["workers"]:
+                container = str(rest[0]) if rest else ""
                 client = clients.pop(address, None) or WorkerClient(address)
                 # a hung worker is the reconciling server's to kill (its health check sees it too);
                 # here its connection is dropped, so the next request opens a fresh one
-                workers.append(WorkerRoute(client, instance_id, int(index), client.close))
+                workers.append(
+                    WorkerRoute(client, instance_id, int(index), client.close, container=container)
+                )
             route.workers = workers
             route.serverless = self._gate(gates.get(v["name"]), v.get("serverless"))
+            route.gate = route.serverless or _gate(v.get("gate"))
             variants.append(route)
         for client in clients.values():  # workers no longer in the route
             client.close()
@@ -182,6 +189,15 @@ class RouteFollower:
                 previous.wake = self.wake
         previous.max_concurrency = int(settings["max_concurrency"])
         return previous
+
+
+def _gate(published: list[Any] | None) -> Gate | None:
+    """A multi-model or multi-container variant's gate, rebuilt from what the reconciling server published."""
+    if not published:
+        return None
+    kind, settings = published
+    build = GATE_KINDS.get(kind)
+    return build(settings) if build is not None else None
 
 
 def _hand_over(old: EndpointRoute, new: EndpointRoute) -> None:

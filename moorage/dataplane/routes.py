@@ -14,6 +14,7 @@ from moorage.dataplane.policy import WorkerChoice, choose_worker
 from moorage.dataplane.stats import VariantStats
 
 if TYPE_CHECKING:  # serverless imports this module
+    from moorage.dataplane.gates import Gate
     from moorage.dataplane.serverless import ServerlessGate
     from moorage.jobs.asynchronous.config import AsyncSettings
 
@@ -27,6 +28,8 @@ class WorkerRoute:
     index: int
     kill: Callable[[], None]
     served: int = 0  # responses it gave (InvocationsPerInstance, summed per instance)
+    # the ContainerHostname of the container this worker belongs to (a multi-container instance); "" else
+    container: str = ""
 
 
 @dataclass(eq=False)
@@ -41,6 +44,9 @@ class VariantRoute:
     stats: VariantStats | None = None  # None: metrics are off
     # a serverless variant's admission and cold-start wait (moorage/dataplane/serverless.py); None: real time
     serverless: ServerlessGate | None = None
+    # what every request of the variant goes through instead of straight to a worker: serverless admission,
+    # a multi-model endpoint's placement, a pipeline's hops (moorage/dataplane/gates.py); None: real time
+    gate: Gate | None = None
 
     def add_workers(self, workers: list[WorkerRoute]) -> None:
         self.workers = [*self.workers, *workers]

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from moorage.api.errors import (
     ModelError,
@@ -21,7 +22,7 @@ from moorage.api.errors import (
     ValidationError,
 )
 from moorage.dataplane.connection import WorkerResponse
-from moorage.dataplane.invoke import InvocationResult, _Call, model_error
+from moorage.dataplane.invoke import Invocation, InvocationResult, _Call, _encode, model_error, untargetable
 from moorage.dataplane.policy import choose_variant
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute
 
@@ -61,23 +62,30 @@ class ServerlessGate:
         for call in held:
             call.retry()
 
+    kind = ""  # published by route_sync as the variant's "serverless" member, not as a gate kind
+
+    def settings(self) -> dict[str, Any]:
+        return {"max_concurrency": self.max_concurrency}
+
     def invoke(
         self,
         route: EndpointRoute,
         variant: VariantRoute,
-        body: bytes,
-        raw: bytes,
+        inv: Invocation,
         future: asyncio.Future[InvocationResult],
         begun: float,
         table: RoutingTable | None = None,
     ) -> None:
         """Admit the request or refuse it (throttled, too large); errors are set on `future`. `table`:
         where a request held while this variant goes away finds the endpoint's new route."""
-        if len(body) > MAX_PAYLOAD_BYTES:
+        if inv.targeted:
+            future.set_exception(untargetable(route, inv))
+            return
+        if len(inv.body) > MAX_PAYLOAD_BYTES:
             self.last_used = time.monotonic()
             future.set_exception(PayloadTooLarge(TOO_LARGE))
             return
-        self.admit(route, variant, raw, future, begun, time.monotonic(), table)
+        self.admit(route, variant, _encode(inv), future, begun, time.monotonic(), table)
 
     def admit(
         self,

@@ -27,7 +27,11 @@ class Member:
             client = WorkerClient(address.address)
             workers.append(
                 WorkerRoute(
-                    client, instance.instance_id, address.index, _killer(instance, address.index, client)
+                    client,
+                    instance.instance_id,
+                    address.index,
+                    _killer(instance, address.index, client),
+                    container=address.container,
                 )
             )
         return cls(instance, workers, started)

@@ -37,6 +37,16 @@ class DeploymentFailed(Exception):
 
 
 @dataclass(frozen=True)
+class ContainerPlan:
+    """One container of a multi-container variant (an inference pipeline, or Direct invocation)."""
+
+    hostname: str  # ContainerHostname, or the name SageMaker would give it (container-1 …)
+    prepared: PreparedModel
+    recipe: ModelRecipe
+    environment: dict[str, str]
+
+
+@dataclass(frozen=True)
 class VariantPlan:
     """Everything needed to start instances of one production variant."""
 
@@ -53,6 +63,12 @@ class VariantPlan:
     timeout: float
     routing: str
     serverless: dict[str, Any] | None = None  # the ServerlessConfig now in force; None: real time
+    # several containers on each instance (moorage/fleet/pipeline.py): `prepared`, `recipe` and
+    # `environment` above are the first container's; `invocation` is InferenceExecutionConfig's Mode
+    containers: tuple[ContainerPlan, ...] = ()
+    invocation: str = ""  # "Serial" or "Direct" when there are containers
+    # a multi-model variant's settings (moorage/fleet/multimodel.py); None: one model
+    multi_model: Any = None
 
 
 def check_supported(config: dict[str, Any]) -> None:
@@ -72,21 +88,26 @@ def check_supported(config: dict[str, Any]) -> None:
             )
 
 
-def primary_container(model: dict[str, Any]) -> dict[str, Any]:
+def model_containers(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's containers: its PrimaryContainer, or its Containers in order."""
     if "PrimaryContainer" in model:
-        container: dict[str, Any] = model["PrimaryContainer"]
-    else:
-        containers = model.get("Containers") or []
-        if len(containers) != 1:
-            raise DeploymentFailed(
-                f"Model {model['ModelName']} has {len(containers)} containers; inference pipelines and "
-                "multi-container endpoints are not supported by this server yet. Use one PrimaryContainer."
-            )
-        container = containers[0]
+        return [model["PrimaryContainer"]]
+    return list(model.get("Containers") or [])
+
+
+def primary_container(model: dict[str, Any]) -> dict[str, Any]:
+    """The one container of a single-model, single-container model (what batch transform runs)."""
+    containers = model_containers(model)
+    if len(containers) != 1:
+        raise DeploymentFailed(
+            f"Model {model['ModelName']} has {len(containers)} containers; batch transform with an inference "
+            "pipeline is not supported by this server yet. Use a model with one PrimaryContainer."
+        )
+    container = containers[0]
     if container.get("Mode") == "MultiModel":
         raise DeploymentFailed(
-            f"Model {model['ModelName']} uses Mode=MultiModel, which this server does not support yet. "
-            "Deploy each model as its own endpoint or variant."
+            f"Model {model['ModelName']} uses Mode=MultiModel; batch transform needs a single-model "
+            "container. Create a model with one model's ModelDataUrl for the job."
         )
     return container
 
@@ -119,15 +140,31 @@ async def prepare_variant(
 ) -> VariantPlan:
     """Download and unpack the variant's model and build its environment, within its download bound."""
     model = snapshot["models"][pv["ModelName"]]
-    container = primary_container(model)
+    containers = model_containers(model)
+    if len(containers) > 1:  # imported here: those modules build on this one
+        from moorage.fleet.pipeline import prepare_pipeline
+
+        return await prepare_pipeline(endpoint, snapshot, pv, ctx)
+    if containers and containers[0].get("Mode") == "MultiModel":
+        from moorage.fleet.multimodel import prepare_multimodel
+
+        return await prepare_multimodel(endpoint, snapshot, pv, ctx)
+    name = model["ModelName"]
+    prepared, recipe, environment = await prepare_container(endpoint, pv, name, containers[0], ctx)
+    return variant_plan(snapshot, pv, ctx, prepared, recipe, environment)
+
+
+async def prepare_container(
+    endpoint: str, pv: dict[str, Any], model_name: str, container: dict[str, Any], ctx: FleetContext
+) -> tuple[PreparedModel, ModelRecipe, dict[str, str]]:
+    """One container's model downloaded, unpacked and given its environment, within the variant's
+    ModelDataDownloadTimeoutInSeconds."""
     recipe = ModelRecipe.of(
         container, UnpackLimits(max_total_bytes=ctx.settings.max_unpacked_bytes), ctx.images
     )
     source = container.get("ModelDataUrl") or "ModelDataSource"
-    ctx.logs.write(
-        endpoint, f"Variant {pv['VariantName']}: preparing model {model['ModelName']} from {source}"
-    )
-    timeout = float(pv.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
+    ctx.logs.write(endpoint, f"Variant {pv['VariantName']}: preparing model {model_name} from {source}")
+    timeout = download_timeout(pv)
     try:
         prepared, environment = await asyncio.wait_for(
             asyncio.to_thread(
@@ -141,10 +178,34 @@ async def prepare_variant(
             f"the model data from {source} was still being downloaded, unpacked or given its environment. "
             "Raise ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
         ) from None
+    return prepared, recipe, environment
+
+
+def download_timeout(pv: dict[str, Any]) -> float:
+    return float(pv.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
+
+
+def variant_plan(
+    snapshot: dict[str, Any],
+    pv: dict[str, Any],
+    ctx: FleetContext,
+    prepared: PreparedModel,
+    recipe: ModelRecipe,
+    environment: dict[str, str],
+    **extra: Any,
+) -> VariantPlan:
+    """The plan of a variant whose (first) container is prepared: capacity, timeouts, routing;
+    `extra` sets the multi-container and multi-model members."""
     instances, weight = variant_capacity(snapshot, pv)
     kind = str(pv.get("InstanceType") or "")
     serverless = serverless_config(snapshot, pv)
     if serverless is not None:  # zero instances until a request comes, unless some are provisioned
+        if extra:
+            raise DeploymentFailed(
+                f"Variant {pv['VariantName']} has a ServerlessConfig, and serverless endpoints serve one "
+                "single-container model: not a multi-model endpoint or an inference pipeline. Use "
+                "InstanceType and InitialInstanceCount for this model."
+            )
         instances, kind = warm_instances(serverless), serverless_instance_type(serverless)
         # on a cluster, the worker count follows the CPUs the instance reserves there
         environment = instance_environment(
@@ -155,7 +216,7 @@ async def prepare_variant(
         prepared=prepared,
         recipe=recipe,
         instance_type=kind,
-        download_timeout=timeout,
+        download_timeout=download_timeout(pv),
         deployment=deployment_key(snapshot),
         environment=environment,
         startup_timeout=float(pv.get("ContainerStartupHealthCheckTimeoutInSeconds", DEFAULT_STARTUP_TIMEOUT)),
@@ -164,4 +225,5 @@ async def prepare_variant(
         timeout=invocation_timeout(environment),
         routing=(pv.get("RoutingConfig") or {}).get("RoutingStrategy", DEFAULT_ROUTING),
         serverless=serverless,
+        **extra,
     )

@@ -77,6 +77,7 @@ class ServerlessScaler:
         self.config = dict(config)
         self.gate = ServerlessGate(int(config["MaxConcurrency"]), wake=self.wake)
         fleet.route.serverless = self.gate
+        fleet.route.gate = self.gate
         # the other servers' requests (several servers on one database): in flight now, latest arrival
         self.remote_admitted = 0
         self.remote_last_used = 0.0

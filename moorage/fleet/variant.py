@@ -17,8 +17,10 @@ from typing import Any
 
 from moorage.clock import sleep_or_wake
 from moorage.compute.base import InstanceSpec, InstanceStartError
+from moorage.compute.containers import start_instance
 from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import VariantRoute
+from moorage.fleet.gates import variant_gate
 from moorage.fleet.health import probe
 from moorage.fleet.member import Member
 from moorage.fleet.plan import VariantPlan
@@ -50,6 +52,8 @@ class VariantFleet:
         self.ctx = ctx
         self.route = VariantRoute(plan.name, plan.weight, plan.timeout, pick=STRATEGIES[plan.routing])
         self.route.stats = ctx.stats.variant(endpoint, plan.name) if ctx.stats is not None else None
+        # several models or containers behind the variant: their requests go through a gate
+        self.route.gate = variant_gate(plan, self.route.stats)
         self.members: list[Member] = []
         self.desired = plan.instances
         self.closed = False
@@ -263,7 +267,7 @@ class VariantFleet:
         self.route.starting += 1
         begun = self.ctx.clock.monotonic()
         try:
-            instance = await self.ctx.provider.start(spec)
+            instance = await start_instance(self.ctx.provider, spec)
         finally:
             self.route.starting -= 1
         member = Member.of(instance, self.ctx.clock.monotonic())

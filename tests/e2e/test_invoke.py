@@ -132,8 +132,6 @@ def test_malformed_names_get_coral_validation_messages(smr: Any, echo_endpoint: 
 @pytest.mark.parametrize(
     ("member", "value", "header"),
     [
-        ("TargetModel", "model-a.tar.gz", "x-amzn-sagemaker-target-model"),
-        ("TargetContainerHostname", "c1", "x-amzn-sagemaker-target-container-hostname"),
         ("InferenceComponentName", "ic1", "x-amzn-sagemaker-inference-component"),
         ("SessionId", "NEW_SESSION", "x-amzn-sagemaker-session-id"),
         ("EnableExplanations", "`true`", "x-amzn-sagemaker-enable-explanations"),
@@ -148,6 +146,25 @@ def test_routing_members_this_server_does_not_serve_are_refused(
         )
     message = raised.value.response["Error"]["Message"]
     assert member in message and header in message and echo_endpoint in message
+
+
+def test_targets_on_a_single_model_endpoint_are_refused(smr: Any, echo_endpoint: str) -> None:
+    with pytest.raises(smr.exceptions.ValidationError) as raised:
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint, Body=b"{}", ContentType="application/json", TargetModel="a.tar.gz"
+        )
+    assert raised.value.response["Error"]["Message"].startswith(
+        f"Endpoint {echo_endpoint} is not a multi-model endpoint and does not support target model header."
+    )
+    with pytest.raises(smr.exceptions.ValidationError) as raised:
+        smr.invoke_endpoint(
+            EndpointName=echo_endpoint,
+            Body=b"{}",
+            ContentType="application/json",
+            TargetContainerHostname="c1",
+        )
+    message = raised.value.response["Error"]["Message"]
+    assert echo_endpoint in message and "TargetContainerHostname" in message and "Direct" in message
 
 
 def test_header_the_http_parser_refuses_is_a_validation_error(smr: Any, echo_endpoint: str) -> None:

