@@ -12,6 +12,10 @@ def run() -> int:
     from moorage.serving.settings import limit_threads
 
     limit_threads(os.environ)
+    if os.environ.get("MOORAGE_MME_SOURCE"):  # a multi-model instance (moorage/serving/multimodel)
+        from moorage.serving.multimodel.manager import main as multi_model_main
+
+        return multi_model_main()
     from moorage.serving.instance import main
 
     return main()

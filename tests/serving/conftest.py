@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from .multimodel_support import StartMultiModel, multimodel_instances
 from .support import Instance
 
 StartInstance = Callable[..., Instance]
@@ -23,3 +24,10 @@ def start_instance() -> Iterator[StartInstance]:
     yield start
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture
+def start_multimodel(tmp_path: Path) -> Iterator[StartMultiModel]:
+    """Starts multi-model instances (`start_multimodel(build, **MOORAGE_MME_env)`, `build(models_dir)` writes
+    the models first) and stops them after the test."""
+    yield from multimodel_instances(tmp_path)

@@ -1,0 +1,22 @@
+"""A multi-model instance (Mode=MultiModel): one process that loads models on demand, each as an
+ordinary single-model instance of its own, and unloads the least recently used when memory runs short.
+
+`python -m moorage.serving` runs this instead of the single-model runtime when MOORAGE_MME_SOURCE is
+set (same command line). The environment the fleet gives it:
+
+- MOORAGE_MME_SOURCE: the model prefix (s3://bucket/prefix/, file:///dir/ or a plain directory); a
+  TargetModel is appended to it (prefix + TargetModel).
+- MOORAGE_MME_MEMORY_BYTES: the memory loaded models may use here, measured (PSS of their processes);
+  the machine's memory if unset.
+- MOORAGE_MME_DISK_BYTES: the cap on downloaded/unpacked models on disk (default 20 GiB).
+- MOORAGE_MME_CACHE_DIR: where they are kept (shared by the instances on one machine, under flock).
+- MOORAGE_MME_CACHING: Enabled (default) or Disabled (unload and delete after each invocation).
+- MOORAGE_MME_READY_WAIT_SECONDS (50): how long a request waits for a load before ModelNotReady.
+- MOORAGE_MME_INVOCATION_TIMEOUT_SECONDS (60): the whole budget of one invocation.
+- MOORAGE_MME_S3_STORE: JSON [endpoint_url or null, anonymous] for moorage.artifacts.fetch.use_store.
+- MOORAGE_MME_IMAGE: JSON of the container's RegisteredImage (optional).
+- MOORAGE_MME_MODEL_WORKERS: worker processes per loaded model (default 1).
+
+The MOORAGE_MME_* variables are taken out of the environment as they are read; everything else
+passes through to the model processes.
+"""

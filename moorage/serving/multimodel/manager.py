@@ -1,0 +1,127 @@
+"""The multi-model instance main: one asyncio process that serves HTTP on the instance's one worker
+address and runs each loaded model as a single-model instance of its own (a child process group).
+
+Same command line and state files as a single-model instance: SOCKDIR/instance.json lists one worker
+(this process) once it listens; SOCKDIR/failure.json and exit status 3 when it cannot start. SIGTERM
+stops the model processes, then this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from moorage.artifacts.fetch import use_store
+from moorage.compute.local import LocalProvider
+from moorage.http.server import HttpServer
+from moorage.serving import logs
+from moorage.serving.errors import StartupFailure
+from moorage.serving.failure import one_line
+from moorage.serving.multimodel.app import MultiModelApp
+from moorage.serving.multimodel.cache import ModelCache
+from moorage.serving.multimodel.settings import MultiModelSettings, take_settings
+from moorage.serving.settings import DEFAULT_MAX_BODY_BYTES, Arguments, parse_arguments
+from moorage.serving.statefiles import StateFiles
+
+logger = logging.getLogger("moorage.serving.multimodel")
+
+FAILED = 3
+DRAIN_SECONDS = 5.0
+_MAX_RUN_DIR_CHARS = 78  # + "/m/" + "zygote-<10 hex>.sock" (or "m<n>/w<i>.sock") stays under 107
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    logs.configure("mme", os.environ.get("MOORAGE_INSTANCE_ID") or None, logging.INFO)
+    args.socket_dir.mkdir(parents=True, exist_ok=True)
+    files = StateFiles(args.socket_dir)
+    files.clear()
+    try:
+        settings = take_settings(os.environ)
+    except StartupFailure as failure:
+        logger.error("the instance cannot start: %s", failure.reason)
+        files.write_failure(failure.reason)
+        return FAILED
+    if settings.s3_store is not None:
+        use_store(*settings.s3_store)
+    return asyncio.run(_serve(args, settings, files))
+
+
+async def _serve(args: Arguments, settings: MultiModelSettings, files: StateFiles) -> int:
+    run_dir = _run_dir(args.socket_dir)
+    provider = LocalProvider(run_dir)
+    provider.prewarm(sys.executable)  # models without their own environment fork from it
+    cache = ModelCache(settings, provider, _model_log(args.socket_dir))
+    server = HttpServer(MultiModelApp(cache), DEFAULT_MAX_BODY_BYTES)
+    loop = asyncio.get_running_loop()
+    try:
+        listener, address = await _listen(loop, server, files, args.tcp_host)
+    except OSError as exc:
+        reason = one_line(f"the multi-model instance cannot listen: {exc}")
+        files.write_failure(reason)
+        await provider.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return FAILED
+    cache.start()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    files.write_instance(os.getpid(), 0.0, [(0, os.getpid(), address)])
+    logger.info("multi-model instance ready on %s (models from %s)", address, settings.source)
+    await stop.wait()
+    logger.info("stopping: unloading %d models", len(cache.loaded))
+    listener.close()
+    await server.drain(DRAIN_SECONDS)
+    await cache.close()
+    await provider.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    files.remove_instance(1)
+    return 0
+
+
+async def _listen(
+    loop: asyncio.AbstractEventLoop, server: HttpServer, files: StateFiles, tcp_host: str | None
+) -> tuple[asyncio.Server, str]:
+    if tcp_host is None:
+        path = files.socket(0)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+        return await loop.create_unix_server(server, path=str(path), backlog=1024), str(path)
+    family = socket.AF_INET6 if ":" in tcp_host else socket.AF_INET
+    listener = await loop.create_server(server, host=tcp_host, port=0, family=family, backlog=1024)
+    host, port = listener.sockets[0].getsockname()[:2]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    return listener, f"tcp://{shown}:{port}"
+
+
+def _run_dir(socket_dir: Path) -> Path:
+    """Where the models' sockets go: inside the socket directory (removed with it, even after a crash)
+    unless that would make a Unix socket path longer than the 107 bytes allowed."""
+    if len(str(socket_dir)) <= _MAX_RUN_DIR_CHARS:
+        run_dir = socket_dir / "m"
+        run_dir.mkdir(exist_ok=True)
+        return run_dir
+    return Path(tempfile.mkdtemp(prefix="moorage-mme-"))
+
+
+def _model_log(socket_dir: Path) -> Path:
+    """The model processes write where this process does (the endpoint log) when that is a file."""
+    with contextlib.suppress(OSError):
+        target = Path(os.readlink("/proc/self/fd/1"))
+        if target.is_file():
+            return target
+    return socket_dir / "models.log"

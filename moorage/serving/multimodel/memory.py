@@ -1,0 +1,45 @@
+"""What a loaded model really costs: the proportional set size (PSS) of its processes.
+
+PSS splits pages shared between processes (the workers forked from the model's main, instances forked
+from one zygote) among them, so the sum over all loaded models is what they use together; RSS would
+count shared pages once per process. Where smaps_rollup cannot be read, RSS stands in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def measured_bytes(pids: Iterable[int]) -> int:
+    """Summed over `pids`; processes that are gone count as nothing."""
+    return sum(_pss(pid) for pid in pids)
+
+
+def instance_pids(socket_dir: Path, main_pid: int) -> list[int]:
+    """The model instance's main and its workers, as its instance.json lists them."""
+    try:
+        info = json.loads((socket_dir / "instance.json").read_text())
+        workers = [int(w["pid"]) for w in info.get("workers", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        workers = []
+    return [main_pid, *(pid for pid in workers if pid != main_pid)]
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
