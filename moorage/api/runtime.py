@@ -25,7 +25,14 @@ from moorage.api.errors import (
 from moorage.api.http import RUNTIME_CONTENT_TYPE, error_response, request_id
 from moorage.api.spec import load_service
 from moorage.api.validate import validate_members, validation_message
-from moorage.dataplane.invoke import MAX_PAYLOAD_BYTES, Invocation, InvocationResult, invoke, not_found
+from moorage.dataplane.invoke import (
+    MAX_PAYLOAD_BYTES,
+    Invocation,
+    InvocationResult,
+    Targets,
+    invoke,
+    not_found,
+)
 from moorage.dataplane.routes import RoutingTable
 from moorage.http.responses import Response
 
@@ -110,10 +117,10 @@ class RuntimeApi:
                 target_variant=target_variant.decode("latin-1") if target_variant is not None else None,
             )
             if targeted:  # checked against its variant in invoke (or the variant's gate)
-                inv.target_model = headers.get(_TARGET_MODEL)
                 container = headers.get(_TARGET_CONTAINER)
-                inv.target_container = container.decode("latin-1") if container is not None else None
-                inv.targeted = True
+                inv.targets = Targets(
+                    headers.get(_TARGET_MODEL), container.decode("latin-1") if container is not None else None
+                )
             pending = invoke(self.table, inv, self.account, begun)
         except AwsError as err:
             return error_response(err, rid, _JSON)

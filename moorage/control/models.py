@@ -39,6 +39,8 @@ def create_model(store: Store, caller: Caller, params: Params) -> Params:
         raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
     for container in [params["PrimaryContainer"]] if "PrimaryContainer" in params else params["Containers"]:
         _check_model_data(container)
+    if params.get("Containers"):
+        check_containers(params["Containers"], (params.get("InferenceExecutionConfig") or {}).get("Mode"))
     check_tags(params.get("Tags", []))
     arn = caller.arn("model", name)
     spec = {k: v for k, v in params.items() if k != "Tags"}
@@ -71,6 +73,45 @@ def _check_model_data(container: Params) -> None:
         raise ValidationException(f"Could not read model data at {given}: {exc.strerror or exc}.") from None
     if not found:
         raise ValidationException(f"Could not find model data at {given}.")
+
+
+def check_containers(containers: list[Params], mode: str | None) -> None:
+    """A multi-container model's own rules (docs/pipelines.md); botocore's shape bounds the count at 15."""
+    _check_direct_hostnames(containers, mode)
+    _check_unique_hostnames(containers)
+    _check_one_multi_model(containers)
+
+
+def _check_direct_hostnames(containers: list[Params], mode: str | None) -> None:
+    """Direct invocation picks a container by its hostname, so every container needs one."""
+    if mode != "Direct":
+        return
+    missing = [str(i) for i, c in enumerate(containers, start=1) if not c.get("ContainerHostname")]
+    if missing:
+        raise ValidationException(
+            "InferenceExecutionConfig Mode Direct requires a ContainerHostname on every container; "
+            f"container(s) {', '.join(missing)} (by position in Containers) have none. Give each container "
+            "a ContainerHostname, or use Mode Serial."
+        )
+
+
+def _check_unique_hostnames(containers: list[Params]) -> None:
+    names = [c["ContainerHostname"] for c in containers if c.get("ContainerHostname")]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValidationException(
+            f"ContainerHostname must be unique within a model; {', '.join(repeated)} is given to more than "
+            "one container. Give each container a different ContainerHostname."
+        )
+
+
+def _check_one_multi_model(containers: list[Params]) -> None:
+    multi = [str(i) for i, c in enumerate(containers, start=1) if c.get("Mode") == "MultiModel"]
+    if len(multi) > 1:
+        raise ValidationException(
+            f"At most one container of a model may have Mode MultiModel; containers {', '.join(multi)} "
+            "(by position in Containers) do. Keep Mode MultiModel on one container."
+        )
 
 
 def describe_model(store: Store, caller: Caller, params: Params) -> Params:

@@ -11,6 +11,7 @@ import time
 from bisect import bisect_left
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
 
 from moorage.api.errors import AwsError, ModelError, ServiceUnavailable, ValidationError
 from moorage.dataplane.connection import Connection, WorkerLost, WorkerResponse, WorkerUnavailable
@@ -38,11 +39,29 @@ class Invocation:
     custom_attributes: bytes | None = None
     inference_id: bytes | None = None
     target_variant: str | None = None
-    # TargetModel (multi-model endpoints) and TargetContainerHostname (Direct invocation), as sent;
-    # `targeted` is set when either is, so the plain path checks one flag
-    target_model: bytes | None = None
-    target_container: str | None = None
-    targeted: bool = False
+    # TargetModel and TargetContainerHostname, when the request names either (one member, so the plain
+    # path's construction and checks stay as they were)
+    targets: Targets | None = None
+
+    @property
+    def target_model(self) -> bytes | None:
+        """TargetModel (a multi-model endpoint's model path under its prefix), as sent."""
+        return self.targets.model if self.targets is not None else None
+
+    @property
+    def target_container(self) -> str | None:
+        """TargetContainerHostname (a Direct invocation's container)."""
+        return self.targets.container if self.targets is not None else None
+
+    @property
+    def targeted(self) -> bool:
+        return self.targets is not None
+
+
+@dataclass(slots=True, frozen=True)
+class Targets:
+    model: bytes | None
+    container: str | None
 
 
 @dataclass(slots=True)
@@ -61,8 +80,8 @@ def _encode(inv: Invocation) -> bytes:
         parts += (b"\r\nx-amzn-sagemaker-custom-attributes: ", inv.custom_attributes)
     if inv.inference_id is not None:
         parts += (b"\r\nx-amzn-sagemaker-inference-id: ", inv.inference_id)
-    if inv.target_model is not None:
-        parts += (b"\r\nx-amzn-sagemaker-target-model: ", inv.target_model)
+    if inv.targets is not None and inv.targets.model is not None:
+        parts += (b"\r\nx-amzn-sagemaker-target-model: ", inv.targets.model)
     parts += (b"\r\n\r\n", inv.body)
     return b"".join(parts)
 
@@ -71,11 +90,14 @@ def not_found(endpoint: str, account: str) -> ValidationError:
     return ValidationError(f"Endpoint {endpoint} of account {account} not found.")
 
 
-def model_error(route: EndpointRoute, status: int, original: str, detail: str | None = None) -> ModelError:
+def model_error(
+    route: EndpointRoute, status: int, original: str, detail: str | None = None, source: str = "primary"
+) -> ModelError:
+    """`source`: the container that answered (its ContainerHostname in a multi-container endpoint)."""
     kind = "client" if 400 <= status < 500 else "server"
     text = detail if detail is not None else f'with message "{original}"'
     return ModelError(
-        f"Received {kind} error ({status}) from primary {text}. "
+        f"Received {kind} error ({status}) from {source} {text}. "
         f'See the endpoint log ("moorage logs {route.name}") for more information.',
         original_status_code=status,
         original_message=original,
@@ -124,8 +146,17 @@ class _Call:
         self.deadline = 0.0
         self.pause = 0.01
 
+    # whether the class overrides _candidates (set for subclasses below): the plain path reads a class
+    # attribute instead of making a call
+    narrowed = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_candidates" in cls.__dict__:
+            cls.narrowed = True
+
     def start(self) -> None:
-        workers = self._candidates()
+        workers = self._candidates() if self.narrowed else self.variant.workers
         if self.tried:
             workers = [w for w in workers if w not in self.tried]
         worker = self.variant.pick(workers)
@@ -202,14 +233,10 @@ class _Call:
         if (stats := self.variant.stats) is not None:
             self._record(stats, response.status)
         if not 200 <= response.status < 300:
-            self._fail(
-                model_error(self.route, response.status, response.body.decode("utf-8", "replace")[:4096])
-            )
+            self._fail(self._model_error(response.status, response.body.decode("utf-8", "replace")[:4096]))
         elif len(response.body) > MAX_PAYLOAD_BYTES:
             self._fail(
-                model_error(
-                    self.route, response.status, "", detail="and could not load the entire response body"
-                )
+                self._model_error(response.status, "", detail="and could not load the entire response body")
             )
         elif not self.future.done():
             self.future.set_result(InvocationResult(self.variant.name, response))
@@ -249,7 +276,7 @@ class _Call:
         self._finish_exchange()
         if self.worker is not None:
             self.worker.client.close()  # its other pooled connections died with it
-        self._fail(model_error(self.route, 0, LOST_MESSAGE if isinstance(exc, WorkerLost) else str(exc)))
+        self._fail(self._model_error(0, LOST_MESSAGE if isinstance(exc, WorkerLost) else str(exc)))
 
     def _on_timeout(self) -> None:
         self._lost()
@@ -260,7 +287,11 @@ class _Call:
         if self.worker is not None:
             self.worker.kill()  # a hung handler would hold this worker forever; its instance re-forks it
             self.worker.client.close()
-        self._fail(model_error(self.route, 0, TIMEOUT_MESSAGE))
+        self._fail(self._model_error(0, TIMEOUT_MESSAGE))
+
+    def _model_error(self, status: int, original: str, detail: str | None = None) -> ModelError:
+        """The model's error for this request (a multi-container call's names its container)."""
+        return model_error(self.route, status, original, detail)
 
     def _fail(self, err: AwsError) -> None:
         if not self.future.done():
@@ -285,7 +316,7 @@ def invoke(
         raise ValidationError(f"Endpoint {route.name} has no variant with a weight above zero.")
     future: asyncio.Future[InvocationResult] = asyncio.get_running_loop().create_future()
     if variant.gate is None:
-        if inv.targeted:
+        if inv.targets is not None:
             raise untargetable(route, inv)
         _Call(route, variant, _encode(inv), future, begun).start()
     else:  # serverless admission, multi-model placement, pipeline hops: moorage/dataplane/gates.py

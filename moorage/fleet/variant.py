@@ -23,6 +23,7 @@ from moorage.dataplane.routes import VariantRoute
 from moorage.fleet.gates import variant_gate
 from moorage.fleet.health import probe
 from moorage.fleet.member import Member
+from moorage.fleet.pipeline import with_containers
 from moorage.fleet.plan import VariantPlan
 from moorage.fleet.serverless import ServerlessScaler
 from moorage.fleet.settings import FleetContext
@@ -263,6 +264,8 @@ class VariantFleet:
             deployment=plan.deployment,
             fork_from_zygote=plan.serverless is not None,
         )
+        if plan.containers:  # each container its own process group (moorage/compute/containers.py)
+            spec = with_containers(spec, plan)
         self.ctx.logs.write(self.endpoint, f"Variant {plan.name}: starting instance {spec.instance_id}")
         self.route.starting += 1
         begun = self.ctx.clock.monotonic()

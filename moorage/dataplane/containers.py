@@ -1,0 +1,354 @@
+"""The invocation path of a multi-container variant (docs/pipelines.md).
+
+Serial (an inference pipeline): the caller's request goes to the first container; each container's
+response body and Content-Type become the next one's request; the caller's Accept goes to the last, whose
+answer is relayed. Every hop of a request stays on the instance the first hop went to, and all hops share
+the variant's one invocation budget. Direct: TargetContainerHostname picks the one container that answers,
+and its metrics are kept per container as well (CloudWatch's ContainerName dimension).
+
+Each hop is a `_Call` narrowed to one container's workers (`_candidates`), so pooling, retries of refused
+connections, timeouts and lost workers behave as on the plain path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from time import perf_counter
+from typing import Any
+
+from moorage.api.errors import ModelError, ValidationError
+from moorage.dataplane.connection import Connection, WorkerResponse
+from moorage.dataplane.gates import GATE_KINDS
+from moorage.dataplane.invoke import (
+    MAX_PAYLOAD_BYTES,
+    TIMEOUT_MESSAGE,
+    Invocation,
+    InvocationResult,
+    _Call,
+    _encode,
+    model_error,
+    untargetable,
+)
+from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
+from moorage.dataplane.stats import LATENCY_BUCKETS_US, VariantStats
+
+# what one container of a pipeline may hand the next (AWS: 5 MB between containers); the last one's
+# answer has InvokeEndpoint's own limit (MAX_PAYLOAD_BYTES)
+HOP_LIMIT_BYTES = 5 * 1024 * 1024
+
+
+class _ContainerWorkers:
+    """A variant's workers by container, rebuilt only when the variant's worker list is replaced
+    (routes.py swaps whole lists: copy-on-write)."""
+
+    def __init__(self, hostnames: list[str]) -> None:
+        self.hostnames = hostnames
+        self._seen: list[WorkerRoute] | None = None
+        self._by_container: dict[str, list[WorkerRoute]] = {}
+
+    def of(self, variant: VariantRoute, hostname: str) -> list[WorkerRoute]:
+        if variant.workers is not self._seen:
+            by_container: dict[str, list[WorkerRoute]] = {name: [] for name in self.hostnames}
+            for worker in variant.workers:
+                by_container.setdefault(worker.container, []).append(worker)
+            self._by_container, self._seen = by_container, variant.workers
+        return self._by_container.get(hostname, [])
+
+
+# ---- Serial ----------------------------------------------------------------------------------------
+
+
+class SerialGate:
+    """An inference pipeline's requests: hop by hop through the containers, in order."""
+
+    kind = "serial"
+
+    def __init__(self, hostnames: list[str]) -> None:
+        self.hostnames = hostnames
+        self.workers = _ContainerWorkers(hostnames)
+
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> SerialGate:
+        return cls([str(name) for name in settings["containers"]])
+
+    def settings(self) -> dict[str, Any]:
+        return {"containers": self.hostnames}
+
+    def invoke(
+        self,
+        route: EndpointRoute,
+        variant: VariantRoute,
+        inv: Invocation,
+        future: asyncio.Future[InvocationResult],
+        begun: float,
+        table: RoutingTable | None,
+    ) -> None:
+        if inv.target_container is not None:
+            future.set_exception(
+                ValidationError(
+                    f"Endpoint {route.name} runs its containers as a serial inference pipeline, so "
+                    "TargetContainerHostname does not apply (it is for InferenceExecutionConfig Mode "
+                    "Direct). Remove TargetContainerHostname."
+                )
+            )
+            return
+        if inv.targeted:
+            future.set_exception(untargetable(route, inv))
+            return
+        _Pipeline(self, route, variant, inv, future, begun).start()
+
+
+class _Pipeline:
+    """One request's way through the containers: which hop, on which instance, time used so far."""
+
+    __slots__ = (
+        "begun",
+        "deadline",
+        "future",
+        "gate",
+        "hop",
+        "instance",
+        "inv",
+        "model_us",
+        "route",
+        "variant",
+    )
+
+    def __init__(
+        self,
+        gate: SerialGate,
+        route: EndpointRoute,
+        variant: VariantRoute,
+        inv: Invocation,
+        future: asyncio.Future[InvocationResult],
+        begun: float,
+    ) -> None:
+        self.gate = gate
+        self.route = route
+        self.variant = variant
+        self.inv = inv
+        self.future = future
+        self.begun = begun
+        self.deadline = time.monotonic() + variant.timeout  # one budget for every hop
+        self.hop = 0
+        self.instance: str | None = None  # the instance the first hop went to; the rest follow it
+        self.model_us = 0.0  # the hops' answer times (ModelLatency is their sum)
+
+    def start(self) -> None:
+        self._send(self.inv.body, self.inv.content_type)
+
+    def _send(self, body: bytes, content_type: bytes | None) -> None:
+        first, last = self.hop == 0, self.hop == len(self.gate.hostnames) - 1
+        inv = self.inv
+        hop = Invocation(
+            endpoint=inv.endpoint,
+            body=body,
+            content_type=content_type,
+            accept=inv.accept if last else None,
+            custom_attributes=inv.custom_attributes if first else None,
+            inference_id=inv.inference_id,
+        )
+        _HopCall(self, self.gate.hostnames[self.hop], _encode(hop)).start()
+
+    def candidates(self, hostname: str) -> list[WorkerRoute]:
+        workers = self.gate.workers.of(self.variant, hostname)
+        if self.instance is None:
+            return workers
+        return [w for w in workers if w.instance_id == self.instance]
+
+    def answered(self, call: _HopCall, response: WorkerResponse) -> None:
+        """A container answered: on to the next one, or the last one's answer to the caller."""
+        assert call.worker is not None
+        self.model_us += (perf_counter() - call.sent) * 1e6
+        self.instance = call.worker.instance_id
+        last = self.hop == len(self.gate.hostnames) - 1
+        limit = MAX_PAYLOAD_BYTES if last else HOP_LIMIT_BYTES
+        error: ModelError | None = None
+        if not 200 <= response.status < 300:
+            original = response.body.decode("utf-8", "replace")[:4096]
+            error = container_error(self.route, call.hostname, response.status, original)
+        elif len(response.body) > limit:
+            what = "InvokeEndpoint returns" if last else "one container of a pipeline may pass to the next"
+            error = container_error(
+                self.route,
+                call.hostname,
+                response.status,
+                "",
+                f"with a response of {len(response.body)} bytes, over the {limit} bytes {what}",
+            )
+        if error is not None or last:  # an oversized answer counts as the model's (5xx) error
+            ok = 200 <= response.status < 300
+            self._record(500 if error is not None and ok else response.status)
+            if last:
+                call.worker.served += 1
+        if error is not None:
+            call._fail(error)
+        elif last:
+            if not self.future.done():
+                self.future.set_result(InvocationResult(self.variant.name, response))
+        else:
+            self.hop += 1
+            self._send(response.body, response.header(b"content-type"))
+
+    def _record(self, status: int) -> None:
+        """The request's share of its variant's metrics, once however many hops it took."""
+        if (stats := self.variant.stats) is not None:
+            count(stats, status, self.model_us, (perf_counter() - self.begun) * 1e6 - self.model_us)
+
+
+class _HopCall(_Call):
+    """One hop: the pipeline's container `hostname`, on the pipeline's instance, in the time left."""
+
+    __slots__ = ("hostname", "pipeline")
+
+    def __init__(self, pipeline: _Pipeline, hostname: str, raw: bytes) -> None:
+        super().__init__(pipeline.route, pipeline.variant, raw, pipeline.future, pipeline.begun)
+        self.pipeline = pipeline
+        self.hostname = hostname
+
+    def _candidates(self) -> list[WorkerRoute]:
+        return self.pipeline.candidates(self.hostname)
+
+    def _budget(self) -> float:
+        return max(0.0, self.pipeline.deadline - time.monotonic())
+
+    def _send(self, conn: Connection) -> None:
+        self.sent = perf_counter()  # every hop's answer time is measured (ModelLatency sums them)
+        super()._send(conn)
+
+    def on_response(self, response: WorkerResponse) -> None:
+        self._finish_exchange()
+        assert self.worker is not None and self.conn is not None
+        self.worker.client.release(self.conn)
+        self.pipeline.answered(self, response)
+
+    def _model_error(self, status: int, original: str, detail: str | None = None) -> ModelError:
+        return container_error(self.route, self.hostname, status, original, detail)
+
+
+# ---- Direct ----------------------------------------------------------------------------------------
+
+
+class DirectGate:
+    """Direct invocation: TargetContainerHostname picks the container; metrics per container too."""
+
+    kind = "direct"
+
+    def __init__(self, hostnames: list[str], stats: VariantStats | None = None) -> None:
+        self.hostnames = hostnames
+        self.workers = _ContainerWorkers(hostnames)
+        self.stats: dict[str, VariantStats] | None = None
+        if stats is not None:  # kept on the variant's stats, so totals carry on across updates
+            if stats.containers is None:
+                stats.containers = {}
+            self.stats = stats.containers
+            for name in hostnames:
+                stats.containers.setdefault(name, VariantStats())
+
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> DirectGate:
+        return cls([str(name) for name in settings["containers"]])
+
+    def settings(self) -> dict[str, Any]:
+        return {"containers": self.hostnames}
+
+    def invoke(
+        self,
+        route: EndpointRoute,
+        variant: VariantRoute,
+        inv: Invocation,
+        future: asyncio.Future[InvocationResult],
+        begun: float,
+        table: RoutingTable | None,
+    ) -> None:
+        hostname = inv.target_container
+        valid = ", ".join(self.hostnames)
+        if inv.target_model is not None:
+            future.set_exception(untargetable(route, inv))
+        elif hostname is None:
+            future.set_exception(
+                ValidationError(
+                    f"Endpoint {route.name} uses Direct invocation; set TargetContainerHostname to one of: "
+                    f"{valid}."
+                )
+            )
+        elif hostname not in self.hostnames:
+            future.set_exception(
+                ValidationError(
+                    f"TargetContainerHostname {hostname} is not a container of endpoint {route.name}. "
+                    f"Valid container hostnames: {valid}."
+                )
+            )
+        else:
+            own = self.stats.get(hostname) if self.stats is not None else None
+            _DirectCall(self, hostname, own, route, variant, _encode(inv), future, begun).start()
+
+
+class _DirectCall(_Call):
+    """A `_Call` to one container's workers, counted for that container as well as the variant."""
+
+    __slots__ = ("gate", "hostname", "own")
+
+    def __init__(
+        self,
+        gate: DirectGate,
+        hostname: str,
+        own: VariantStats | None,
+        route: EndpointRoute,
+        variant: VariantRoute,
+        raw: bytes,
+        future: asyncio.Future[InvocationResult],
+        begun: float,
+    ) -> None:
+        super().__init__(route, variant, raw, future, begun)
+        self.gate = gate
+        self.hostname = hostname
+        self.own = own
+
+    def _candidates(self) -> list[WorkerRoute]:
+        return self.gate.workers.of(self.variant, self.hostname)
+
+    def _record(self, stats: VariantStats, status: int) -> None:
+        super()._record(stats, status)
+        if self.own is not None:
+            now = perf_counter()
+            model = (now - self.sent) * 1e6
+            count(self.own, status, model, (now - self.begun) * 1e6 - model)
+
+    def _lost(self) -> None:
+        super()._lost()
+        if self.own is not None:
+            self.own.invocations += 1
+            self.own.model_errors += 1
+
+    def _model_error(self, status: int, original: str, detail: str | None = None) -> ModelError:
+        return container_error(self.route, self.hostname, status, original, detail)
+
+
+def container_error(
+    route: EndpointRoute, hostname: str, status: int, original: str, detail: str | None = None
+) -> ModelError:
+    """invoke.model_error naming the container (`hostname`) instead of "primary", timeouts included."""
+    if original == TIMEOUT_MESSAGE:
+        original = TIMEOUT_MESSAGE.replace("container primary", f"container {hostname}")
+    return model_error(route, status, original, detail, source=hostname)
+
+
+def count(stats: VariantStats, status: int, model_us: float, overhead_us: float) -> None:
+    """One answered request in `stats`: Invocations, latencies, and its error counters."""
+    stats.invocations += 1
+    for histogram, value in ((stats.model_latency, model_us), (stats.overhead_latency, overhead_us)):
+        histogram.counts[bisect_left(LATENCY_BUCKETS_US, value)] += 1
+        histogram.sum += value
+        histogram.count += 1
+    if not 200 <= status < 300:
+        stats.model_errors += 1
+        if 400 <= status < 500:
+            stats.errors_4xx += 1
+        elif status >= 500:
+            stats.errors_5xx += 1
+
+
+GATE_KINDS["serial"] = SerialGate.of
+GATE_KINDS["direct"] = DirectGate.of
