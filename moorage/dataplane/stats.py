@@ -18,6 +18,8 @@ SETUP_BUCKETS_US: tuple[float, ...] = (
     100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
     120_000_000, 300_000_000, 600_000_000, 3_600_000_000,
 )  # fmt: skip
+# a multi-model endpoint's downloads, loads and unloads: 100 µs to 1 h
+MODEL_CACHE_BUCKETS_US: tuple[float, ...] = (*LATENCY_BUCKETS_US, 120_000_000, 300_000_000, 3_600_000_000)
 
 
 class Histogram:
@@ -41,11 +43,13 @@ class VariantStats:
     """CloudWatch's AWS/SageMaker invocation metrics for one variant, as running totals."""
 
     __slots__ = (
+        "containers",
         "errors_4xx",
         "errors_5xx",
         "invocations",
         "model_errors",
         "model_latency",
+        "multi_model",
         "overhead_latency",
         "setup_time",
     )
@@ -58,6 +62,25 @@ class VariantStats:
         self.model_latency = Histogram(LATENCY_BUCKETS_US)  # worker's answer time (ModelLatency)
         self.overhead_latency = Histogram(LATENCY_BUCKETS_US)  # the rest of the request's time here
         self.setup_time = Histogram(SETUP_BUCKETS_US)  # instance start to healthy (ModelSetupTime)
+        # Direct invocation: the same metrics per ContainerName (dataplane/containers.py); None: not kept
+        self.containers: dict[str, VariantStats] | None = None
+        # a multi-model variant's model cache (dataplane/multimodel.py); None: not one
+        self.multi_model: MultiModelStats | None = None
+
+
+class MultiModelStats:
+    """A multi-model variant's model cache, from what its instances report with each answer (µs)."""
+
+    __slots__ = ("cache_hits", "cache_lookups", "downloading", "loaded", "loading", "unloading", "waiting")
+
+    def __init__(self) -> None:
+        self.cache_hits = 0  # requests whose model was loaded already (ModelCacheHit = hits / lookups)
+        self.cache_lookups = 0
+        self.waiting = Histogram(MODEL_CACHE_BUCKETS_US)  # ModelLoadingWaitTime: the miss's wait for its load
+        self.downloading = Histogram(MODEL_CACHE_BUCKETS_US)  # ModelDownloadingTime
+        self.loading = Histogram(MODEL_CACHE_BUCKETS_US)  # ModelLoadingTime
+        self.unloading = Histogram(MODEL_CACHE_BUCKETS_US)  # ModelUnloadingTime: each eviction
+        self.loaded: dict[str, int] = {}  # instance id -> models it last said it holds (LoadedModelCount)
 
 
 class StatsBook:

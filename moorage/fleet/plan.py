@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moorage.artifacts import PreparedModel, UnpackLimits
 from moorage.artifacts.prepare import ModelRecipe, prepare_recipe
 from moorage.fleet.serverless import instance_environment, serverless_config, warm_instances
 from moorage.fleet.serverless import instance_type as serverless_instance_type
 from moorage.fleet.settings import FleetContext
+
+if TYPE_CHECKING:  # multimodel builds on this module
+    from moorage.fleet.multimodel import MultiModelSettings
 
 INVOCATION_TIMEOUT = 60.0
 DEFAULT_STARTUP_TIMEOUT = 600.0
@@ -68,7 +71,7 @@ class VariantPlan:
     containers: tuple[ContainerPlan, ...] = ()
     invocation: str = ""  # "Serial" or "Direct" when there are containers
     # a multi-model variant's settings (moorage/fleet/multimodel.py); None: one model
-    multi_model: Any = None
+    multi_model: MultiModelSettings | None = None
 
 
 def check_supported(config: dict[str, Any]) -> None:

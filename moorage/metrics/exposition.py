@@ -14,6 +14,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from moorage.dataplane.stats import Histogram, VariantStats
 from moorage.fleet import EndpointFleet
+from moorage.metrics.containers import container_metrics
+from moorage.metrics.multimodel import multi_model_metrics
 from moorage.metrics.usage import UsageMeter
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -27,8 +29,11 @@ class FleetCollector:
     def __init__(self, fleets: Callable[[], Iterable[EndpointFleet]], usage: UsageMeter) -> None:
         self.fleets = fleets
         self.usage = usage
-        # further metric families read at each scrape (asynchronous endpoints' backlogs)
-        self.more: list[Callable[[], Iterable[Metric]]] = []
+        # further metric families read at each scrape (multi-model caches, asynchronous endpoints' backlogs)
+        self.more: list[Callable[[], Iterable[Metric]]] = [
+            multi_model_metrics(fleets),
+            container_metrics(fleets),  # Direct invocation's per-container metrics
+        ]
 
     def collect(self) -> Iterator[Metric]:
         counters = {
