@@ -34,7 +34,8 @@ class InstanceSpec:
     # (the local provider's zygote, moorage/compute/zygote.py) does
     fork_from_zygote: bool = False
     # a multi-container instance (moorage/compute/containers.py): each container is started as an instance
-    # of its own from these specs, and together they are this one; `container` is one's ContainerHostname
+    # of its own from these specs, on one machine, and together they are this one; `container` is one's
+    # ContainerHostname
     containers: tuple[InstanceSpec, ...] = ()
     container: str = ""
 
@@ -96,6 +97,9 @@ class Instance(Protocol):
 class InstanceProvider(Protocol):
     # whether instances go on running when the server stops (on a cluster), to be adopted by the next
     outlives_server: bool
+    # whether `start` takes a multi-container spec whole and starts its containers together on one of
+    # its machines (a cluster's node); otherwise moorage/compute/containers.py starts each container itself
+    starts_containers: bool
 
     async def open(self) -> None:
         """Before the first start (connect to a cluster); raises with a message for the user."""

@@ -1,9 +1,12 @@
-"""Multi-container instances: every container of an instance started as an instance of its own, on any
-provider, and presented to the fleet as one instance whose workers say which container they serve.
+"""Multi-container instances: every container of an instance started as an instance of its own, on one
+machine, and presented to the fleet as one instance whose workers say which container they serve.
 
 SageMaker starts a pipeline's containers together on one instance and fails the start listing every
 container that did not pass /ping; here each container is `provider.start(sub_spec)` (a process group
-on this machine, or a Ray actor), all started at once and all waited for, so the failure lists them all.
+on this machine), all started at once and all waited for, so the failure lists them all. A provider
+whose instances run elsewhere (`starts_containers`: the Ray provider) is handed the whole spec, so that
+the instance is one reservation on one node, and runs this same split there with its node's local
+provider (moorage/compute/ray_host.py).
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import asyncio
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from moorage.compute.base import (
     Instance,
-    InstanceProvider,
     InstanceSpec,
     InstanceStartError,
     ResourceUsage,
@@ -38,11 +41,23 @@ def safe_port_range() -> str:
     return f"{first}-{first + SAFE_PORT_BLOCK - 1}"
 
 
-async def start_instance(provider: InstanceProvider, spec: InstanceSpec) -> Instance:
+class ContainerStarter(Protocol):
+    """What starting a multi-container instance needs of a provider (an InstanceProvider, or the one a
+    Ray node runs)."""
+
+    starts_containers: bool
+
+    async def start(self, spec: InstanceSpec) -> Instance: ...
+
+
+async def start_instance(provider: ContainerStarter, spec: InstanceSpec) -> Instance:
     """`provider.start(spec)`, or for a multi-container spec each container's start, as one instance."""
     if not spec.containers:
         return await provider.start(spec)
+    # blocks handed out by the server, also for containers that start on a node (which keeps them there)
     subs = [_with_port_range(sub) for sub in spec.containers]
+    if provider.starts_containers:
+        return await provider.start(dataclasses.replace(spec, containers=tuple(subs)))
     tasks = [asyncio.ensure_future(provider.start(sub)) for sub in subs]
     try:
         await asyncio.wait(tasks)

@@ -101,6 +101,7 @@ class LocalProvider:
     front door reaches: the Ray provider runs this provider on each node)."""
 
     outlives_server = False
+    starts_containers = False  # compute/containers.py starts each container here
 
     def __init__(self, run_dir: Path, tcp_host: str | None = None) -> None:
         self.run_dir = run_dir

@@ -5,9 +5,11 @@ environments as a single server, in the node's own cache), then runs the serving
 local provider, its workers listening on TCP at the node's address. The front door connects to those
 workers itself: requests never pass through Ray. An image's own server listens on 127.0.0.1 of its node,
 as the container contract tells it to (docs/images.md), where no other machine reaches it: the actor
-relays a port on the node's address to it, byte for byte. The actor only answers the front door's
-questions about its instance (wait, kill a worker, usage, stop); the runtime dies with the actor's
-process."""
+relays a port on the node's address to it, byte for byte. A multi-container instance is one actor
+too: it prepares every container's model and starts the containers here, together
+(moorage/compute/containers.py), so they share the actor's one reservation and node. The actor only
+answers the front door's questions about its instance (wait, kill a worker, usage, stop); the runtime
+dies with the actor's process."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from urllib.parse import urlsplit
 from moorage.artifacts.errors import ArtifactError
 from moorage.artifacts.prepare import prepare_recipe
 from moorage.auth.bind import is_loopback
-from moorage.compute.base import InstanceSpec, InstanceStartError, WorkerAddress
+from moorage.compute.base import Instance, InstanceSpec, InstanceStartError, WorkerAddress
 from moorage.compute.command import CommandInstance
+from moorage.compute.containers import start_instance
 from moorage.compute.local import LocalInstance, LocalProvider
 from moorage.dataplane.connection import TCP_PREFIX
 
@@ -52,9 +55,9 @@ class InstanceHost:
         self.node_id: str = ray.get_runtime_context().get_node_id()
         self.cache_dir = Path(cache_dir)
         self.run_dir = Path(tempfile.mkdtemp(prefix="moorage-ray-"))
-        self.instance: LocalInstance | CommandInstance | None = None
+        self.instance: Instance | None = None
         self.workers: list[WorkerAddress] = []  # where the front door reaches the instance's workers
-        self._relay: _Relay | None = None
+        self._relays: list[_Relay] = []
         self._exited: asyncio.Future[int] | None = None
 
     def describe(self) -> HostStarted:
@@ -71,7 +74,8 @@ class InstanceHost:
         """Prepare the model here, start the instance and return once it is warm; a failure is returned
         (as a FailureReason), not raised, so it reaches the front door intact."""
         try:
-            instance = await self._start(spec)
+            spec = await self._prepared(spec)
+            instance = await start_instance(_NodeProvider(self.run_dir, self.node_ip), spec)
         except InstanceStartError as failure:
             return self._failed(str(failure))
         except ArtifactError as failure:
@@ -83,14 +87,11 @@ class InstanceHost:
                 "ModelDataDownloadTimeoutInSeconds or use a smaller artifact."
             )
         self.instance = instance
-        self.workers = list(instance.workers)
-        if isinstance(instance, CommandInstance):  # on 127.0.0.1: reached through a relay
-            try:
-                self._relay = await _Relay.open(self.node_ip, instance.workers[0].address)
-            except OSError as exc:
-                await instance.stop(grace=2.0)
-                return self._failed(f"Cannot listen on node {self.node_ip} for the image's server: {exc}")
-            self.workers = [WorkerAddress(0, self._relay.address)]
+        try:
+            self.workers = await self._reachable(spec, instance.workers)
+        except OSError as exc:
+            await self.stop(grace=2.0)
+            return self._failed(f"Cannot listen on node {self.node_ip} for the image's server: {exc}")
         self._exited = asyncio.ensure_future(instance.wait())
         return HostStarted(self.workers, self.node_ip, self.node_id)
 
@@ -98,7 +99,25 @@ class InstanceHost:
         shutil.rmtree(self.run_dir, ignore_errors=True)  # the provider kills this actor next
         return HostStarted([], self.node_ip, self.node_id, reason)
 
-    async def _start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
+    async def _reachable(self, spec: InstanceSpec, workers: list[WorkerAddress]) -> list[WorkerAddress]:
+        """The workers' addresses for the front door: an image's own server (on 127.0.0.1) through a
+        relay on the node's address; the built-in runtime's workers as they are."""
+        own_server = {c.container for c in spec.containers or (spec,) if c.command is not None}
+        reachable = []
+        for worker in workers:
+            if worker.container in own_server:
+                relay = await _Relay.open(self.node_ip, worker.address)
+                self._relays.append(relay)
+                worker = WorkerAddress(worker.index, relay.address, container=worker.container)
+            reachable.append(worker)
+        return reachable
+
+    async def _prepared(self, spec: InstanceSpec) -> InstanceSpec:
+        """The spec with its model prepared on this node; a multi-container spec's every container's,
+        at once (a failure names the container)."""
+        if spec.containers:
+            subs = await asyncio.gather(*(self._prepared_container(sub) for sub in spec.containers))
+            return dataclasses.replace(spec, containers=tuple(subs))
         log_path = _log_path(spec.log_path, self.cache_dir, spec.endpoint_name)
         if spec.recipe is not None:
             log = _appender(log_path, f"[node {self.node_ip}] ")
@@ -114,10 +133,13 @@ class InstanceHost:
                 environment={**spec.environment, **environment},
                 command=prepared.command,
             )
-        spec = dataclasses.replace(spec, log_path=log_path)
-        if spec.command is not None:  # the image's own server, on 127.0.0.1 (the container contract)
-            return await LocalProvider(self.run_dir).start(spec)
-        return await LocalProvider(self.run_dir, tcp_host=self.node_ip).start(spec)
+        return dataclasses.replace(spec, log_path=log_path)
+
+    async def _prepared_container(self, spec: InstanceSpec) -> InstanceSpec:
+        try:
+            return await self._prepared(spec)
+        except ArtifactError as failure:
+            raise ArtifactError(f"container {spec.container}: {failure}") from None
 
     async def wait(self) -> int:
         """The instance's exit status, once it exits."""
@@ -145,9 +167,25 @@ class InstanceHost:
     async def stop(self, grace: float) -> None:
         if self.instance is not None:
             await self.instance.stop(grace)
-        if self._relay is not None:
-            self._relay.close()
+        for relay in self._relays:
+            relay.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class _NodeProvider:
+    """The local provider as the actor runs it: the built-in runtime's workers on TCP at the node's
+    address, an image's own server on 127.0.0.1 (the container contract; reached through a relay)."""
+
+    starts_containers = False  # compute/containers.py starts a multi-container spec's containers here
+
+    def __init__(self, run_dir: Path, node_ip: str) -> None:
+        self.on_tcp = LocalProvider(run_dir, tcp_host=node_ip)
+        self.on_loopback = LocalProvider(run_dir)
+
+    async def start(self, spec: InstanceSpec) -> LocalInstance | CommandInstance:
+        if spec.command is not None:
+            return await self.on_loopback.start(spec)
+        return await self.on_tcp.start(spec)
 
 
 class _Relay:

@@ -6,7 +6,8 @@ serving runtime on its node, on TCP at the node's address, and this front door c
 directly, as it does to local ones. Nothing of a request passes through Ray. An actor that cannot be
 placed within `placement_timeout` fails the start with the resources that were missing; a node that dies
 takes its actors with it, which the fleet sees (`wait` returns, pings fail) and replaces on the nodes
-left. See docs/cluster.md."""
+left. A multi-container instance is one actor too (one reservation, one node), which starts every
+container on its node (moorage/compute/containers.py). See docs/cluster.md."""
 
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ class RayInstance:
 
 class RayProvider:
     outlives_server = True  # the actors are detached: they belong to the cluster
+    starts_containers = True  # a multi-container instance is one actor, its containers started on its node
     # a serverless instance's actor reserves this many CPUs (instance_types.resources_for), and its
     # worker count follows them, not the server's CPUs (moorage/fleet/serverless.py)
     serverless_cpus = max(1, math.ceil(SERVERLESS_CPUS))
@@ -243,14 +245,7 @@ class RayProvider:
         if adopted is not None:
             log.info("instance %s on %s", adopted.instance_id, adopted.placement)
             return adopted
-        # an instance uses the vCPUs it reserved, not every core of the node it landed on
-        workers = str(max(1, math.ceil(wants.cpus)))
-        spec = dataclasses.replace(
-            spec,
-            environment={"SAGEMAKER_MODEL_SERVER_WORKERS": workers, **spec.environment},
-            log_path=spec.log_path.absolute(),  # the node resolves paths in its own working directory
-            fork_from_zygote=False,  # each actor is one instance: a zygote there would only add a start
-        )
+        spec = _for_node(spec, str(max(1, math.ceil(wants.cpus))))
         bound = spec.download_timeout + spec.startup_timeout + 30
         actor = None
         # asks the cluster, so off the loop; shielded, so a start cancelled meanwhile still learns of the
@@ -311,6 +306,18 @@ class RayProvider:
                 f"{_free(free)} free. Add nodes or free resources, use a smaller InstanceType, or change "
                 "the type's size in MOORAGE_INSTANCE_TYPES."
             ) from None
+
+
+def _for_node(spec: InstanceSpec, workers: str) -> InstanceSpec:
+    """The spec as an actor runs it (each container's too): as many workers as the vCPUs it reserved,
+    not every core of the node it landed on, unless the model says how many."""
+    return dataclasses.replace(
+        spec,
+        environment={"SAGEMAKER_MODEL_SERVER_WORKERS": workers, **spec.environment},
+        log_path=spec.log_path.absolute(),  # the node resolves paths in its own working directory
+        fork_from_zygote=False,  # each actor is one instance: a zygote there would only add a start
+        containers=tuple(_for_node(sub, workers) for sub in spec.containers),
+    )
 
 
 def _free(resources: Mapping[str, float]) -> str:

@@ -105,9 +105,8 @@ async def _prepare_one(
 
 
 def with_containers(spec: InstanceSpec, plan: VariantPlan) -> InstanceSpec:
-    """An instance's spec with one sub-spec per container: its own model, environment and command, an
-    instance id and a deployment of its own (a cluster adopts a container's instance only for the same
-    container)."""
+    """An instance's spec with one sub-spec per container: its own model, environment and command, and
+    an instance id of its own (a cluster adopts the instance whole, by the instance's deployment)."""
     subs = tuple(
         dataclasses.replace(
             spec,
@@ -117,7 +116,6 @@ def with_containers(spec: InstanceSpec, plan: VariantPlan) -> InstanceSpec:
             environment=c.environment,
             command=c.prepared.command,
             recipe=c.recipe,
-            deployment=f"{spec.deployment}-{c.hostname}",
             container=c.hostname,
         )
         for position, c in enumerate(plan.containers, start=1)

@@ -58,6 +58,7 @@ class FakeProvider:
         pass
 
     outlives_server = False
+    starts_containers = False
 
     async def adopt(self) -> None:
         pass
