@@ -33,6 +33,10 @@ from moorage.compute.containers import start_instance
 from moorage.compute.local import LocalInstance, LocalProvider
 from moorage.dataplane.connection import TCP_PREFIX
 
+# the directory a multi-model instance downloads its models to (moorage/serving/multimodel/settings.py):
+# the server names its own; on a node it is the node's cache
+_MME_CACHE = "MOORAGE_MME_CACHE_DIR"
+
 
 @dataclass(frozen=True)
 class HostStarted:
@@ -132,6 +136,10 @@ class InstanceHost:
                 # worker count the actor's CPUs allow, a serverless memory cap) stays
                 environment={**spec.environment, **environment},
                 command=prepared.command,
+            )
+        if _MME_CACHE in spec.environment:  # a multi-model instance keeps its models in this node's cache
+            spec = dataclasses.replace(
+                spec, environment={**spec.environment, _MME_CACHE: str(self.cache_dir / "multimodel")}
             )
         return dataclasses.replace(spec, log_path=log_path)
 
