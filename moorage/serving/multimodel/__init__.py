@@ -1,5 +1,6 @@
 """A multi-model instance (Mode=MultiModel): one process that loads models on demand, each as an
-ordinary single-model instance of its own, and unloads the least recently used when memory runs short.
+ordinary single-model instance of its own (or into the image's own multi-model server), and unloads the
+least recently used when memory runs short.
 
 `python -m moorage.serving` runs this instead of the single-model runtime when MOORAGE_MME_SOURCE is
 set (same command line). The environment the fleet gives it:
@@ -16,6 +17,13 @@ set (same command line). The environment the fleet gives it:
 - MOORAGE_MME_S3_STORE: JSON [endpoint_url or null, anonymous] for moorage.artifacts.fetch.use_store.
 - MOORAGE_MME_IMAGE: JSON of the container's RegisteredImage (optional).
 - MOORAGE_MME_MODEL_WORKERS: worker processes per loaded model (default 1).
+- MOORAGE_MME_COMMAND: JSON list, the image's own server command (``serve`` included), for an image
+  that runs its own multi-model server: the instance starts that one server (SageMaker container
+  contract: SAGEMAKER_BIND_TO_PORT, GET /ping) and loads, invokes and unloads models through its
+  multi-model API (container.py) instead of a process per model. If the server exits, so does the
+  instance (status 1), to be replaced.
+- MOORAGE_MME_PYTHON: the interpreter a ``python`` MOORAGE_MME_COMMAND runs with (the image's prepared
+  environment); this process's own if unset.
 
 The MOORAGE_MME_* variables are taken out of the environment as they are read; everything else
 passes through to the model processes.

@@ -18,6 +18,7 @@ from moorage.artifacts.locations import parse_location
 from moorage.artifacts.multimodel import InvalidTarget, location_uri, resolve_target
 from moorage.dataplane.connection import WorkerLost, WorkerResponse, WorkerUnavailable
 from moorage.http.responses import TEXT, Response, json_response, text_response
+from moorage.serving.multimodel.backend import CUSTOM_ATTRIBUTES, TARGET_HEADER, LoadedModel
 from moorage.serving.multimodel.cache import ModelCache, Timings
 from moorage.serving.multimodel.errors import (
     INVALID_TARGET,
@@ -27,12 +28,8 @@ from moorage.serving.multimodel.errors import (
     json_error,
     text_error,
 )
-from moorage.serving.multimodel.processes import STARTUP_TIMEOUT, ModelProcess
+from moorage.serving.multimodel.processes import STARTUP_TIMEOUT
 
-TARGET_HEADER = b"x-amzn-sagemaker-target-model"
-CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
-# what a model's worker is passed of the request (the target model too: a handler may read it)
-_PASSED = (b"content-type", b"accept", CUSTOM_ATTRIBUTES, b"x-amzn-sagemaker-inference-id", TARGET_HEADER)
 _PING = json_response({"status": "Healthy"})
 _NOT_FOUND = text_response("Not Found", 404)
 _METHOD_NOT_ALLOWED = text_response("Method Not Allowed", 405)
@@ -91,7 +88,7 @@ class MultiModelApp:
                 wait = min(self.settings.ready_wait, self.settings.invocation_timeout)
                 model = await self.cache.acquire(target, location_uri(location), location, wait, timings)
             try:
-                answer = await self._forward(model, _encode(headers, body), deadline)
+                answer = await self._forward(model, headers, body, deadline)
             finally:
                 self.cache.release(model)
         except PlatformError as error:
@@ -104,15 +101,17 @@ class MultiModelApp:
             return b"x-moorage-model-cache: hit\r\n" + loaded
         return b"x-moorage-model-cache: miss\r\n" + timings.header() + loaded
 
-    async def _forward(self, model: ModelProcess, raw: bytes, deadline: float) -> WorkerResponse:
+    async def _forward(
+        self, model: LoadedModel, headers: Mapping[bytes, bytes], body: bytes, deadline: float
+    ) -> WorkerResponse:
         try:
-            return await model.request(raw, max(0.001, deadline - time.monotonic()))
+            return await model.request(headers, body, max(0.001, deadline - time.monotonic()))
         except TimeoutError:
             await self.cache.kill(model)
             raise PlatformError(
                 TIMEOUT,
                 f"Model {model.name!r} ({model.uri}) did not answer within the invocation's "
-                f"{self.settings.invocation_timeout:g} s. Its process was stopped (it may have hung); the "
+                f"{self.settings.invocation_timeout:g} s. It was unloaded (it may have hung); the "
                 "next request loads it again. Make the model answer faster, or send smaller requests.",
             ) from None
         except (WorkerLost, WorkerUnavailable) as exc:
@@ -152,8 +151,7 @@ class MultiModelApp:
                     "modelUrl": model.uri,
                     "memoryBytes": model.memory_bytes,
                     "inFlight": model.in_flight,
-                    "workers": [w.address for w in model.instance.workers],
-                    "pids": model.pids(),
+                    **model.describe(),
                 }
             ]
         )
@@ -195,7 +193,7 @@ class MultiModelApp:
         model.in_flight += 1
         try:
             answer = await self._forward(
-                model, _encode(headers, body), time.monotonic() + self.settings.invocation_timeout
+                model, headers, body, time.monotonic() + self.settings.invocation_timeout
             )
         except PlatformError as error:
             return json_error(error.status, error.kind, error.message)
@@ -219,17 +217,6 @@ def _target(raw: bytes | None) -> str:
 
 def _name(raw: bytes) -> str:
     return unquote_to_bytes(raw).decode("utf-8", "replace")
-
-
-def _encode(headers: Mapping[bytes, bytes], body: bytes) -> bytes:
-    """The request as the model's worker gets it (as moorage/dataplane/invoke.py encodes one)."""
-    parts = [b"POST /invocations HTTP/1.1\r\nhost: instance\r\ncontent-length: ", str(len(body)).encode()]
-    for name in _PASSED:
-        value = headers.get(name)
-        if value is not None:
-            parts += (b"\r\n", name, b": ", value)
-    parts += (b"\r\n\r\n", body)
-    return b"".join(parts)
 
 
 def _relay(answer: WorkerResponse, extra: bytes) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,6 +30,8 @@ class MultiModelSettings:
     s3_store: tuple[str | None, bool] | None
     image: RegisteredImage | None
     model_workers: int
+    command: tuple[str, ...] | None = None  # the image's own multi-model server (container.py)
+    python: str = sys.executable  # what a `python` command[0] runs as (the image's environment)
 
 
 def take_settings(environ: MutableMapping[str, str]) -> MultiModelSettings:
@@ -55,6 +58,8 @@ def take_settings(environ: MutableMapping[str, str]) -> MultiModelSettings:
         s3_store=_store(own.get("MOORAGE_MME_S3_STORE", "")),
         image=_image(own.get("MOORAGE_MME_IMAGE", "")),
         model_workers=max(1, _number(own, "MOORAGE_MME_MODEL_WORKERS", 1, int)),
+        command=_command(own.get("MOORAGE_MME_COMMAND", "")),
+        python=own.get("MOORAGE_MME_PYTHON", "").strip() or sys.executable,
     )
 
 
@@ -81,6 +86,20 @@ def _store(text: str) -> tuple[str | None, bool] | None:
     except (ValueError, TypeError):
         raise StartupFailure(f"MOORAGE_MME_S3_STORE={text!r} is not JSON [endpoint_url, anonymous]") from None
     return (None if endpoint is None else str(endpoint)), bool(anonymous)
+
+
+def _command(text: str) -> tuple[str, ...] | None:
+    if not text.strip():
+        return None
+    try:
+        words = json.loads(text)
+    except ValueError:
+        words = None
+    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+        raise StartupFailure(
+            f"MOORAGE_MME_COMMAND={text!r} is not a JSON list of the image's server command words"
+        )
+    return tuple(words)
 
 
 def _image(text: str) -> RegisteredImage | None:
