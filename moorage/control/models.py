@@ -18,6 +18,8 @@ from moorage.store import Store
 from moorage.store.tables import ModelRow
 
 Params = dict[str, Any]
+# the Environment maps of all of a model's containers, combined (ContainerDefinition.Environment)
+ENVIRONMENT_LIMIT_BYTES = 32 * 1024
 
 
 def _load(store: Store, caller: Caller, name: str) -> ModelRow:
@@ -37,8 +39,10 @@ def create_model(store: Store, caller: Caller, params: Params) -> Params:
         )
     if "PrimaryContainer" in params and params.get("Containers"):
         raise ValidationException("Specify either PrimaryContainer or Containers, not both.")
-    for container in [params["PrimaryContainer"]] if "PrimaryContainer" in params else params["Containers"]:
+    containers = [params["PrimaryContainer"]] if "PrimaryContainer" in params else params["Containers"]
+    for container in containers:
         _check_model_data(container)
+    check_environment_size(containers)
     if params.get("Containers"):
         check_containers(params["Containers"], (params.get("InferenceExecutionConfig") or {}).get("Mode"))
     check_tags(params.get("Tags", []))
@@ -78,6 +82,7 @@ def _check_model_data(container: Params) -> None:
 def check_containers(containers: list[Params], mode: str | None) -> None:
     """A multi-container model's own rules (docs/pipelines.md); botocore's shape bounds the count at 15."""
     _check_direct_hostnames(containers, mode)
+    _check_all_or_no_hostnames(containers)
     _check_unique_hostnames(containers)
     _check_one_multi_model(containers)
 
@@ -92,6 +97,36 @@ def _check_direct_hostnames(containers: list[Params], mode: str | None) -> None:
             "InferenceExecutionConfig Mode Direct requires a ContainerHostname on every container; "
             f"container(s) {', '.join(missing)} (by position in Containers) have none. Give each container "
             "a ContainerHostname, or use Mode Serial."
+        )
+
+
+def _check_all_or_no_hostnames(containers: list[Params]) -> None:
+    """ContainerDefinition.ContainerHostname: once one container of a pipeline has a hostname, every
+    container must have one (the unnamed ones would otherwise get names that may clash)."""
+    missing = [str(i) for i, c in enumerate(containers, start=1) if not c.get("ContainerHostname")]
+    if missing and len(missing) < len(containers):
+        raise ValidationException(
+            "If any container of a model has a ContainerHostname, every container must have one; "
+            f"container(s) {', '.join(missing)} (by position in Containers) have none. Give each container "
+            "a ContainerHostname, or leave it out of all of them."
+        )
+
+
+def check_environment_size(containers: list[Params]) -> None:
+    """ContainerDefinition.Environment: a container's map, and the maps of all containers of a CreateModel
+    request combined, are limited to 32 KB (keys and values, as UTF-8)."""
+    size = sum(
+        len(str(key).encode()) + len(str(value).encode())
+        for c in containers
+        for key, value in (c.get("Environment") or {}).items()
+    )
+    if size > ENVIRONMENT_LIMIT_BYTES:
+        several = f"maps of the model's {len(containers)} containers are"
+        whose = "map of the model's container is" if len(containers) == 1 else several
+        raise ValidationException(
+            f"The Environment {whose} {size} bytes (keys and values, combined); the limit for a model is "
+            f"{ENVIRONMENT_LIMIT_BYTES} bytes (32 KB), all of its containers together. Shorten or remove "
+            "environment variables."
         )
 
 

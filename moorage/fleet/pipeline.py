@@ -66,13 +66,8 @@ async def prepare_pipeline(
     check_runnable(model, snapshot)
     containers = model_containers(model)
     hostnames = container_hostnames(containers)
-    prepared = await asyncio.gather(
-        *(
-            _prepare_one(endpoint, pv, model["ModelName"], hostname, container, ctx)
-            for hostname, container in zip(hostnames, containers, strict=True)
-        )
-    )
-    mode = str((model.get("InferenceExecutionConfig") or {}).get("Mode") or DEFAULT_MODE)
+    prepared = await _prepare_all(endpoint, pv, model["ModelName"], hostnames, containers, ctx)
+    mode = invocation_mode(model)
     first = prepared[0]
     plan = variant_plan(
         snapshot,
@@ -84,9 +79,55 @@ async def prepare_pipeline(
         containers=tuple(prepared),
         invocation=mode,
     )
-    # one budget for the whole request: the shortest any container's model server timeout allows
-    timeout = min(invocation_timeout(c.environment) for c in prepared)
-    return dataclasses.replace(plan, timeout=timeout)
+    # the variant's budget. Serial: one for the whole request, the shortest any container's model
+    # server timeout allows. Direct: a request runs in one container, within that container's own timeout
+    # (the gate's); the variant's is the longest of them.
+    timeouts = [invocation_timeout(c.environment) for c in prepared]
+    return dataclasses.replace(plan, timeout=max(timeouts) if mode == "Direct" else min(timeouts))
+
+
+def invocation_mode(model: dict[str, Any]) -> str:
+    """InferenceExecutionConfig's Mode: Serial (the default) or Direct."""
+    return str((model.get("InferenceExecutionConfig") or {}).get("Mode") or DEFAULT_MODE)
+
+
+def container_timeouts(plan: VariantPlan) -> dict[str, float]:
+    """Each container's own model server timeout (SAGEMAKER_MODEL_SERVER_TIMEOUT[_SECONDS], at most 60 s),
+    by hostname: a Direct request's budget, and how long a pipeline's hop may run before it is hung."""
+    return {c.hostname: invocation_timeout(c.environment) for c in plan.containers}
+
+
+async def _prepare_all(
+    endpoint: str,
+    pv: dict[str, Any],
+    model_name: str,
+    hostnames: list[str],
+    containers: list[dict[str, Any]],
+    ctx: FleetContext,
+) -> list[ContainerPlan]:
+    """Every container prepared; when some cannot be, the reason names each of them (all preparations
+    run to their end first, so none is left running behind the failure)."""
+    outcomes = await asyncio.gather(
+        *(
+            _prepare_one(endpoint, pv, model_name, hostname, container, ctx)
+            for hostname, container in zip(hostnames, containers, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    failed = [(h, o) for h, o in zip(hostnames, outcomes, strict=True) if isinstance(o, BaseException)]
+    for _, outcome in failed:  # a bug or a cancellation is raised as it is, not folded into a reason
+        if not isinstance(outcome, DeploymentFailed):
+            raise outcome
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        names = ", ".join(h for h, _ in failed)
+        reasons = "; ".join(str(exc) for _, exc in failed)
+        raise DeploymentFailed(
+            f"{len(failed)} of the {len(containers)} containers of model {model_name} could not be prepared "
+            f"({names}). {reasons}"
+        )
+    return [o for o in outcomes if isinstance(o, ContainerPlan)]
 
 
 async def _prepare_one(

@@ -144,7 +144,8 @@ async def prepare_variant(
     """Download and unpack the variant's model and build its environment, within its download bound."""
     model = snapshot["models"][pv["ModelName"]]
     containers = model_containers(model)
-    if len(containers) > 1:  # imported here: those modules build on this one
+    direct = "Containers" in model and (model.get("InferenceExecutionConfig") or {}).get("Mode") == "Direct"
+    if len(containers) > 1 or direct:  # imported here: those modules build on this one
         from moorage.fleet.pipeline import prepare_pipeline
 
         return await prepare_pipeline(endpoint, snapshot, pv, ctx)

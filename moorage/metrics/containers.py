@@ -1,7 +1,8 @@
-"""Per-container invocation metrics of multi-container endpoints with Direct invocation: CloudWatch
-keeps Invocations, the error counts and ModelLatency per [EndpointName, VariantName, ContainerName];
-here they are the variant's families' names with `container_` added and a `container` label
-(docs/metrics.md, docs/pipelines.md). Read at each scrape from moorage/dataplane/containers.py's totals."""
+"""Per-container invocation metrics of multi-container endpoints (CloudWatch's [EndpointName, VariantName,
+ContainerName] dimension). Direct invocation: Invocations, the error counts and ModelLatency per container,
+here the variant's families' names with `container_` added and a `container` label. An inference pipeline
+(Serial): ContainerLatency, the time each container took with its hop of a request. docs/metrics.md,
+docs/pipelines.md. Read at each scrape from moorage/dataplane/containers.py's totals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from moorage.dataplane.containers import SerialGate
 from moorage.dataplane.stats import Histogram
 from moorage.fleet import EndpointFleet
 
@@ -32,6 +34,10 @@ _HISTOGRAMS = {
         "OverheadLatency: time the container's requests spent in Moorage outside it, in microseconds.",
     ),
 }
+_CONTAINER_LATENCY = (
+    "sagemaker_container_latency_microseconds",
+    "ContainerLatency: time a container of an inference pipeline took to answer its hop, in microseconds.",
+)
 
 
 def container_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callable[[], Iterator[Metric]]:
@@ -40,10 +46,17 @@ def container_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callable
     def collect() -> Iterator[Metric]:
         counters = {f: CounterMetricFamily(n, h, labels=_CONTAINER) for f, (n, h) in _COUNTERS.items()}
         histograms = {f: HistogramMetricFamily(n, h, labels=_CONTAINER) for f, (n, h) in _HISTOGRAMS.items()}
+        latency = HistogramMetricFamily(*_CONTAINER_LATENCY, labels=_CONTAINER)
         for fleet in fleets():
             for variant in fleet.variants:
                 stats = variant.route.stats
                 if stats is None or not stats.containers:
+                    continue
+                gate = variant.route.gate
+                if isinstance(gate, SerialGate):  # a pipeline's hops: their time only
+                    for container in gate.hostnames:
+                        if (own := stats.containers.get(container)) is not None:
+                            _add_histogram(latency, [fleet.name, variant.name, container], own.model_latency)
                     continue
                 for container, own in stats.containers.items():
                     labels = [fleet.name, variant.name, container]
@@ -53,6 +66,7 @@ def container_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callable
                         _add_histogram(family, labels, getattr(own, field))
         yield from counters.values()
         yield from histograms.values()
+        yield latency
 
     return collect
 

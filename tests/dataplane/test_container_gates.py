@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from time import perf_counter
 
@@ -120,3 +121,78 @@ def test_direct_calls_reach_one_container_and_are_counted_for_it(tmp_path: Path)
     assert stats.containers is not None
     assert {name: own.invocations for name, own in stats.containers.items()} == {"pre": 1, "post": 2}
     assert stats.containers["post"].model_latency.count == 2
+
+
+async def _hanging_second_hop(
+    root: Path, budget: float, timeouts: dict[str, float]
+) -> tuple[InvocationResult | AwsError, list[str], VariantStats]:
+    """One instance: `pre` answers at once, `post` never does. Returns the outcome and which containers'
+    workers were killed (as hung)."""
+    stats = VariantStats()
+    killed: list[str] = []
+    never = asyncio.Event()
+
+    async def answer(request: Request) -> Answer:
+        return response(200, request.body, ((b"content-type", b"application/x-pre"),))
+
+    async def hang(request: Request) -> Answer:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    async with contextlib.AsyncExitStack() as stack:
+        workers: list[WorkerRoute] = []
+        for container, handler in (("pre", answer), ("post", hang)):
+            path = str(root / f"{container}.sock")
+            await stack.enter_async_context(TinyServer(path, handler))
+            client = WorkerClient(path)
+            stack.callback(client.close)
+            workers.append(
+                WorkerRoute(
+                    client, "i-a", len(workers), lambda c=container: killed.append(c), container=container
+                )
+            )
+        variant = VariantRoute("AllTraffic", 1.0, budget, workers=workers, stats=stats)
+        variant.gate = SerialGate(list(CONTAINERS), stats, timeouts)
+        table = RoutingTable()
+        table.install(EndpointRoute("ep", [variant], log_stream_arn="arn"))
+        try:
+            outcome: InvocationResult | AwsError = await invoke(
+                table, Invocation("ep", b"x", content_type=b"x"), "123456789012", perf_counter()
+            )
+        except AwsError as exc:
+            outcome = exc
+        never.set()
+    return outcome, killed, stats
+
+
+def test_a_pipeline_budget_spent_before_a_hop_fails_the_request_without_killing_its_worker(
+    tmp_path: Path,
+) -> None:
+    """`post` has had the request for less than its own timeout when the request's budget runs out: the
+    request fails naming `post`, whose worker is not hung and is left alone."""
+    outcome, killed, stats = asyncio.run(_hanging_second_hop(tmp_path, 1.0, {"pre": 1.0, "post": 60.0}))
+    assert isinstance(outcome, ModelError)
+    assert "waiting for a response from container post" in outcome.fields["OriginalMessage"]
+    assert killed == []
+    assert (stats.invocations, stats.model_errors) == (1, 1)
+    assert (
+        stats.containers is not None and stats.containers["pre"].model_latency.count == 1
+    )  # ContainerLatency
+
+
+def test_a_hop_that_runs_for_its_containers_own_timeout_is_hung(tmp_path: Path) -> None:
+    outcome, killed, _ = asyncio.run(_hanging_second_hop(tmp_path, 30.0, {"pre": 30.0, "post": 0.2}))
+    assert isinstance(outcome, ModelError)
+    assert "waiting for a response from container post" in outcome.fields["OriginalMessage"]
+    assert killed == ["post"]
+
+
+def test_gate_settings_carry_each_containers_timeout() -> None:
+    """Another server rebuilds the gates from their settings: the per-container timeouts come along."""
+    timeouts = {"pre": 2.0, "post": 60.0}
+    for gate in (
+        SerialGate(list(CONTAINERS), timeouts=timeouts),
+        DirectGate(list(CONTAINERS), timeouts=timeouts),
+    ):
+        rebuilt = type(gate).of(json.loads(json.dumps(gate.settings())))
+        assert (rebuilt.hostnames, rebuilt.timeouts) == (list(CONTAINERS), timeouts)
