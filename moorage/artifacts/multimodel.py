@@ -38,7 +38,8 @@ class InvalidTarget(Exception):
 
 
 def check_target(target: str) -> None:
-    """Refuse what could escape the prefix or cannot be a key: leading /, `..`, control characters."""
+    """Refuse what could escape the prefix, name the prefix itself or cannot be a key: leading /, `..`,
+    `.` or empty segments, control characters."""
     if not target:
         raise InvalidTarget("TargetModel is empty. Name a model under the endpoint's model prefix.")
     if len(target.encode("utf-8", "surrogateescape")) > _MAX_TARGET_BYTES:
@@ -49,8 +50,14 @@ def check_target(target: str) -> None:
         raise InvalidTarget(
             f"TargetModel {target!r} starts with '/'. Give a path relative to the model prefix."
         )
-    if ".." in target.split("/"):
+    segments = target.split("/")
+    if ".." in segments:
         raise InvalidTarget(f"TargetModel {target!r} has a '..' segment. Name a model under the prefix.")
+    if "." in segments or "" in segments:
+        raise InvalidTarget(
+            f"TargetModel {target!r} has an empty or '.' segment. Name a model under the prefix, such "
+            "as 'a.tar.gz' or 'group/a.tar.gz'."
+        )
 
 
 def resolve_target(prefix: str, target: str) -> Location:
@@ -61,7 +68,7 @@ def resolve_target(prefix: str, target: str) -> Location:
         return S3Location(base.bucket, base.key + target)
     root = base.path
     path = Path(os.path.normpath(root / target))
-    if path != root and root not in path.parents:
+    if root not in path.parents:  # the prefix directory itself is not a model either
         raise InvalidTarget(f"TargetModel {target!r} leads outside the model prefix {root}.")
     return LocalLocation(path)
 
@@ -73,7 +80,10 @@ def location_uri(location: Location) -> str:
 def exists(location: Location) -> bool:
     """Whether anything is at the location (a HEAD for S3). Blocking: call from a worker thread."""
     if isinstance(location, LocalLocation):
-        return location.path.exists()
+        try:  # a name too long for the file system (ENAMETOOLONG) names nothing there either
+            return location.path.exists()
+        except OSError:
+            return False
     try:
         s3_client().head_object(Bucket=location.bucket, Key=location.key)
     except ClientError as exc:
@@ -147,7 +157,8 @@ class ModelDiskCache:
 
     def prune(self) -> list[Path]:
         """Delete the least recently used models no instance uses until the cache fits its cap; returns
-        what was deleted. Blocking."""
+        what was deleted. "Used" is the directory's mtime: set when it is unpacked, then by `stamp` when
+        an instance unloads it. Blocking."""
         with self._prune_lock(fcntl.LOCK_EX):
             entries = [(path, _size(path), path.stat().st_mtime) for path in self._models()]
             total = sum(size for _, size, _ in entries)
@@ -159,6 +170,16 @@ class ModelDiskCache:
                     total -= size
                     removed.append(path)
             return removed
+
+    def stamp(self, model_dir: Path, used_at: float) -> None:
+        """Record that the model was last used at `used_at` (epoch seconds) as its directory's mtime,
+        which pruning orders by; never moved back (another instance may have used it since). Blocking."""
+        if self._use_lock(model_dir) is None:
+            return
+        with contextlib.suppress(OSError):  # pruned meanwhile
+            info = model_dir.stat()
+            if used_at > info.st_mtime:
+                os.utime(model_dir, (info.st_atime, used_at))
 
     def remove(self, model_dir: Path) -> bool:
         """Delete one model directory now if no instance uses it (ModelCacheSetting Disabled). Blocking."""

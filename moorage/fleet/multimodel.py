@@ -69,28 +69,77 @@ async def prepare_multimodel(
     source = _source(name, container)
     image_uri = str(container.get("Image") or "").strip()
     runtime = resolve_image(image_uri, ctx.images)
-    if runtime.command is not None:
-        raise DeploymentFailed(
-            f"Model {name} uses Mode=MultiModel with image {image_uri}, which runs its own model server; "
-            "multi-model endpoints on this server run the built-in runtime only. Register the image "
-            "without its server command, or use an image that is not registered."
-        )
     own = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
     settings = _settings(name, source, container, own, str(pv.get("InstanceType") or ""))
+    limits = UnpackLimits(max_total_bytes=ctx.settings.max_unpacked_bytes)
     # the instance itself starts with an empty model directory and the runtime's own Python, on this
     # machine and on any node that prepares the recipe again (moorage/compute/ray_host.py)
-    recipe = ModelRecipe.of({}, UnpackLimits(max_total_bytes=ctx.settings.max_unpacked_bytes), None)
+    recipe = ModelRecipe.of({}, limits, None)
     ctx.logs.write(
         endpoint,
         f"Variant {pv['VariantName']}: multi-model endpoint over {source} "
         f"(memory budget {settings.memory_bytes / GIB:g} GiB per instance, cache {settings.caching})",
     )
+    image_env: dict[str, str] = {}  # an own server's image environment (its ENV, its venv)
+    server: dict[str, str] = {}  # and the instance's variables that start it
+    if runtime.command is not None:
+        image_env, server = await _own_server(endpoint, name, image_uri, runtime.command, limits, pv, ctx)
     prepared, prepared_env = await asyncio.wait_for(
         asyncio.to_thread(prepare_recipe, recipe, ctx.settings.cache_dir, lambda _: None),
         download_timeout(pv),
     )
-    environment = {**prepared_env, **own, **_instance_environment(settings, own, ctx, image_uri)}
+    # the model's own Environment over the image's; the manager's own variables over both
+    environment = {
+        **prepared_env,
+        **image_env,
+        **own,
+        **_instance_environment(settings, own, ctx, image_uri),
+        **server,
+    }
     return variant_plan(snapshot, pv, ctx, prepared, recipe, environment, multi_model=settings)
+
+
+async def _own_server(
+    endpoint: str,
+    name: str,
+    image_uri: str,
+    command: tuple[str, ...],
+    limits: UnpackLimits,
+    pv: dict[str, Any],
+    ctx: FleetContext,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of an image that runs its own multi-model server, built here at deploy time (its
+    packages, its Python, its ENV), and MOORAGE_MME_COMMAND and MOORAGE_MME_PYTHON: the instance
+    (itself on the runtime's interpreter) starts that one server with them. On a cluster the instance runs
+    on a node whose paths this machine does not know, so there it is refused."""
+    if ctx.provider.outlives_server:
+        raise DeploymentFailed(
+            f"Model {name} uses Mode=MultiModel with image {image_uri}, which runs its own model server "
+            f"(`{' '.join(command)}`); on a cluster (--compute ray) multi-model endpoints run the built-in "
+            "runtime only, as the image's environment is built on this machine. Serve it on this machine "
+            "(--compute local), or register the image without its server command."
+        )
+    log_lines: list[str] = []
+    image_prepared, image_env = await asyncio.wait_for(
+        asyncio.to_thread(
+            prepare_recipe,
+            ModelRecipe.of({"Image": image_uri}, limits, ctx.images),
+            ctx.settings.cache_dir,
+            log_lines.append,
+        ),
+        download_timeout(pv),
+    )
+    for line in log_lines:
+        ctx.logs.write(endpoint, line)
+    ctx.logs.write(
+        endpoint,
+        f"Variant {pv['VariantName']}: image {image_uri} runs its own multi-model server "
+        f"(`{' '.join(command)}`, Python {image_prepared.python})",
+    )
+    return image_env, {
+        "MOORAGE_MME_COMMAND": json.dumps(list(command)),
+        "MOORAGE_MME_PYTHON": image_prepared.python,
+    }
 
 
 def _source(name: str, container: Mapping[str, Any]) -> str:
@@ -195,4 +244,6 @@ def _instance_environment(
         environment["MOORAGE_MME_S3_STORE"] = json.dumps(list(store))
     if registered is not None:  # the packages and Python each model's environment starts from
         environment["MOORAGE_MME_IMAGE"] = json.dumps(asdict(registered), default=dict)
+    if image_uri:  # a framework image (not registered) decides each model's packages from its URI
+        environment["MOORAGE_MME_IMAGE_URI"] = image_uri
     return environment

@@ -17,7 +17,8 @@ _TIMES = {
                 "downloaded and loaded (cache misses only)"),
     "downloading": ("model_downloading_time", "ModelDownloadingTime: time to download and unpack a model"),
     "loading": ("model_loading_time", "ModelLoadingTime: time to load a model (model_fn)"),
-    "unloading": ("model_unloading_time", "ModelUnloadingTime: time to unload an evicted model"),
+    "unloading": ("model_unloading_time", "ModelUnloadingTime: time to unload a model, each unload "
+                  "once, whatever caused it (eviction, ModelCacheSetting Disabled)"),
 }  # fmt: skip
 
 
@@ -63,11 +64,12 @@ def multi_model_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callab
                 hits.add_metric(labels, mm.cache_hits)
                 lookups.add_metric(labels, mm.cache_lookups)
                 total = 0
-                for member in variant.members:  # instances that left are no longer reported
-                    count = mm.loaded.get(member.instance_id)
-                    if count is not None:
-                        per_instance.add_metric([*labels, member.instance_id], count)
-                        total += count
+                present = {member.instance_id for member in variant.members}
+                for gone in [i for i in mm.loaded if i not in present]:
+                    del mm.loaded[gone]  # replaced or scaled in: its last report no longer counts
+                for instance, count in mm.loaded.items():
+                    per_instance.add_metric([*labels, instance], count)
+                    total += count
                 per_variant.add_metric(labels, total)
         yield from times.values()
         yield from (hits, lookups, per_instance, per_variant)

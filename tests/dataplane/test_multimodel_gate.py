@@ -258,10 +258,14 @@ def test_cache_reports_become_metrics(tmp_path: Path) -> None:
             ((b"x-moorage-model-cache", b"miss"),
              (b"x-moorage-model-timings", b"wait=3000;download=1000;load=2000"),
              (b"x-moorage-loaded-models", b"1")),
-            ((b"x-moorage-model-cache", b"hit"), (b"x-moorage-loaded-models", b"1")),
+            ((b"x-moorage-model-cache", b"hit"), (b"x-moorage-loaded-models", b"1"),
+             (b"x-moorage-model-unloaded", b"250")),
             ((b"x-moorage-model-cache", b"miss"),
+             # the timings' unloads are informational: x-moorage-model-unloaded counts each unload once
              (b"x-moorage-model-timings", b"wait=9000;load=4000;unload=600;unloads=2"),
+             (b"x-moorage-model-unloaded", b"200,400"),
              (b"x-moorage-loaded-models", b"2")),
+            ((b"x-moorage-model-unloaded", b"50"), (b"x-moorage-loaded-models", b"1")),  # not a lookup
         ]
     )  # fmt: skip
 
@@ -271,7 +275,7 @@ def test_cache_reports_become_metrics(tmp_path: Path) -> None:
     async def scenario() -> VariantStats:
         async with instances(tmp_path) as fleet:
             table = _table([await fleet.add("a", reporting)], MultiModelGate())
-            for target in (b"m1", b"m1", b"m2"):
+            for target in (b"m1", b"m1", b"m2", b"m2"):
                 await _call(table, target)
             route = table.get("mme")
             assert route is not None and route.variants[0].stats is not None
@@ -284,9 +288,9 @@ def test_cache_reports_become_metrics(tmp_path: Path) -> None:
     assert (mm.waiting.count, mm.waiting.sum) == (2, 12000)
     assert (mm.downloading.count, mm.downloading.sum) == (1, 1000)
     assert (mm.loading.count, mm.loading.sum) == (2, 6000)
-    assert (mm.unloading.count, mm.unloading.sum) == (2, 600)
-    assert mm.loaded == {"i-a": 2}
-    assert stats.invocations == 3 and stats.model_errors == 0
+    assert (mm.unloading.count, mm.unloading.sum) == (4, 900)
+    assert mm.loaded == {"i-a": 1}
+    assert stats.invocations == 4 and stats.model_errors == 0
 
 
 def test_a_front_door_timeout_leaves_the_instance_running(
@@ -311,5 +315,88 @@ def test_a_front_door_timeout_leaves_the_instance_running(
 
 
 def test_other_front_doors_rebuild_the_gate() -> None:
-    gate = GATE_KINDS["multimodel"](MultiModelGate(spill_at=6).settings())
+    gate = GATE_KINDS["multimodel"](MultiModelGate(spill_at=6, ready_wait=12.5).settings())
     assert isinstance(gate, MultiModelGate) and gate.spill_at == 6 and gate.kind == "multimodel"
+    assert gate.ready_wait == 12.5
+
+
+def test_the_front_door_allows_the_wait_for_a_load_before_the_invocation_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instance lets a request wait for its model's load, then gives the model the whole invocation
+    timeout: an answer after more than the invocation timeout, within both, is the model's answer."""
+    monkeypatch.setattr(multimodel, "TIMEOUT_SLACK_SECONDS", 0.0)
+
+    async def loading(request: Request) -> Answer:
+        await asyncio.sleep(0.3)  # six times the invocation timeout below, well within the wait
+        return _hit(request)
+
+    async def scenario() -> tuple[bytes, list[str]]:
+        async with instances(tmp_path) as fleet:
+            gate = MultiModelGate(ready_wait=30.0)
+            table = _table([await fleet.add("a", loading)], gate, timeout=0.05)
+            result = await _call(table, b"m1")
+            return result.response.body, fleet.kills
+
+    body, kills = asyncio.run(scenario())
+    assert body == b"m1" and kills == []
+
+
+def _latency_of(tmp_path: Path, headers: tuple[tuple[bytes, bytes], ...], status: int = 200) -> VariantStats:
+    async def answering(request: Request) -> Answer:
+        return response(status, b"ok", headers)
+
+    async def scenario() -> VariantStats:
+        async with instances(tmp_path) as fleet:
+            table = _table([await fleet.add("a", answering)], MultiModelGate())
+            with contextlib.suppress(AwsError):
+                await _call(table, b"m1")
+            route = table.get("mme")
+            assert route is not None and route.variants[0].stats is not None
+            return route.variants[0].stats
+
+    return asyncio.run(scenario())
+
+
+def test_model_latency_leaves_out_the_wait_for_a_load_and_not_ready_answers(tmp_path: Path) -> None:
+    # a miss that waited a minute for its load (reported): the answer itself took far less, and
+    # ModelLatency is what came after the load (nothing here, so 0); the wait is ModelLoadingWaitTime
+    miss = _latency_of(
+        tmp_path,
+        ((b"x-moorage-model-cache", b"miss"), (b"x-moorage-model-timings", b"wait=60000000;load=59000000")),
+    )
+    assert (miss.model_latency.count, miss.model_latency.sum) == (1, 0.0)
+    assert miss.multi_model is not None and miss.multi_model.waiting.sum == 60_000_000
+    hit = _latency_of(tmp_path, ((b"x-moorage-model-cache", b"hit"),))
+    assert hit.model_latency.count == 1 and hit.model_latency.sum > 0
+    # ModelNotReady: no model answered; an invocation and a 4xx, but no ModelLatency
+    not_ready = _latency_of(tmp_path, ((b"x-moorage-error", b"ModelNotReady"),), status=429)
+    assert (not_ready.invocations, not_ready.errors_4xx, not_ready.model_errors) == (1, 1, 0)
+    assert not_ready.model_latency.count == 0
+
+
+def test_in_flight_counts_per_model_and_instance_are_let_go(tmp_path: Path) -> None:
+    """The gate's per-(model, instance) counts hold only requests under way: none once all answered."""
+
+    async def scenario() -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        gate_open = asyncio.Event()
+
+        async def slow(request: Request) -> Answer:
+            await gate_open.wait()
+            return _hit(request)
+
+        async with instances(tmp_path) as fleet:
+            workers = [await fleet.add(name, slow) for name in ("a", "b")]
+            gate = MultiModelGate(spill_at=2)
+            table = _table(workers, gate)
+            calls = [_call(table, f"m{m % 5}.tar.gz".encode()) for m in range(20)]
+            while sum(len(s.requests) for s in fleet.servers.values()) < 20:
+                await asyncio.sleep(0.01)
+            during = dict(gate.in_flight)
+            gate_open.set()
+            await asyncio.gather(*calls)
+            return during, gate.in_flight
+
+    during, after = asyncio.run(scenario())
+    assert sum(during.values()) == 20 and {m for m, _ in during} == {f"m{m}.tar.gz" for m in range(5)}
+    assert after == {}

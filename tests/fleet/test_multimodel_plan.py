@@ -127,20 +127,56 @@ class _Images:
         return self.image if uri == self.image.uri else None
 
 
-def _with_image(tmp_path: Path, image: RegisteredImage) -> VariantPlan:
+def _with_image(tmp_path: Path, image: RegisteredImage, provider: Any = None) -> VariantPlan:
     ctx = replace(
-        context(FakeProvider(FakeClock()), tmp_path, cache_dir=tmp_path / "cache"),  # type: ignore[arg-type]
+        context(provider or FakeProvider(FakeClock()), tmp_path, cache_dir=tmp_path / "cache"),  # type: ignore[arg-type]
         images=_Images(image),
     )
-    snapshot = _snapshot({"ModelDataUrl": "s3://b/m/", "Image": image.uri})
+    snapshot = _snapshot(
+        {"ModelDataUrl": "s3://b/m/", "Image": image.uri, "Environment": {"MODEL_SETTING": "model's"}}
+    )
     return asyncio.run(prepare_variant("ep", snapshot, snapshot["config"]["ProductionVariants"][0], ctx))
 
 
-def test_a_registered_image_travels_to_the_instance_and_an_own_server_one_fails(tmp_path: Path) -> None:
+def test_a_registered_image_travels_to_the_instance(tmp_path: Path) -> None:
     built_in = RegisteredImage("my/image:1", "command line", "3.11", ("tabulate==0.9.0",), None, False)
     env = _with_image(tmp_path, built_in).environment
     assert json.loads(env["MOORAGE_MME_IMAGE"])["requirements"] == ["tabulate==0.9.0"]
+    assert env["MOORAGE_MME_IMAGE_URI"] == "my/image:1"
+    assert "MOORAGE_MME_COMMAND" not in env and "MOORAGE_MME_PYTHON" not in env
+
+
+def test_a_framework_image_uri_reaches_the_instance(tmp_path: Path) -> None:
+    uri = "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
+    plan = _plan(tmp_path, _snapshot({"ModelDataUrl": "s3://b/m/", "Image": uri}))
+    assert plan.environment["MOORAGE_MME_IMAGE_URI"] == uri  # each model's packages follow the framework
+    assert "MOORAGE_MME_IMAGE" not in plan.environment  # not registered
+
+
+def test_an_image_with_its_own_server_runs_it_in_the_images_environment(tmp_path: Path) -> None:
+    own = RegisteredImage(
+        "my/server:1",
+        "command line",
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        (),
+        ("python", "-m", "my_server", "serve"),
+        True,
+        environment={"IMAGE_SETTING": "image's", "MODEL_SETTING": "image's"},
+    )
+    plan = _with_image(tmp_path, own)
+    env = plan.environment
+    assert json.loads(env["MOORAGE_MME_COMMAND"]) == ["python", "-m", "my_server", "serve"]
+    assert env["MOORAGE_MME_PYTHON"] == sys.executable  # the image's interpreter (no packages to add)
+    assert env["IMAGE_SETTING"] == "image's" and env["MODEL_SETTING"] == "model's"  # the model's wins
+    assert json.loads(env["MOORAGE_MME_IMAGE"])["own_server"] is True
+    # the manager itself: an empty model directory on the runtime's own interpreter
+    assert plan.prepared.python == sys.executable and plan.recipe.image is None
+
+
+def test_an_image_with_its_own_server_is_refused_on_a_cluster(tmp_path: Path) -> None:
     own = RegisteredImage("my/server:1", "command line", "3.11", (), ("serve",), True)
+    provider = FakeProvider(FakeClock())
+    provider.outlives_server = True  # type: ignore[misc]
     with pytest.raises(DeploymentFailed) as failed:
-        _with_image(tmp_path, own)
-    assert "runs its own model server" in str(failed.value)
+        _with_image(tmp_path, own, provider)
+    assert "runs its own model server" in str(failed.value) and "--compute ray" in str(failed.value)

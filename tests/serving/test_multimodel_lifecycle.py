@@ -1,5 +1,5 @@
-"""Model processes of a multi-model instance: a hung model is killed at the invocation budget, one that
-dies is loaded again, and SIGTERM leaves no model process behind."""
+"""Model processes of a multi-model instance: a hung worker is replaced at the invocation budget, a
+model that dies is loaded again, and SIGTERM leaves no model process behind."""
 
 from __future__ import annotations
 
@@ -10,23 +10,26 @@ from pathlib import Path
 from tests.serving.multimodel_support import StartMultiModel, counting_model, eventually, pid_gone
 
 
-def test_a_model_that_does_not_answer_in_time_is_killed_and_reloaded(
+def test_a_model_that_does_not_answer_in_time_has_its_worker_replaced(
     start_multimodel: StartMultiModel,
 ) -> None:
+    """The hung worker is killed and a fresh one forked from the loaded model: the model stays loaded."""
     mme = start_multimodel(
         lambda models: counting_model(models, "hang.tar.gz", "hang"),
         MOORAGE_MME_INVOCATION_TIMEOUT_SECONDS="2",
     )
     assert mme.invoke("hang.tar.gz").status == 200
-    pids = mme.describe("hang.tar.gz")["pids"]
+    main, worker = mme.describe("hang.tar.gz")["pids"]
     timed_out = mme.invoke("hang.tar.gz", {"sleep": 30})
     assert timed_out.status == 504 and timed_out.headers["x-moorage-error"] == "ModelTimeout"
     assert "'hang.tar.gz'" in timed_out.text and "2 s" in timed_out.text
-    assert all(pid_gone(pid) for pid in pids)
-    assert mme.loaded() == []
+    eventually(lambda: pid_gone(worker))
+    assert not pid_gone(main)
+    assert mme.loaded() == ["hang.tar.gz"]
     again = mme.invoke("hang.tar.gz")
-    assert again.status == 200 and again.headers["x-moorage-model-cache"] == "miss"
-    assert mme.load_count("hang") == 2
+    assert again.status == 200 and again.headers["x-moorage-model-cache"] == "hit", again.text
+    assert again.json()["pid"] != worker
+    assert mme.load_count("hang") == 1
 
 
 def test_a_model_process_that_dies_is_reported_and_loaded_again(start_multimodel: StartMultiModel) -> None:
@@ -65,3 +68,19 @@ def test_model_processes_die_with_a_killed_instance(start_multimodel: StartMulti
     mme.instance.process.kill()  # no chance to stop anything itself
     mme.instance.wait_exit()
     eventually(lambda: all(pid_gone(pid) for pid in pids))
+
+
+def test_a_run_directory_left_by_a_killed_instance_is_removed_by_the_next(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from moorage.serving.multimodel.manager import _remove_stale_run_dirs
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = tmp_path / f"moorage-mme-{int(ended.stdout)}-x1"
+    mine = tmp_path / f"moorage-mme-{os.getpid()}-x2"
+    other = tmp_path / "moorage-mme-not-a-pid"
+    for path in (dead, mine, other):
+        path.mkdir()
+    _remove_stale_run_dirs(tmp_path)
+    assert not dead.exists() and mine.exists() and other.exists()

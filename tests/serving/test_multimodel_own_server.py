@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +262,41 @@ def test_a_model_that_does_not_answer_in_time_is_unloaded(
     assert ("DELETE", f"/models/{name}") in _calls(tmp_path)
     assert mme.loaded() == []
     assert mme.invoke("a.tar.gz").headers["x-moorage-model-cache"] == "miss"
+
+
+def test_a_timed_out_model_is_deleted_only_once_its_other_requests_end(
+    start_multimodel: StartMultiModel, tmp_path: Path
+) -> None:
+    """The server runs every model: a hung request DELETEs its model, but not under another request."""
+    mme = start_multimodel(
+        _builder(("a.tar.gz", "alpha", 0)),
+        MOORAGE_MME_INVOCATION_TIMEOUT_SECONDS="4",
+        **_server_env(tmp_path),
+    )
+    name = mme.invoke("a.tar.gz").json()["name"]
+    replies: dict[str, Any] = {}
+
+    def other() -> None:
+        replies["other"] = mme.invoke("a.tar.gz", {"sleep": 3})
+
+    thread = threading.Thread(target=other)
+    hung = threading.Thread(target=lambda: replies.update(hung=mme.invoke("a.tar.gz", {"sleep": 30})))
+    hung.start()
+    eventually(lambda: mme.describe("a.tar.gz")["inFlight"] == 1)
+    time.sleep(2)  # the other request is still answering when the hung one times out, within its own 4 s
+    thread.start()
+    hung.join()
+    assert replies["hung"].status == 504 and replies["hung"].headers["x-moorage-error"] == "ModelTimeout"
+    assert "once its other requests end" in replies["hung"].text
+    if thread.is_alive():  # (it is, unless this machine stalled for a second)
+        assert ("DELETE", f"/models/{name}") not in _calls(tmp_path)
+    thread.join()
+    assert replies["other"].status == 200
+    eventually(lambda: ("DELETE", f"/models/{name}") in _calls(tmp_path))
+    again = mme.invoke("a.tar.gz")
+    assert again.status == 200 and again.headers["x-moorage-model-cache"] == "miss"
+    assert again.headers["x-moorage-model-unloaded"].isdigit()  # the DELETE, reported once
+    assert "x-moorage-model-unloaded" not in mme.invoke("a.tar.gz").headers
 
 
 def test_caching_disabled_unloads_after_each_invocation(

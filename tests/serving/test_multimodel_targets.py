@@ -28,6 +28,11 @@ def test_target_is_appended_to_the_prefix(tmp_path: Path) -> None:
         ("/etc/passwd", "starts with '/'"),
         ("a/../../b", "'..' segment"),
         ("..", "'..' segment"),
+        (".", "empty or '.' segment"),
+        ("./", "empty or '.' segment"),
+        ("a/./b.tar.gz", "empty or '.' segment"),
+        ("a//b.tar.gz", "empty or '.' segment"),
+        ("a/", "empty or '.' segment"),
         ("a\x00b", "control character"),
         ("a\nb", "control character"),
         ("x" * 1025, "longer than 1024 bytes"),
@@ -37,3 +42,20 @@ def test_unsafe_targets_are_refused(target: str, complaint: str, tmp_path: Path)
     for prefix in ("s3://bucket/models/", f"file://{tmp_path}/"):
         with pytest.raises(InvalidTarget, match=complaint):
             resolve_target(prefix, target)
+
+
+def test_the_containers_image_reaches_each_models_preparation(tmp_path: Path) -> None:
+    """A framework image URI (not registered) decides each model's packages, so the instance keeps it;
+    like every MOORAGE_MME_* setting it is taken out of the environment the models inherit."""
+    from moorage.serving.multimodel.settings import take_settings
+
+    uri = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
+    environ = {
+        "MOORAGE_MME_SOURCE": str(tmp_path),
+        "MOORAGE_MME_CACHE_DIR": str(tmp_path / "cache"),
+        "MOORAGE_MME_MEMORY_BYTES": "1000000",
+        "MOORAGE_MME_IMAGE_URI": uri,
+    }
+    settings = take_settings(environ)
+    assert settings.image_uri == uri and settings.image is None
+    assert "MOORAGE_MME_IMAGE_URI" not in environ

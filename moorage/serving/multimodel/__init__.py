@@ -13,9 +13,12 @@ set (same command line). The environment the fleet gives it:
 - MOORAGE_MME_CACHE_DIR: where they are kept (shared by the instances on one machine, under flock).
 - MOORAGE_MME_CACHING: Enabled (default) or Disabled (unload and delete after each invocation).
 - MOORAGE_MME_READY_WAIT_SECONDS (50): how long a request waits for a load before ModelNotReady.
-- MOORAGE_MME_INVOCATION_TIMEOUT_SECONDS (60): the whole budget of one invocation.
+- MOORAGE_MME_INVOCATION_TIMEOUT_SECONDS (60): a model's time to answer one invocation, counted once
+  the model is loaded (the wait for the load is MOORAGE_MME_READY_WAIT_SECONDS's).
 - MOORAGE_MME_S3_STORE: JSON [endpoint_url or null, anonymous] for moorage.artifacts.fetch.use_store.
 - MOORAGE_MME_IMAGE: JSON of the container's RegisteredImage (optional).
+- MOORAGE_MME_IMAGE_URI: the container's Image (optional): a framework image URI decides the packages each
+  model's environment starts from, as for a single-model endpoint.
 - MOORAGE_MME_MODEL_WORKERS: worker processes per loaded model (default 1).
 - MOORAGE_MME_COMMAND: JSON list, the image's own server command (``serve`` included), for an image
   that runs its own multi-model server: the instance starts that one server (SageMaker container

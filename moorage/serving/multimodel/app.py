@@ -2,14 +2,19 @@
 x-amzn-sagemaker-target-model, loaded on demand) and SageMaker's multi-model container API (/models).
 
 Every /invocations answer says whether the model was loaded (`x-moorage-model-cache: hit|miss`), what
-a miss cost (`x-moorage-model-timings`) and how many models are loaded (`x-moorage-loaded-models`);
-the instance's own failures carry `x-moorage-error: <kind>` and a plain-text message.
+a miss cost (`x-moorage-model-timings`), how many models are loaded (`x-moorage-loaded-models`, those
+being unloaded left out) and, when any finished since the previous answer, how long each unload took
+(`x-moorage-model-unloaded: <µs>,<µs>,...`, whatever caused it, each reported once); the instance's own
+failures carry `x-moorage-error: <kind>` and a plain-text message.
+
+A request waits for its model's load at most MOORAGE_MME_READY_WAIT_SECONDS (ModelNotReady after); the
+invocation timeout is the model's own time to answer, counted once it is loaded.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import logging
 from collections.abc import Awaitable, Mapping
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -18,10 +23,16 @@ from moorage.artifacts.locations import parse_location
 from moorage.artifacts.multimodel import InvalidTarget, location_uri, resolve_target
 from moorage.dataplane.connection import WorkerLost, WorkerResponse, WorkerUnavailable
 from moorage.http.responses import TEXT, Response, json_response, text_response
-from moorage.serving.multimodel.backend import CUSTOM_ATTRIBUTES, TARGET_HEADER, LoadedModel
+from moorage.serving.multimodel.backend import (
+    CUSTOM_ATTRIBUTES,
+    TARGET_HEADER,
+    InvocationTimeout,
+    LoadedModel,
+)
 from moorage.serving.multimodel.cache import ModelCache, Timings
 from moorage.serving.multimodel.errors import (
     INVALID_TARGET,
+    LOAD_FAILED,
     LOST,
     TIMEOUT,
     PlatformError,
@@ -29,6 +40,8 @@ from moorage.serving.multimodel.errors import (
     text_error,
 )
 from moorage.serving.multimodel.processes import STARTUP_TIMEOUT
+
+logger = logging.getLogger("moorage.serving.multimodel")
 
 _PING = json_response({"status": "Healthy"})
 _NOT_FOUND = text_response("Not Found", 404)
@@ -71,7 +84,6 @@ class MultiModelApp:
     # -- /invocations ----------------------------------------------------------------------------
 
     async def _invocations(self, headers: Mapping[bytes, bytes], body: bytes) -> Response:
-        deadline = time.monotonic() + self.settings.invocation_timeout
         timings = Timings()
         hit = False
         try:
@@ -85,34 +97,54 @@ class MultiModelApp:
                     location = resolve_target(self.settings.source, target)
                 except InvalidTarget as exc:
                     raise PlatformError(INVALID_TARGET, str(exc)) from None
-                wait = min(self.settings.ready_wait, self.settings.invocation_timeout)
+                wait = self.settings.ready_wait
                 model = await self.cache.acquire(target, location_uri(location), location, wait, timings)
             try:
-                answer = await self._forward(model, headers, body, deadline)
+                answer = await self._forward(model, headers, body)
             finally:
                 self.cache.release(model)
         except PlatformError as error:
             return text_error(error, self._headers(hit, timings))
+        except Exception as exc:  # never an unmarked "internal error": say what failed, log the rest
+            logger.exception("serving a request failed")
+            failure = PlatformError(
+                LOAD_FAILED,
+                f"The multi-model instance failed to serve the request ({exc!r}). See the endpoint log; "
+                "retry the request.",
+            )
+            return text_error(failure, self._headers(hit, timings))
         return _relay(answer, self._headers(hit, timings))
 
     def _headers(self, hit: bool, timings: Timings) -> bytes:
         loaded = b"x-moorage-loaded-models: %d\r\n" % len(self.cache.loaded)
+        unloads = self.cache.take_unloads()
+        if unloads:
+            loaded += b"x-moorage-model-unloaded: %s\r\n" % ",".join(map(str, unloads)).encode()
         if hit:
             return b"x-moorage-model-cache: hit\r\n" + loaded
         return b"x-moorage-model-cache: miss\r\n" + timings.header() + loaded
 
     async def _forward(
-        self, model: LoadedModel, headers: Mapping[bytes, bytes], body: bytes, deadline: float
+        self, model: LoadedModel, headers: Mapping[bytes, bytes], body: bytes
     ) -> WorkerResponse:
+        """The model's answer within the invocation timeout, counted from now (the model is loaded)."""
         try:
-            return await model.request(headers, body, max(0.001, deadline - time.monotonic()))
-        except TimeoutError:
-            await self.cache.kill(model)
+            return await model.request(headers, body, self.settings.invocation_timeout)
+        except TimeoutError as exc:
+            replaced = isinstance(exc, InvocationTimeout) and exc.worker_replaced
+            await self.cache.timed_out(model, replaced)
+            if replaced:
+                what = "The worker that ran it was stopped and is replaced; the model stays loaded."
+            else:
+                what = (
+                    "The model is unloaded (it may have hung) once its other requests end; the next "
+                    "request loads it again."
+                )
             raise PlatformError(
                 TIMEOUT,
                 f"Model {model.name!r} ({model.uri}) did not answer within the invocation's "
-                f"{self.settings.invocation_timeout:g} s. It was unloaded (it may have hung); the "
-                "next request loads it again. Make the model answer faster, or send smaller requests.",
+                f"{self.settings.invocation_timeout:g} s. {what} Make the model answer faster, or send "
+                "smaller requests.",
             ) from None
         except (WorkerLost, WorkerUnavailable) as exc:
             raise PlatformError(
@@ -192,9 +224,7 @@ class MultiModelApp:
             return json_error(404, "ModelNotFoundException", f"Model not found: {name}")
         model.in_flight += 1
         try:
-            answer = await self._forward(
-                model, headers, body, time.monotonic() + self.settings.invocation_timeout
-            )
+            answer = await self._forward(model, headers, body)
         except PlatformError as error:
             return json_error(error.status, error.kind, error.message)
         finally:

@@ -28,9 +28,19 @@ class ServerFull(Exception):
     """The host has no room for one more model (a multi-model server's 507): unload one and retry."""
 
 
+class InvocationTimeout(TimeoutError):
+    """An invocation outlasted its budget. `worker_replaced`: the backend stopped just the worker that
+    ran it (and a fresh one takes its place), so the model itself stays loaded."""
+
+    def __init__(self, worker_replaced: bool) -> None:
+        super().__init__("the model did not answer in time")
+        self.worker_replaced = worker_replaced
+
+
 class LoadedModel(ABC):
     """A loaded model, whichever backend hosts it. `in_flight` requests keep it from being evicted;
-    `last_used` orders the LRU; `memory_bytes` is its measured (or attributed) cost."""
+    `last_used` orders the LRU; `memory_bytes` is its measured (or attributed) cost. `stopping`: it takes
+    no new requests (being unloaded, or waiting to be); `unloading`: the cache has begun to stop it."""
 
     def __init__(self, name: str, uri: str, target: PreparedTarget) -> None:
         self.name = name
@@ -40,6 +50,7 @@ class LoadedModel(ABC):
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.stopping = False
+        self.unloading = False
 
     @property
     def model_dir(self) -> Path:
@@ -51,7 +62,8 @@ class LoadedModel(ABC):
 
     @abstractmethod
     async def request(self, headers: Mapping[bytes, bytes], body: bytes, timeout: float) -> WorkerResponse:
-        """One invocation; raises TimeoutError, WorkerLost or WorkerUnavailable."""
+        """One invocation; raises TimeoutError (InvocationTimeout where the backend says whether it
+        replaced the hung worker), WorkerLost or WorkerUnavailable."""
 
     @abstractmethod
     async def wait(self) -> int | None:

@@ -8,9 +8,14 @@ PSS of its processes, or its share of the server's), re-measured every few secon
 Before a load, idle models are unloaded, least recently used first, until the measured total plus an
 estimate of the new model fits (its last measured cost if it was loaded before, else the mean
 of the loaded ones); after the load it is measured and, if the total is over, more idle models go. A
-model that alone is over the budget is unloaded again and the request told so. A backend that itself
-says it is full (a multi-model server's 507) gets the least recently used idle model unloaded and the
-load asked again, until nothing idle is left to unload.
+model that alone is over the budget is unloaded again and the request told so; for the next
+TOO_BIG_RETRY_SECONDS, or until its archive changes (another prepared directory), it is refused before
+anything is unloaded for it. A backend that itself says it is full (a multi-model server's 507) gets the
+least recently used idle model unloaded and the load asked again, until nothing idle is left to unload.
+
+The memory counted as used is the loaded models', the models still being unloaded, and the estimates of
+the loads under way (so concurrent cold loads do not both pass the budget). Every finished unload,
+whatever caused it, is reported once, in the next /invocations answer (`take_unloads`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from moorage.artifacts.errors import ArtifactError
 from moorage.artifacts.locations import LocalLocation, Location
@@ -33,6 +40,8 @@ from moorage.serving.multimodel.settings import MultiModelSettings
 logger = logging.getLogger("moorage.serving.multimodel")
 
 MEASURE_SECONDS = 2.0
+TOO_BIG_RETRY_SECONDS = 600.0  # a model measured over the whole budget is refused this long unasked
+UNLOADS_KEPT = 1000  # unload durations not yet reported in an answer (the oldest are dropped past it)
 
 
 @dataclass(slots=True)
@@ -72,7 +81,13 @@ class ModelCache:
         self.disk = ModelDiskCache(settings.cache_dir, settings.disk_bytes)
         self.loaded: dict[str, LoadedModel] = {}
         self._loads: dict[str, asyncio.Task[LoadedModel]] = {}
+        self._waiters: dict[str, int] = {}  # requests waiting for each load
         self._costs: dict[str, int] = {}  # the last measured cost of every model loaded so far
+        self._too_big: dict[str, tuple[Path, float]] = {}  # measured over the budget: its dir, when
+        self._reserved: dict[str, int] = {}  # loads under way: the cost each was estimated at
+        self._leaving: set[LoadedModel] = set()  # out of `loaded`, not stopped yet: still uses memory
+        self._retiring: set[LoadedModel] = set()  # timed out: stopped once its other requests end
+        self._unloaded: deque[int] = deque(maxlen=UNLOADS_KEPT)  # µs of each unload not yet reported
         self._memory = asyncio.Lock()  # one eviction decision at a time
         self._background: set[asyncio.Task[object]] = set()
         self._measuring: asyncio.Task[None] | None = None
@@ -83,6 +98,12 @@ class ModelCache:
     def loading(self, name: str) -> bool:
         return name in self._loads
 
+    def take_unloads(self) -> list[int]:
+        """The durations (µs) of the unloads finished since the last call: each is reported once."""
+        taken = list(self._unloaded)
+        self._unloaded.clear()
+        return taken
+
     async def acquire(
         self, name: str, uri: str, location: Location, wait: float, timings: Timings
     ) -> LoadedModel:
@@ -90,31 +111,57 @@ class ModelCache:
         needed; raises PlatformError (ModelNotReady when the load outlasts `wait` seconds)."""
         begun = time.perf_counter()
         deadline = time.monotonic() + wait
-        while True:
-            model = self.loaded.get(name)
-            if model is not None and not model.stopping:
-                model.in_flight += 1
-                return model
-            task = self._loads.get(name)
-            if task is None:
-                task = self._begin_load(name, uri, location, timings)
-            try:
-                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise PlatformError(
-                    NOT_READY,
-                    f"Model {name!r} ({uri}) is still loading. Retry the request in a few seconds; "
-                    "it is answered once the model has loaded.",
-                ) from None
-            finally:
-                timings.wait_us = _since(begun)
+        self._waiters[name] = self._waiters.get(name, 0) + 1
+        try:
+            while True:
+                model = self.loaded.get(name)
+                if model is not None and not model.stopping:
+                    model.in_flight += 1
+                    return model
+                task = self._loads.get(name)
+                if task is None:
+                    task = self._begin_load(name, uri, location, timings)
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise PlatformError(
+                        NOT_READY,
+                        f"Model {name!r} ({uri}) is still loading. Retry the request in a few seconds; "
+                        "it is answered once the model has loaded.",
+                    ) from None
+                finally:
+                    timings.wait_us = _since(begun)
+        finally:
+            left = self._waiters[name] - 1
+            if left:
+                self._waiters[name] = left
+            else:
+                del self._waiters[name]
 
     def release(self, model: LoadedModel, discard: bool = True) -> None:
-        """After a request; with ModelCacheSetting Disabled (and `discard`) the model goes once idle."""
+        """After a request; with ModelCacheSetting Disabled (and `discard`) the model goes once idle, and
+        a model that timed out goes once its last request ends. Either leaves `loaded` at once."""
         model.in_flight -= 1
         model.last_used = time.monotonic()
-        if discard and not self.settings.caching and model.in_flight == 0:
+        if model.in_flight:
+            return
+        if model in self._retiring:
+            self._in_background(self._stop(model, 0.0))
+        elif discard and not self.settings.caching and self.loaded.get(model.name) is model:
+            self._detach(model)
             self._in_background(self._discard(model))
+
+    async def timed_out(self, model: LoadedModel, worker_replaced: bool) -> None:
+        """One of `model`'s requests got no answer in time (its connection is closed). A backend that
+        replaced just the hung worker keeps the model; otherwise it takes no new request and is stopped
+        (it may have hung) once no other request is in flight on it: now, if this was the only one."""
+        if worker_replaced or model.unloading:
+            return
+        self._detach(model)
+        if model.in_flight > 1:
+            self._retiring.add(model)
+            return
+        await self._stop(model, 0.0)
 
     def _begin_load(
         self, name: str, uri: str, location: Location, timings: Timings
@@ -126,14 +173,30 @@ class ModelCache:
         return task
 
     async def _load(self, name: str, uri: str, location: Location, timings: Timings) -> LoadedModel:
+        """_load_checked, with any failure it did not foresee reported as ModelLoadFailed (logged)."""
+        try:
+            return await self._load_checked(name, uri, location, timings)
+        except PlatformError:
+            raise
+        except Exception as exc:
+            logger.exception("loading %s (%s) failed", name, uri)
+            raise PlatformError(
+                LOAD_FAILED, f"Failed to load model {name!r} ({uri}): {exc!r}. See the endpoint log."
+            ) from None
+
+    async def _load_checked(self, name: str, uri: str, location: Location, timings: Timings) -> LoadedModel:
         begun = time.perf_counter()
         target = await asyncio.to_thread(self._prepare, name, uri, location)
         timings.download_us = _since(begun)
         timings.unload_us, timings.unloads = 0, 0
         try:
-            await self._make_room(self._estimate(name), None, timings)
-            begun = time.perf_counter()
-            model = await self._load_making_room(name, uri, target, timings)
+            self._refuse_known_too_big(name, uri, target)
+            try:
+                await self._make_room(self._estimate(name), None, timings, reserve=name)
+                begun = time.perf_counter()
+                model = await self._load_making_room(name, uri, target, timings)
+            finally:
+                self._reserved.pop(name, None)
             timings.load_us = _since(begun)
         except BaseException:
             target.lease.release()
@@ -143,6 +206,7 @@ class ModelCache:
         cost = self._costs[name] = model.memory_bytes
         logger.info("loaded %s (%s): %d bytes", name, uri, cost)
         if cost > self.settings.memory_bytes:
+            self._too_big[name] = (model.model_dir, time.monotonic())
             await self._unload(model)
             raise PlatformError(
                 NO_MEMORY,
@@ -150,9 +214,32 @@ class ModelCache:
                 f"{self.settings.memory_bytes} bytes this instance has for models. It was unloaded. "
                 "Choose an InstanceType with more memory, or make the model smaller.",
             )
+        self._too_big.pop(name, None)
         await self._make_room(0, model, timings)
+        if not self.settings.caching and not self._waiters.get(name):
+            logger.info("unloading %s: its requests gave up waiting for the load", name)
+            self._detach(model)
+            self._in_background(self._discard(model))
         self._in_background(asyncio.to_thread(self.disk.prune))
         return model
+
+    def _refuse_known_too_big(self, name: str, uri: str, target: PreparedTarget) -> None:
+        """A model measured over the whole budget is refused before anything is unloaded for it, until
+        TOO_BIG_RETRY_SECONDS have passed or its archive changed (it prepares to another directory)."""
+        known = self._too_big.get(name)
+        if known is None:
+            return
+        model_dir, when = known
+        if model_dir != target.prepared.model_dir or time.monotonic() - when > TOO_BIG_RETRY_SECONDS:
+            del self._too_big[name]
+            return
+        raise PlatformError(
+            NO_MEMORY,
+            f"Model {name!r} ({uri}) used {self._costs.get(name, 0)} bytes of memory when it was last "
+            f"loaded, more than the {self.settings.memory_bytes} bytes this instance has for models, so it "
+            f"was not loaded again (it is tried again after {TOO_BIG_RETRY_SECONDS:g} s, or once its "
+            "archive changes). Choose an InstanceType with more memory, or make the model smaller.",
+        )
 
     async def _load_making_room(
         self, name: str, uri: str, target: PreparedTarget, timings: Timings
@@ -177,8 +264,15 @@ class ModelCache:
                     timings.unload_us = (timings.unload_us or 0) + _since(begun)
                     timings.unloads = (timings.unloads or 0) + 1
 
-    def _least_recently_used(self, keep: LoadedModel | None) -> LoadedModel | None:
-        idle = [m for m in self.loaded.values() if m is not keep and m.in_flight == 0 and not m.stopping]
+    def _least_recently_used(
+        self, keep: LoadedModel | None, chosen: Iterable[LoadedModel] = ()
+    ) -> LoadedModel | None:
+        skip = {id(m) for m in chosen}
+        idle = [
+            m
+            for m in self.loaded.values()
+            if m is not keep and id(m) not in skip and m.in_flight == 0 and not m.stopping
+        ]
         return min(idle, key=lambda m: m.last_used) if idle else None
 
     def _prepare(self, name: str, uri: str, location: Location) -> PreparedTarget:
@@ -189,8 +283,9 @@ class ModelCache:
             data = str(location.path) if isinstance(location, LocalLocation) else location.uri
             container: dict[str, object] = {"ModelDataUrl": data}
             image = self.settings.image
-            if image is not None:
-                container["Image"] = image.uri
+            image_uri = image.uri if image is not None else self.settings.image_uri
+            if image_uri:  # a registered or framework image decides the model's environment
+                container["Image"] = image_uri
             submit = os.environ.get("SAGEMAKER_SUBMIT_DIRECTORY")
             if submit:
                 container["Environment"] = {"SAGEMAKER_SUBMIT_DIRECTORY": submit}
@@ -207,23 +302,35 @@ class ModelCache:
         return sum(m.memory_bytes for m in self.loaded.values()) // len(self.loaded)
 
     def used(self) -> int:
-        return sum(m.memory_bytes for m in self.loaded.values())
+        """What the models use, those still being unloaded included, plus what the loads under way are
+        expected to use."""
+        held = sum(m.memory_bytes for m in self.loaded.values()) + sum(m.memory_bytes for m in self._leaving)
+        return held + sum(self._reserved.values())
 
-    async def _make_room(self, needed: int, keep: LoadedModel | None, timings: Timings | None) -> None:
-        """Unload idle models, least recently used first, until used + needed fits the budget."""
+    async def _make_room(
+        self, needed: int, keep: LoadedModel | None, timings: Timings | None, reserve: str | None = None
+    ) -> None:
+        """Unload idle models, least recently used first, until used + needed fits the budget; with
+        `reserve`, count `needed` as that load's until it ends. The victims are stopped together."""
         async with self._memory:
             begun = time.perf_counter()
-            count = 0
-            while self.used() + needed > self.settings.memory_bytes:
-                victim = self._least_recently_used(keep)
+            victims: list[LoadedModel] = []
+            excess = self.used() + needed - self.settings.memory_bytes
+            while excess > 0:
+                victim = self._least_recently_used(keep, victims)
                 if victim is None:
                     break
                 logger.info("unloading %s (%d bytes) to make room", victim.name, victim.memory_bytes)
-                await self._unload(victim)
-                count += 1
-            if timings is not None and count:
+                victims.append(victim)
+                excess -= victim.memory_bytes
+            for victim in victims:
+                self._detach(victim)
+            if reserve is not None:
+                self._reserved[reserve] = needed
+            await asyncio.gather(*(self._stop(victim, STOP_GRACE_SECONDS) for victim in victims))
+            if timings is not None and victims:
                 timings.unload_us = (timings.unload_us or 0) + _since(begun)
-                timings.unloads = (timings.unloads or 0) + count
+                timings.unloads = (timings.unloads or 0) + len(victims)
 
     async def unload(self, name: str) -> bool:
         """DELETE /models/{name}: False if it is not loaded."""
@@ -233,19 +340,38 @@ class ModelCache:
         await self._unload(model)
         return True
 
-    async def kill(self, model: LoadedModel) -> None:
-        """A model that did not answer in time may be hung: stop it at once; the next request reloads it."""
-        await self._unload(model, grace=0.0)
-
     async def _unload(self, model: LoadedModel, grace: float = STOP_GRACE_SECONDS) -> None:
+        self._detach(model)
+        await self._stop(model, grace)
+
+    def _detach(self, model: LoadedModel) -> None:
+        """No new request reaches `model` and it no longer counts as loaded; its memory counts until
+        it is stopped."""
         if self.loaded.get(model.name) is model:
             del self.loaded[model.name]
-        if not model.stopping:
+        if not model.unloading:
+            model.stopping = True
+            self._leaving.add(model)
+
+    async def _stop(self, model: LoadedModel, grace: float) -> None:
+        """Stop a detached model (once, however many paths ask), report how long that took, and stamp
+        its last use on its directory (disk pruning goes by it)."""
+        if model.unloading:
+            return
+        model.unloading = True
+        self._retiring.discard(model)
+        begun = time.perf_counter()
+        try:
             await model.stop(grace)
+        finally:
+            self._leaving.discard(model)
+            self._unloaded.append(_since(begun))
+        used_at = time.time() - (time.monotonic() - model.last_used)
+        await asyncio.to_thread(self.disk.stamp, model.model_dir, used_at)
 
     async def _discard(self, model: LoadedModel) -> None:
         """ModelCacheSetting Disabled: unload after the answer, and delete the model from disk."""
-        await self._unload(model)
+        await self._stop(model, STOP_GRACE_SECONDS)
         await asyncio.to_thread(self.disk.remove, model.model_dir)
 
     async def _watch(self, model: LoadedModel) -> None:
@@ -261,7 +387,7 @@ class ModelCache:
         while True:
             await asyncio.sleep(MEASURE_SECONDS)
             try:
-                self.backend.measure(list(self.loaded.values()))
+                await asyncio.to_thread(self.backend.measure, list(self.loaded.values()))
                 for model in list(self.loaded.values()):
                     if not model.stopping:
                         self._costs[model.name] = model.memory_bytes
@@ -285,7 +411,7 @@ class ModelCache:
         for load in loads:
             load.cancel()
         await asyncio.gather(*loads, return_exceptions=True)
-        models = list(self.loaded.values())
+        models = [*self.loaded.values(), *(m for m in self._leaving if not m.unloading)]
         self.loaded.clear()
         await self.backend.close(models)
         for work in list(self._background):

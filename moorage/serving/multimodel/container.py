@@ -14,6 +14,10 @@ measured across its own load (loads are made one at a time so the growth is its 
 server's measured total, less what it held with no model loaded, is shared out in proportion to those
 growths, so the budget sees what the server really uses. An approximation: memory a model frees or
 takes later, or that stays behind after an unload, is spread over whichever models are loaded then.
+
+A request that times out has its connection closed; the server runs every model, so a model cannot be
+partly replaced: it takes no new request and is DELETEd once its other requests end (cache.py), and a
+new load of it waits for that DELETE (the name is the same).
 """
 
 from __future__ import annotations
@@ -111,6 +115,11 @@ class ContainerModel(LoadedModel):
         self._path = b"/models/" + quote(self.server_name).encode()
         self._gone = asyncio.Event()
 
+    @property
+    def gone(self) -> bool:
+        """Unloaded from the server (or given up on)."""
+        return self._gone.is_set()
+
     def describe(self) -> dict[str, object]:
         return {
             "workers": [self.server.address],
@@ -168,8 +177,10 @@ class ContainerBackend:
     async def load(self, name: str, uri: str, target: PreparedTarget) -> LoadedModel:
         opaque = server_model_name(name)
         body = json.dumps({"model_name": opaque, "url": str(target.prepared.model_dir)}).encode()
+        for earlier in [m for m in self._loaded if m.server_name == opaque and not m.gone]:
+            await earlier.wait()  # one that timed out is DELETEd once its requests end: not over the new one
         async with self._loading:
-            self._loaded = {m for m in self._loaded if not m.stopping}
+            self._loaded = {m for m in self._loaded if not m.gone}
             before = self.server.measure()
             if not self._loaded:
                 self.baseline = before
@@ -206,7 +217,8 @@ class ContainerBackend:
         return model
 
     def measure(self, models: Sequence[LoadedModel]) -> None:
-        """Share the server's measured total (less its baseline) out in proportion to the load growths."""
+        """Share the server's measured total (less its baseline) out in proportion to the load growths.
+        Blocking (reads /proc): the cache calls it from a worker thread."""
         mine = [m for m in models if isinstance(m, ContainerModel) and not m.stopping]
         if not mine or not self.server.running:
             return

@@ -45,6 +45,7 @@ logger = logging.getLogger("moorage.serving.multimodel")
 FAILED = 3
 SERVER_EXITED = 1
 DRAIN_SECONDS = 5.0
+_RUN_DIR_PREFIX = "moorage-mme-"
 _MAX_RUN_DIR_CHARS = 78  # + "/m/" + "zygote-<10 hex>.sock" (or "m<n>/w<i>.sock") stays under 107
 
 
@@ -151,12 +152,32 @@ async def _listen(
 
 def _run_dir(socket_dir: Path) -> Path:
     """Where the models' sockets go: inside the socket directory (removed with it, even after a crash)
-    unless that would make a Unix socket path longer than the 107 bytes allowed."""
+    unless that would make a Unix socket path longer than the 107 bytes allowed. Then a temporary
+    directory named after this process, so that one an instance killed outright left behind is removed
+    by the next that starts."""
     if len(str(socket_dir)) <= _MAX_RUN_DIR_CHARS:
         run_dir = socket_dir / "m"
         run_dir.mkdir(exist_ok=True)
         return run_dir
-    return Path(tempfile.mkdtemp(prefix="moorage-mme-"))
+    _remove_stale_run_dirs(Path(tempfile.gettempdir()))
+    return Path(tempfile.mkdtemp(prefix=f"{_RUN_DIR_PREFIX}{os.getpid()}-"))
+
+
+def _remove_stale_run_dirs(parent: Path) -> None:
+    for path in parent.glob(f"{_RUN_DIR_PREFIX}*-*"):
+        pid = path.name[len(_RUN_DIR_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def _model_log(socket_dir: Path) -> Path:

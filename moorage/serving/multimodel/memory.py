@@ -22,12 +22,17 @@ def measured_bytes(pids: Iterable[int]) -> int:
 
 def instance_pids(socket_dir: Path, main_pid: int) -> list[int]:
     """The model instance's main and its workers, as its instance.json lists them."""
+    workers = worker_pids(socket_dir).values()
+    return [main_pid, *(pid for pid in workers if pid != main_pid)]
+
+
+def worker_pids(socket_dir: Path) -> dict[int, int]:
+    """A single-model instance's workers by index, as its instance.json lists them ({} if unreadable)."""
     try:
         info = json.loads((socket_dir / "instance.json").read_text())
-        workers = [int(w["pid"]) for w in info.get("workers", [])]
-    except (OSError, ValueError, KeyError, TypeError):
-        workers = []
-    return [main_pid, *(pid for pid in workers if pid != main_pid)]
+        return {int(w["index"]): int(w["pid"]) for w in info.get("workers", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def _pss(pid: int) -> int:
@@ -48,15 +53,21 @@ def _pss(pid: int) -> int:
 def group_pids(pgid: int) -> list[int]:
     """Every process in process group `pgid`: a server and all it started (workers included), unless
     one moved itself to a group of its own."""
-    found = []
+    return process_groups().get(pgid, [])
+
+
+def process_groups() -> dict[int, list[int]]:
+    """Every process on the machine by process group: one pass over /proc for many groups. Blocking
+    (a few ms with many processes): call from a worker thread where it runs often."""
+    groups: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+            pgid = int(fields[2])
+        except (OSError, IndexError, ValueError):
             continue
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
+        groups.setdefault(pgid, []).append(int(entry.name))
+    return groups

@@ -32,6 +32,7 @@ class MultiModelSettings:
     model_workers: int
     command: tuple[str, ...] | None = None  # the image's own multi-model server (container.py)
     python: str = sys.executable  # what a `python` command[0] runs as (the image's environment)
+    image_uri: str = ""  # the container's Image: a framework image decides each model's packages
 
 
 def take_settings(environ: MutableMapping[str, str]) -> MultiModelSettings:
@@ -60,6 +61,7 @@ def take_settings(environ: MutableMapping[str, str]) -> MultiModelSettings:
         model_workers=max(1, _number(own, "MOORAGE_MME_MODEL_WORKERS", 1, int)),
         command=_command(own.get("MOORAGE_MME_COMMAND", "")),
         python=own.get("MOORAGE_MME_PYTHON", "").strip() or sys.executable,
+        image_uri=own.get("MOORAGE_MME_IMAGE_URI", "").strip(),
     )
 
 
