@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from bisect import bisect_left
 from time import perf_counter
-from typing import Any
+from typing import Any, Self
 
 from moorage.api.errors import AwsError, ModelError, ServiceUnavailable, ValidationError
 from moorage.dataplane.connection import Connection, WorkerClient, WorkerResponse, WorkerUnavailable
@@ -30,12 +29,13 @@ from moorage.dataplane.invoke import (
     InvocationResult,
     _Call,
     _encode,
+    count_answer,
     model_error,
     untargetable,
 )
 from moorage.dataplane.policy import choose_worker
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
-from moorage.dataplane.stats import LATENCY_BUCKETS_US, Histogram, VariantStats
+from moorage.dataplane.stats import Histogram, VariantStats
 
 # what one container of a pipeline may hand the next (AWS: 5 MB between containers); the last one's
 # answer has InvokeEndpoint's own limit (MAX_PAYLOAD_BYTES)
@@ -79,11 +79,37 @@ def _timeouts(settings: dict[str, Any]) -> dict[str, float]:
     return {str(name): float(seconds) for name, seconds in (settings.get("timeouts") or {}).items()}
 
 
+class _ContainerGate:
+    """What both multi-container gates keep: the containers, their workers, each one's own timeout."""
+
+    def __init__(self, hostnames: list[str], timeouts: dict[str, float] | None) -> None:
+        self.hostnames = hostnames
+        self.workers = _ContainerWorkers(hostnames)
+        self.timeouts = dict(timeouts or {})
+
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> Self:
+        return cls([str(name) for name in settings["containers"]], timeouts=_timeouts(settings))
+
+    def settings(self) -> dict[str, Any]:
+        return {"containers": self.hostnames, "timeouts": self.timeouts}
+
+    @staticmethod
+    def _container_stats(stats: VariantStats, hostnames: list[str]) -> dict[str, VariantStats]:
+        """Each container's stats, kept on the variant's stats so that totals carry on across updates."""
+        if stats.containers is None:
+            stats.containers = {}
+        for name in hostnames:
+            stats.containers.setdefault(name, VariantStats())
+        return stats.containers
+
+
 # ---- Serial ----------------------------------------------------------------------------------------
 
 
-class SerialGate:
-    """An inference pipeline's requests: hop by hop through the containers, in order, on one instance."""
+class SerialGate(_ContainerGate):
+    """An inference pipeline's requests: hop by hop through the containers, in order, on one instance.
+    A container's own model server timeout: a hop that runs this long is hung (its worker killed)."""
 
     kind = "serial"
 
@@ -93,30 +119,17 @@ class SerialGate:
         stats: VariantStats | None = None,
         timeouts: dict[str, float] | None = None,
     ) -> None:
-        self.hostnames = hostnames
-        self.workers = _ContainerWorkers(hostnames)
-        # each container's own model server timeout: a hop that runs this long is hung (its worker killed)
-        self.timeouts = dict(timeouts or {})
-        # ContainerLatency per container; kept on the variant's stats, so totals carry on across updates
+        super().__init__(hostnames, timeouts)
+        # ContainerLatency per container
         self.latency: dict[str, Histogram] | None = None
         if stats is not None:
-            if stats.containers is None:
-                stats.containers = {}
-            self.latency = {
-                name: stats.containers.setdefault(name, VariantStats()).model_latency for name in hostnames
-            }
+            containers = self._container_stats(stats, hostnames)
+            self.latency = {name: containers[name].model_latency for name in hostnames}
         # workers a connection reached (a request may start where every container has one) and workers
         # that refused one (left out until the time given)
         self.reached: set[WorkerClient] = set()
         self.refused: dict[WorkerClient, float] = {}
         self._pruned: list[WorkerRoute] | None = None
-
-    @classmethod
-    def of(cls, settings: dict[str, Any]) -> SerialGate:
-        return cls([str(name) for name in settings["containers"]], timeouts=_timeouts(settings))
-
-    def settings(self) -> dict[str, Any]:
-        return {"containers": self.hostnames, "timeouts": self.timeouts}
 
     def invoke(
         self,
@@ -326,7 +339,7 @@ class _Pipeline:
     def _record(self, status: int) -> None:
         """The request's share of its variant's metrics, once however many hops it took."""
         if (stats := self.variant.stats) is not None:
-            count(stats, status, self.model_us, (perf_counter() - self.begun) * 1e6 - self.model_us)
+            count_answer(stats, status, self.model_us, (perf_counter() - self.begun) * 1e6 - self.model_us)
 
 
 class _HopCall(_Call):
@@ -386,8 +399,9 @@ class _HopCall(_Call):
 # ---- Direct ----------------------------------------------------------------------------------------
 
 
-class DirectGate:
-    """Direct invocation: TargetContainerHostname picks the container; metrics per container too."""
+class DirectGate(_ContainerGate):
+    """Direct invocation: TargetContainerHostname picks the container; metrics per container too.
+    A container's own model server timeout is its requests' budget."""
 
     kind = "direct"
 
@@ -397,24 +411,8 @@ class DirectGate:
         stats: VariantStats | None = None,
         timeouts: dict[str, float] | None = None,
     ) -> None:
-        self.hostnames = hostnames
-        self.workers = _ContainerWorkers(hostnames)
-        # each container's own model server timeout: its requests' budget
-        self.timeouts = dict(timeouts or {})
-        self.stats: dict[str, VariantStats] | None = None
-        if stats is not None:  # kept on the variant's stats, so totals carry on across updates
-            if stats.containers is None:
-                stats.containers = {}
-            self.stats = stats.containers
-            for name in hostnames:
-                stats.containers.setdefault(name, VariantStats())
-
-    @classmethod
-    def of(cls, settings: dict[str, Any]) -> DirectGate:
-        return cls([str(name) for name in settings["containers"]], timeouts=_timeouts(settings))
-
-    def settings(self) -> dict[str, Any]:
-        return {"containers": self.hostnames, "timeouts": self.timeouts}
+        super().__init__(hostnames, timeouts)
+        self.stats = None if stats is None else self._container_stats(stats, hostnames)
 
     def invoke(
         self,
@@ -481,7 +479,7 @@ class _DirectCall(_Call):
         if self.own is not None:
             now = perf_counter()
             model = (now - self.sent) * 1e6
-            count(self.own, status, model, (now - self.begun) * 1e6 - model)
+            count_answer(self.own, status, model, (now - self.begun) * 1e6 - model)
 
     def _lost(self) -> None:
         super()._lost()
@@ -506,21 +504,6 @@ def container_error(
     if original == TIMEOUT_MESSAGE:
         original = TIMEOUT_MESSAGE.replace("container primary", f"container {hostname}")
     return model_error(route, status, original, detail, source=hostname)
-
-
-def count(stats: VariantStats, status: int, model_us: float, overhead_us: float) -> None:
-    """One answered request in `stats`: Invocations, latencies, and its error counters."""
-    stats.invocations += 1
-    for histogram, value in ((stats.model_latency, model_us), (stats.overhead_latency, overhead_us)):
-        histogram.counts[bisect_left(LATENCY_BUCKETS_US, value)] += 1
-        histogram.sum += value
-        histogram.count += 1
-    if not 200 <= status < 300:
-        stats.model_errors += 1
-        if 400 <= status < 500:
-            stats.errors_4xx += 1
-        elif status >= 500:
-            stats.errors_5xx += 1
 
 
 GATE_KINDS["serial"] = SerialGate.of

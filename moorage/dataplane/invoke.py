@@ -105,6 +105,22 @@ def model_error(
     )
 
 
+def count_answer(stats: VariantStats, status: int, model_us: float, overhead_us: float) -> None:
+    """One answered request in `stats`: Invocations, latencies, and its error counters. For the gates'
+    calls; `_Call._record` writes the same out inline, as the plain path's per-request cost."""
+    stats.invocations += 1
+    for histogram, value in ((stats.model_latency, model_us), (stats.overhead_latency, overhead_us)):
+        histogram.counts[bisect_left(LATENCY_BUCKETS_US, value)] += 1
+        histogram.sum += value
+        histogram.count += 1
+    if not 200 <= status < 300:
+        stats.model_errors += 1
+        if 400 <= status < 500:
+            stats.errors_4xx += 1
+        elif status >= 500:
+            stats.errors_5xx += 1
+
+
 class _Call:
     """One request on its way to a worker: retries refused connections, enforces the time budget."""
 

@@ -32,6 +32,7 @@ from moorage.dataplane.invoke import (
     InvocationResult,
     _Call,
     _encode,
+    count_answer,
     model_error,
 )
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
@@ -261,18 +262,10 @@ class _MultiModelCall(_Call):
         and OverheadLatency: the model's answer time is what comes after its load."""
         now = perf_counter()
         total = (now - self.sent) * 1e6
-        model = max(0.0, total - self.wait_us)
-        stats.invocations += 1
-        stats.model_latency.observe(model)
-        stats.overhead_latency.observe(max(0.0, (now - self.begun) * 1e6 - total))
+        overhead = max(0.0, (now - self.begun) * 1e6 - total)
+        count_answer(stats, status, max(0.0, total - self.wait_us), overhead)
         if self.worker is not None:
             self.worker.served += 1
-        if not 200 <= status < 300:
-            stats.model_errors += 1
-            if 400 <= status < 500:
-                stats.errors_4xx += 1
-            elif status >= 500:
-                stats.errors_5xx += 1
 
     def on_response(self, response: WorkerResponse) -> None:
         marker = response.header(_ERROR)

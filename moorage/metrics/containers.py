@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from moorage.dataplane.containers import SerialGate
-from moorage.dataplane.stats import Histogram
 from moorage.fleet import EndpointFleet
+from moorage.metrics.families import add_histogram
 
 _CONTAINER = ["endpoint", "variant", "container"]
 _COUNTERS = {
@@ -56,25 +56,16 @@ def container_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callable
                 if isinstance(gate, SerialGate):  # a pipeline's hops: their time only
                     for container in gate.hostnames:
                         if (own := stats.containers.get(container)) is not None:
-                            _add_histogram(latency, [fleet.name, variant.name, container], own.model_latency)
+                            add_histogram(latency, [fleet.name, variant.name, container], own.model_latency)
                     continue
                 for container, own in stats.containers.items():
                     labels = [fleet.name, variant.name, container]
                     for field, counter in counters.items():
                         counter.add_metric(labels, getattr(own, field))
                     for field, family in histograms.items():
-                        _add_histogram(family, labels, getattr(own, field))
+                        add_histogram(family, labels, getattr(own, field))
         yield from counters.values()
         yield from histograms.values()
         yield latency
 
     return collect
-
-
-def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    buckets = []
-    running = 0
-    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
-        running += count
-        buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", running))
-    family.add_metric(labels, buckets, histogram.sum)

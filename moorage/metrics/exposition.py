@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from moorage.dataplane.stats import Histogram, VariantStats
+from moorage.dataplane.stats import VariantStats
 from moorage.fleet import EndpointFleet
 from moorage.metrics.containers import container_metrics
+from moorage.metrics.families import add_histogram
 from moorage.metrics.multimodel import multi_model_metrics
 from moorage.metrics.usage import UsageMeter
 
@@ -137,20 +138,7 @@ def _add_stats(
     for field, family in counters.items():
         family.add_metric(labels, getattr(stats, field))
     for field, histogram in histograms.items():
-        _add_histogram(histogram, labels, getattr(stats, field))
-
-
-def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    buckets = []
-    running = 0
-    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
-        running += count
-        buckets.append((_le(bound), running))
-    family.add_metric(labels, buckets, histogram.sum)
-
-
-def _le(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else f"{bound:g}"
+        add_histogram(histogram, labels, getattr(stats, field))
 
 
 def registry(collector: FleetCollector) -> CollectorRegistry:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from moorage.dataplane.stats import Histogram
 from moorage.fleet import EndpointFleet
+from moorage.metrics.families import add_histogram
 
 _VARIANT = ["endpoint", "variant"]
 _INSTANCE = ["endpoint", "variant", "instance"]
@@ -60,7 +60,7 @@ def multi_model_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callab
                     continue
                 labels = [fleet.name, variant.name]
                 for field, family in times.items():
-                    _add_histogram(family, labels, getattr(mm, field))
+                    add_histogram(family, labels, getattr(mm, field))
                 hits.add_metric(labels, mm.cache_hits)
                 lookups.add_metric(labels, mm.cache_lookups)
                 total = 0
@@ -75,12 +75,3 @@ def multi_model_metrics(fleets: Callable[[], Iterable[EndpointFleet]]) -> Callab
         yield from (hits, lookups, per_instance, per_variant)
 
     return collect
-
-
-def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    buckets = []
-    running = 0
-    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
-        running += count
-        buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", running))
-    family.add_metric(labels, buckets, histogram.sum)

@@ -50,8 +50,12 @@ def model_and_config(
     instance_type: str = "ml.m5.large",
     environment: dict[str, str] | None = None,
     variant: str = "AllTraffic",
+    container: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> str:
-    """A Model and an EndpointConfig of one new name, as a SageMaker user writes them; returns the name."""
+    """A Model and an EndpointConfig of one new name, as a SageMaker user writes them; returns the name.
+    `container`: more ContainerDefinition fields (Mode, MultiModelConfig); `config`: more
+    CreateEndpointConfig fields (AsyncInferenceConfig)."""
     name = name or unique("cfg")
     sm.create_model(
         ModelName=name,
@@ -60,6 +64,7 @@ def model_and_config(
             "Image": "example/image:latest",
             "ModelDataUrl": model_data_url,
             "Environment": environment or {},
+            **(container or {}),
         },
     )
     sm.create_endpoint_config(
@@ -72,6 +77,7 @@ def model_and_config(
                 "InstanceType": instance_type,
             }
         ],
+        **(config or {}),
     )
     return name
 
@@ -86,8 +92,11 @@ def deploy(
     environment: dict[str, str] | None = None,
     wait: bool = True,
     variant: str = "AllTraffic",
+    container: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> str:
-    """Model -> EndpointConfig -> Endpoint as a SageMaker user writes it; returns the endpoint name."""
+    """Model -> EndpointConfig -> Endpoint as a SageMaker user writes it; returns the endpoint name.
+    `container`, `config`: as for model_and_config."""
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})}
     name = model_and_config(
         sm,
@@ -97,6 +106,8 @@ def deploy(
         instance_type=instance_type,
         environment=env,
         variant=variant,
+        container=container,
+        config=config,
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     if wait:

@@ -123,31 +123,14 @@ def deploy_async(
     environment: dict[str, str] | None = None,
     instances: int = 1,
 ) -> str:
-    name = unique("async")
-    sm.create_model(
-        ModelName=name,
-        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole",
-        PrimaryContainer={
-            "Image": "example/image:latest",
-            "ModelDataUrl": model_url,
-            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})},
-        },
+    return deploy(
+        sm,
+        model_url,
+        name=unique("async"),
+        instances=instances,
+        environment=environment,
+        config={"AsyncInferenceConfig": async_config},
     )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InitialInstanceCount": instances,
-                "InstanceType": "ml.m5.large",
-            }
-        ],
-        AsyncInferenceConfig=async_config,
-    )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    return name
 
 
 def wait_object(s3: Any, uri: str, timeout: float = 120) -> bytes:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import FAST_WAIT, deploy, model_and_config, settled
+from tests.support.front_doors import two_front_doors
 from tests.support.models import ECHO_INFERENCE, build_model_tar
-from tests.support.moorage_server import RunningServer, moorage_server
+from tests.support.moorage_server import RunningServer
 from tests.support.postgres import PostgresServer
 from tests.support.ray_cluster import RayCluster
 
@@ -26,26 +26,20 @@ SLOW_LOADING = ECHO_INFERENCE.replace(
 )
 
 
-def _server(state: Path, database: str, ray_nodes: RayCluster) -> Any:
-    env = ray_nodes.server_env(
-        MOORAGE_LEADER_RETRY_SECONDS="0.5",
-        MOORAGE_ROUTE_SYNC_SECONDS="0.2",
-        MOORAGE_HEALTH_INTERVAL_SECONDS="0.5",
-    )
-    return moorage_server(state, env=env, args=ray_nodes.server_args(), database_url=database)
-
-
 @pytest.fixture
 def front_doors(
     postgres: PostgresServer, ray_nodes: RayCluster, tmp_path: Path
 ) -> Iterator[tuple[RunningServer, RunningServer]]:
     database = postgres.url(postgres.create_database("doors"))
-    with ExitStack() as servers:
-        first = servers.enter_context(
-            _server(tmp_path / "a", database, ray_nodes)
-        )  # starts first: reconciles
-        second = servers.enter_context(_server(tmp_path / "b", database, ray_nodes))
-        yield first, second
+    with two_front_doors(
+        database,
+        ray_nodes,
+        tmp_path,
+        MOORAGE_LEADER_RETRY_SECONDS="0.5",
+        MOORAGE_ROUTE_SYNC_SECONDS="0.2",
+        MOORAGE_HEALTH_INTERVAL_SECONDS="0.5",
+    ) as doors:
+        yield doors
 
 
 def _invoke(server: RunningServer, name: str, timeout: float = 0) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import FAST_WAIT, deploy, settled, unique
+from tests.e2e.conftest import deploy, settled, unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.pypi import needs_pypi
@@ -90,32 +90,19 @@ def multi_model_endpoint(
     wait: bool = True,
     async_config: dict[str, Any] | None = None,
 ) -> str:
-    name = unique("mme")
-    container: dict[str, Any] = {
-        "Image": "example/image:latest",
-        "Mode": "MultiModel",
-        "ModelDataUrl": source,
-        "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", **(environment or {})},
-    }
+    container: dict[str, Any] = {"Mode": "MultiModel"}
     if caching is not None:
         container["MultiModelConfig"] = {"ModelCacheSetting": caching}
-    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer=container)
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": name,
-                "InitialInstanceCount": instances,
-                "InstanceType": "ml.m5.large",
-            }
-        ],
-        **({"AsyncInferenceConfig": async_config} if async_config else {}),
+    return deploy(
+        sm,
+        source,
+        name=unique("mme"),
+        instances=instances,
+        environment=environment,
+        wait=wait,
+        container=container,
+        config={"AsyncInferenceConfig": async_config} if async_config else None,
     )
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    if wait:
-        sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    return name
 
 
 def invoke(smr: Any, endpoint: str, target: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

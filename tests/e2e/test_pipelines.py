@@ -5,14 +5,13 @@ and Direct invocation (TargetContainerHostname, its validation errors, per-conta
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import FAST_WAIT, settled, unique
+from tests.support.metrics import endpoint_metric
 from tests.support.models import ECHO_INFERENCE, build_model_tar
 from tests.support.moorage_server import RunningServer
 
@@ -382,16 +381,7 @@ def test_create_model_refuses_sixteen_containers(sm: Any, models: dict[str, str]
 
 
 def _metric(server: RunningServer, name: str, endpoint: str, container: str | None = None) -> float:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-        and sample.labels.get("endpoint") == endpoint
-        and (container is None or sample.labels.get("container") == container)
-    )
+    return endpoint_metric(server.url, name, endpoint, container)
 
 
 def test_batch_transform_refuses_a_multi_container_model(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from botocore.exceptions import ClientError
 from tests.e2e.conftest import FAST_WAIT, settled, unique
 from tests.e2e.test_pipelines import ROLE, container, create_endpoint
 from tests.support.models import ECHO_INFERENCE, build_model_tar
+from tests.support.traffic import SteadyTraffic
 
 
 @pytest.fixture(scope="module")
@@ -236,33 +236,20 @@ def test_update_from_one_container_to_a_pipeline_and_back_fails_no_request(
     name = unique("swap")
     sm.create_endpoint(EndpointName=name, EndpointConfigName=single)
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-    shapes: list[str] = []
-    failures: list[BaseException] = []
-    stop = threading.Event()
-
-    def keep_invoking() -> None:
-        while not stop.is_set():
-            try:
-                response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
-                answer = json.loads(response["Body"].read())
-                shapes.append("pipeline" if "greeting" in answer["echo"] else "single")
-            except BaseException as exc:
-                failures.append(exc)
-
-    worker = threading.Thread(target=keep_invoking)
-    worker.start()
     try:
-        for config in (pipeline, single):
-            sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
-            time.sleep(0.5)  # UpdateEndpoint answers before the status turns Updating here and on AWS
-            sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
-            seen = len(shapes)
-            _until(lambda seen=seen: len(shapes) > seen + 3, timeout=30)
+        with SteadyTraffic(
+            smr, name, lambda answer: "pipeline" if "greeting" in answer["echo"] else "single"
+        ) as traffic:
+            shapes = traffic.answers
+            for config in (pipeline, single):
+                sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
+                time.sleep(0.5)  # UpdateEndpoint answers before the status turns Updating here and on AWS
+                sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST_WAIT)
+                seen = len(shapes)
+                _until(lambda seen=seen: len(shapes) > seen + 3, timeout=30)
     finally:
-        stop.set()
-        worker.join()
         sm.delete_endpoint(EndpointName=name)
-    assert not failures, failures[:3]
+    assert not traffic.failures, traffic.failures[:3]
     assert "pipeline" in shapes and shapes[-1] == "single"
 
 

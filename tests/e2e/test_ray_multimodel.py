@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,10 @@ from tests.e2e.test_multimodel import (
     model_archive,
     multi_model_endpoint,
 )
-from tests.support.moorage_server import RunningServer, moorage_server
+from tests.support.front_doors import two_front_doors
+from tests.support.moorage_server import RunningServer
 from tests.support.postgres import PostgresServer
 from tests.support.ray_cluster import RayCluster
-
-
-def _server(state: Path, database: str, ray_nodes: RayCluster) -> Any:
-    env = ray_nodes.server_env(
-        MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS="20",
-        MOORAGE_LEADER_RETRY_SECONDS="0.5",
-        MOORAGE_ROUTE_SYNC_SECONDS="0.2",
-    )
-    return moorage_server(state, env=env, args=ray_nodes.server_args(), database_url=database)
 
 
 @pytest.fixture
@@ -41,12 +32,15 @@ def front_doors(
     postgres: PostgresServer, ray_nodes: RayCluster, tmp_path: Path
 ) -> Iterator[tuple[RunningServer, RunningServer]]:
     database = postgres.url(postgres.create_database("mme"))
-    with ExitStack() as servers:
-        first = servers.enter_context(
-            _server(tmp_path / "a", database, ray_nodes)
-        )  # starts first: reconciles
-        second = servers.enter_context(_server(tmp_path / "b", database, ray_nodes))
-        yield first, second
+    with two_front_doors(
+        database,
+        ray_nodes,
+        tmp_path,
+        MOORAGE_RAY_PLACEMENT_TIMEOUT_SECONDS="20",
+        MOORAGE_LEADER_RETRY_SECONDS="0.5",
+        MOORAGE_ROUTE_SYNC_SECONDS="0.2",
+    ) as doors:
+        yield doors
 
 
 def _routable(smr: Any, endpoint: str, target: str, timeout: float = 30) -> dict[str, Any]:

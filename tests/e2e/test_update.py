@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.e2e.conftest import FAST_WAIT, deploy, model_dir_tar, unique
 from tests.support.processes import parent_pid, running
+from tests.support.traffic import SteadyTraffic
 
 SLOW_LOAD = """
 import json, time
@@ -47,22 +48,7 @@ def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Pa
             {"VariantName": "blue", "ModelName": v2, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
         ],
     )
-    seen: list[str] = []
-    failures: list[BaseException] = []
-    stop = threading.Event()
-
-    def keep_invoking() -> None:
-        while not stop.is_set():
-            try:
-                response = smr.invoke_endpoint(EndpointName=name, Body=b"{}", ContentType="application/json")
-                seen.append(json.loads(response["Body"].read())["version"])
-            except BaseException as exc:
-                failures.append(exc)
-
-    threads = [threading.Thread(target=keep_invoking) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
+    with SteadyTraffic(smr, name, lambda answer: answer["version"], threads=2) as traffic:
         sm.update_endpoint(EndpointName=name, EndpointConfigName=v2)
         described = sm.describe_endpoint(EndpointName=name)
         assert described["EndpointStatus"] == "Updating"
@@ -73,12 +59,8 @@ def test_update_switches_without_failed_requests(sm: Any, smr: Any, tmp_path: Pa
             json.loads(smr.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())["version"]
             for _ in range(5)
         ]
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert failures == []
-    assert "v1" in seen
+    assert traffic.failures == []
+    assert "v1" in traffic.answers
     assert after == ["v2"] * 5
     described = sm.describe_endpoint(EndpointName=name)
     assert described["EndpointConfigName"] == v2

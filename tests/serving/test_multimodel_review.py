@@ -7,7 +7,13 @@ import threading
 import time
 from pathlib import Path
 
-from tests.serving.multimodel_support import StartMultiModel, counting_model, eventually, pid_gone
+from tests.serving.multimodel_support import (
+    MultiModelInstance,
+    StartMultiModel,
+    counting_model,
+    eventually,
+    pid_gone,
+)
 
 
 def test_load_time_does_not_eat_the_invocation_budget_and_kill_the_new_model(
@@ -114,9 +120,8 @@ def transform_fn(model, body, content_type, accept, context=None):
 """
 
 
-def test_sigterm_during_a_load_leaves_no_model_process(start_multimodel: StartMultiModel) -> None:
-    """SIGTERM while a model's model_fn is still running: the instance must not leave that model's
-    process behind (an orphan holding the model's memory)."""
+def _loading(start_multimodel: StartMultiModel) -> tuple[MultiModelInstance, int]:
+    """An instance whose model (slow.tar.gz) is still in model_fn, and the pid of that model's process."""
     from tests.support.models import build_model_tar
 
     mme = start_multimodel(
@@ -126,7 +131,13 @@ def test_sigterm_during_a_load_leaves_no_model_process(start_multimodel: StartMu
     assert mme.invoke("slow.tar.gz").status == 429
     pid_file = mme.loads / "loading.pid"
     eventually(lambda: pid_file.exists() and pid_file.read_text() != "")
-    pid = int(pid_file.read_text())
+    return mme, int(pid_file.read_text())
+
+
+def test_sigterm_during_a_load_leaves_no_model_process(start_multimodel: StartMultiModel) -> None:
+    """SIGTERM while a model's model_fn is still running: the instance must not leave that model's
+    process behind (an orphan holding the model's memory)."""
+    mme, pid = _loading(start_multimodel)
     mme.instance.process.send_signal(signal.SIGTERM)
     mme.instance.wait_exit()
     eventually(lambda: pid_gone(pid), timeout=15)
@@ -180,16 +191,7 @@ def test_a_killed_instance_leaves_no_model_process_that_was_still_loading(
 ) -> None:
     """The instance is killed outright (the fleet replacing it) while a model's model_fn runs: that
     model's process must not outlive it."""
-    from tests.support.models import build_model_tar
-
-    mme = start_multimodel(
-        lambda models: build_model_tar(models / "slow.tar.gz", PID_INFERENCE),
-        MOORAGE_MME_READY_WAIT_SECONDS="0.5",
-    )
-    assert mme.invoke("slow.tar.gz").status == 429
-    pid_file = mme.loads / "loading.pid"
-    eventually(lambda: pid_file.exists() and pid_file.read_text() != "")
-    pid = int(pid_file.read_text())
+    mme, pid = _loading(start_multimodel)
     mme.instance.process.kill()
     mme.instance.wait_exit()
     eventually(lambda: pid_gone(pid), timeout=15)
