@@ -12,15 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.test_front_doors import _server as front_door
 from tests.e2e.test_pipelines import PREPROCESS, SCORER, container, create_endpoint
+from tests.support.front_doors import two_front_doors
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.postgres import PostgresServer
@@ -127,9 +126,15 @@ def front_doors(
 ) -> Iterator[tuple[RunningServer, RunningServer]]:
     """Two servers on one database and cluster; the first to start reconciles."""
     database = postgres.url(postgres.create_database("pipelines"))
-    with ExitStack() as servers:
-        first = servers.enter_context(front_door(tmp_path / "a", database, ray_nodes))
-        yield first, servers.enter_context(front_door(tmp_path / "b", database, ray_nodes))
+    with two_front_doors(
+        database,
+        ray_nodes,
+        tmp_path,
+        MOORAGE_LEADER_RETRY_SECONDS="0.5",
+        MOORAGE_ROUTE_SYNC_SECONDS="0.2",
+        MOORAGE_HEALTH_INTERVAL_SECONDS="0.5",
+    ) as doors:
+        yield doors
 
 
 def test_the_front_door_that_does_not_reconcile_runs_pipelines_and_direct_calls(
