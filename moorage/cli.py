@@ -124,6 +124,8 @@ def _invoke(args: argparse.Namespace) -> int:
         content_type=args.content_type,
         accept=args.accept,
         target_variant=args.target_variant,
+        target_model=args.target_model,
+        target_container_hostname=args.target_container_hostname,
         custom_attributes=args.custom_attributes,
     )
     return invoke_endpoint(invocation, args.endpoint_url)
@@ -233,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--content-type", metavar="TYPE")
     invoke.add_argument("--accept", metavar="TYPE")
     invoke.add_argument("--target-variant", metavar="NAME")
+    invoke.add_argument("--target-model", metavar="PATH", help="a multi-model endpoint's model (TargetModel)")
+    invoke.add_argument(
+        "--target-container-hostname",
+        metavar="NAME",
+        help="a Direct multi-container endpoint's container (TargetContainerHostname)",
+    )
     invoke.add_argument("--custom-attributes", metavar="TEXT")
     _add_endpoint_url(invoke)
     invoke.set_defaults(func=_invoke)

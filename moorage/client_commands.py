@@ -373,6 +373,8 @@ class Invocation:
     content_type: str | None = None
     accept: str | None = None
     target_variant: str | None = None
+    target_model: str | None = None  # TargetModel: a multi-model endpoint's model, relative to its prefix
+    target_container_hostname: str | None = None  # TargetContainerHostname: a Direct endpoint's container
     custom_attributes: str | None = None
 
 
@@ -416,6 +418,8 @@ def _invoke_params(invocation: Invocation, body: bytes) -> dict[str, Any]:
         "ContentType": invocation.content_type,
         "Accept": invocation.accept,
         "TargetVariant": invocation.target_variant,
+        "TargetModel": invocation.target_model,
+        "TargetContainerHostname": invocation.target_container_hostname,
         "CustomAttributes": invocation.custom_attributes,
     }
     given = {key: value for key, value in optional.items() if value is not None}

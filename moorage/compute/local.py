@@ -73,8 +73,16 @@ class LocalInstance:
     def usage(self) -> ResourceUsage | None:
         if self.process.returncode is not None:
             return None
-        pids = [self.process.pid, *self._worker_pids().values()]
+        pids = [self.process.pid, *self._worker_pids().values(), *self._other_pids()]
         return process_usage(pids)
+
+    def _other_pids(self) -> list[int]:
+        """A multi-model instance's loaded models (processes.json; absent for other instances)."""
+        try:
+            info = json.loads((self.socket_dir / "processes.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [int(pid) for pid in info.get("pids", [])]
 
     async def ping(self, index: int, timeout: float) -> bool:
         return await self._pings.ping(self.workers, index, timeout)

@@ -25,7 +25,12 @@ TIMEOUT_MESSAGE = (
     "Your invocation timed out while waiting for a response from container primary. Review the latency "
     "metrics for each container in Amazon CloudWatch, resolve the issue, and try again."
 )
-LOST_MESSAGE = "The instance stopped before it answered (it exited or was killed); it is being replaced."
+# true whichever way the instance went: a failed one is replaced, one stopped by DeleteEndpoint,
+# UpdateEndpoint (past its drain) or a scale-in is not
+LOST_MESSAGE = (
+    "The instance stopped before it answered: it exited or was killed (a failed instance is replaced), "
+    "or the endpoint was deleted, updated or scaled in meanwhile."
+)
 
 
 @dataclass(slots=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 INSTANCE = "instance.json"
 FAILURE = "failure.json"
+# a multi-model instance's model processes, so the instance's usage (CPU, memory) counts them too
+PROCESSES = "processes.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class StateFiles:
 
     def clear(self) -> None:
         """Files left by an earlier run must not pass for this one's."""
-        for name in (INSTANCE, FAILURE):
+        for name in (INSTANCE, FAILURE, PROCESSES):
             (self.directory / name).unlink(missing_ok=True)
 
     def write_instance(self, pid: int, model_fn_seconds: float, workers: list[tuple[int, int, str]]) -> None:
@@ -38,6 +40,11 @@ class StateFiles:
                 "workers": [{"index": i, "address": a, "pid": p} for i, p, a in workers],
             },
         )
+
+    def write_processes(self, pids: list[int]) -> None:
+        """The processes besides the main and its workers that belong to the instance (a multi-model
+        instance's loaded models, in sessions of their own), rewritten as they change."""
+        self._write(PROCESSES, {"pids": pids})
 
     def write_failure(self, reason: str) -> None:
         self._write(FAILURE, {"reason": reason})

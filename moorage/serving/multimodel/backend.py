@@ -56,6 +56,10 @@ class LoadedModel(ABC):
     def model_dir(self) -> Path:
         return self.target.prepared.model_dir
 
+    def pids(self) -> list[int]:
+        """The processes that serve it (for the instance's CPU and memory use)."""
+        return []
+
     @abstractmethod
     def describe(self) -> dict[str, object]:
         """What GET /models/{name} adds about where the model runs."""

@@ -35,6 +35,7 @@ from moorage.artifacts.multimodel import ModelDiskCache, PreparedTarget, exists,
 from moorage.artifacts.prepare import DEFAULT_LIMITS, _Registered
 from moorage.serving.multimodel.backend import STOP_GRACE_SECONDS, LoadedModel, ModelBackend, ServerFull
 from moorage.serving.multimodel.errors import LOAD_FAILED, NO_MEMORY, NOT_FOUND, NOT_READY, PlatformError
+from moorage.serving.multimodel.memory import model_processes
 from moorage.serving.multimodel.settings import MultiModelSettings
 
 logger = logging.getLogger("moorage.serving.multimodel")
@@ -75,9 +76,16 @@ def _since(begun: float) -> int:
 
 
 class ModelCache:
-    def __init__(self, settings: MultiModelSettings, backend: ModelBackend) -> None:
+    def __init__(
+        self,
+        settings: MultiModelSettings,
+        backend: ModelBackend,
+        publish: Callable[[list[int]], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.backend = backend
+        # told the loaded models' processes after each measurement (the instance's usage counts them)
+        self.publish = publish
         self.disk = ModelDiskCache(settings.cache_dir, settings.disk_bytes)
         self.loaded: dict[str, LoadedModel] = {}
         self._loads: dict[str, asyncio.Task[LoadedModel]] = {}
@@ -383,11 +391,17 @@ class ModelCache:
             )
             await self._unload(model, grace=0.0)
 
+    def _publish_processes(self, models: list[LoadedModel]) -> None:
+        assert self.publish is not None
+        self.publish(model_processes(models))
+
     async def _measure_forever(self) -> None:
         while True:
             await asyncio.sleep(MEASURE_SECONDS)
             try:
                 await asyncio.to_thread(self.backend.measure, list(self.loaded.values()))
+                if self.publish is not None:
+                    await asyncio.to_thread(self._publish_processes, list(self.loaded.values()))
                 for model in list(self.loaded.values()):
                     if not model.stopping:
                         self._costs[model.name] = model.memory_bytes

@@ -120,6 +120,9 @@ class ContainerModel(LoadedModel):
         """Unloaded from the server (or given up on)."""
         return self._gone.is_set()
 
+    def pids(self) -> list[int]:
+        return self.server.pids()
+
     def describe(self) -> dict[str, object]:
         return {
             "workers": [self.server.address],

@@ -91,7 +91,7 @@ async def _serve(args: Arguments, settings: MultiModelSettings, files: StateFile
             shutil.rmtree(run_dir, ignore_errors=True)
             return FAILED
         backend = ContainerBackend(image_server)
-    cache = ModelCache(settings, backend)
+    cache = ModelCache(settings, backend, publish=files.write_processes)
     server = HttpServer(MultiModelApp(cache), DEFAULT_MAX_BODY_BYTES)
     try:
         listener, address = await _listen(loop, server, files, args.tcp_host)

@@ -11,6 +11,12 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
+
+
+class HasPids(Protocol):
+    def pids(self) -> list[int]: ...
+
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -71,3 +77,16 @@ def process_groups() -> dict[int, list[int]]:
             continue
         groups.setdefault(pgid, []).append(int(entry.name))
     return groups
+
+
+def model_processes(models: Iterable[HasPids]) -> list[int]:
+    """Every process of the loaded models: each model's own, and every process in its process group
+    (what its model_fn or handlers started). Blocking: one pass over /proc."""
+    groups = process_groups()
+    pids: set[int] = set()
+    for model in models:
+        own = model.pids()
+        pids.update(own)
+        if own:
+            pids.update(groups.get(own[0], []))
+    return sorted(pids)
