@@ -13,6 +13,7 @@ runtime and scikit-learn from PyPI (docs/images.md)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tarfile
@@ -114,13 +115,16 @@ def sdk_session(server: RunningServer, bucket: str) -> Iterator[Any]:
         boto_session = boto3.Session(
             aws_access_key_id="test", aws_secret_access_key="test", region_name=REGION
         )
-        yield sagemaker.Session(
+        session = sagemaker.Session(
             boto_session=boto_session,
             sagemaker_client=server.client("sagemaker"),
             sagemaker_runtime_client=server.client("sagemaker-runtime"),
             default_bucket=bucket,  # exists already: the SDK creates none and asks STS nothing
             sagemaker_config=NO_TELEMETRY,
         )
+        # deploy(wait=True) polls DescribeEndpoint every 30 s; the endpoints here are up in a second or two
+        session.wait_for_endpoint = functools.partial(session.wait_for_endpoint, poll=0.5)
+        yield session
 
 
 @pytest.fixture(scope="module")
