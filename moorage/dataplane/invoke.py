@@ -342,6 +342,8 @@ def invoke(
         _Call(route, variant, _encode(inv), future, begun).start()
     else:  # serverless admission, multi-model placement, pipeline hops: moorage/dataplane/gates.py
         variant.gate.invoke(route, variant, inv, future, begun, table)
+    if variant.tap is not None:  # shadow copies, data capture: moorage/dataplane/taps.py
+        variant.tap.observe(route, variant, inv, future, table)
     return future
 
 

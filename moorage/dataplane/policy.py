@@ -27,11 +27,11 @@ def choose_variant(route: EndpointRoute, target: str | None, rng: random.Random)
     if route.total_weight <= 0:
         return None
     pick = rng.random() * route.total_weight
-    for variant in variants:
-        pick -= variant.weight
+    for variant, weight in zip(variants, route.weights, strict=True):
+        pick -= weight
         if pick < 0:
             return variant
-    return variants[-1]
+    return next(v for v, w in zip(reversed(variants), reversed(route.weights), strict=True) if w > 0)
 
 
 def choose_worker(workers: list[WorkerRoute]) -> WorkerRoute | None:

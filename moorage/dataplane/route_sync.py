@@ -22,6 +22,7 @@ from moorage.dataplane.policy import STRATEGIES
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute, WorkerRoute
 from moorage.dataplane.serverless import ServerlessGate
 from moorage.dataplane.stats import StatsBook
+from moorage.dataplane.taps import TAP_KINDS, Tap
 from moorage.jobs.asynchronous.config import AsyncSettings
 from moorage.store import Store
 from moorage.store.tables import RouteRow
@@ -38,22 +39,27 @@ def snapshot_of(route: EndpointRoute, state: dict[str, Any] | None = None) -> Sn
         "log_stream_arn": route.log_stream_arn,
         "asynchronous": dataclasses.asdict(route.asynchronous) if route.asynchronous is not None else None,
         "state": state or {},
+        # each variant's share of the traffic (a deployment's blend of two fleets has its own shares)
         "variants": [
-            {
-                "name": v.name,
-                "weight": v.weight,
-                "timeout": v.timeout,
-                "routing": _STRATEGY_NAMES.get(v.pick, "LEAST_OUTSTANDING_REQUESTS"),
-                "workers": [[w.instance_id, w.index, w.client.address, w.container] for w in v.workers],
-                # a serverless variant's admission limit (moorage/dataplane/serverless.py); None: real time
-                "serverless": (
-                    {"max_concurrency": v.serverless.max_concurrency} if v.serverless is not None else None
-                ),
-                # a multi-model or multi-container variant's gate, as (kind, settings) (dataplane/gates.py)
-                "gate": [v.gate.kind, v.gate.settings()] if v.gate is not None and v.gate.kind else None,
-            }
-            for v in route.variants
+            _variant_snapshot(v, weight) for v, weight in zip(route.variants, route.weights, strict=True)
         ],
+        "shadows": [_variant_snapshot(v, v.weight) for v in route.shadows],
+    }
+
+
+def _variant_snapshot(v: VariantRoute, weight: float) -> Snapshot:
+    return {
+        "name": v.name,
+        "weight": weight,
+        "timeout": v.timeout,
+        "routing": _STRATEGY_NAMES.get(v.pick, "LEAST_OUTSTANDING_REQUESTS"),
+        "workers": [[w.instance_id, w.index, w.client.address, w.container] for w in v.workers],
+        # a serverless variant's admission limit (moorage/dataplane/serverless.py); None: real time
+        "serverless": {"max_concurrency": v.serverless.max_concurrency} if v.serverless is not None else None,
+        # a multi-model or multi-container variant's gate, as (kind, settings) (dataplane/gates.py)
+        "gate": [v.gate.kind, v.gate.settings()] if v.gate is not None and v.gate.kind else None,
+        # shadow copies and data capture, as (kind, settings) (dataplane/taps.py)
+        "tap": [v.tap.kind, v.tap.settings()] if v.tap is not None else None,
     }
 
 
@@ -151,30 +157,43 @@ class RouteFollower:
         previous = self._installed.get(name)
         clients = {w.client.address: w.client for w in _workers(previous[1])} if previous is not None else {}
         gates = {v.name: v.serverless for v in previous[1].variants} if previous is not None else {}
-        variants = []
-        for v in snapshot["variants"]:
-            route = VariantRoute(
-                v["name"], float(v["weight"]), float(v["timeout"]), pick=STRATEGIES[v["routing"]]
-            )
-            route.stats = self.stats.variant(name, v["name"]) if self.stats is not None else None
-            workers = []
-            for instance_id, index, address, *rest in v["workers"]:
-                container = str(rest[0]) if rest else ""
-                client = clients.pop(address, None) or WorkerClient(address)
-                # a hung worker is the reconciling server's to kill (its health check sees it too);
-                # here its connection is dropped, so the next request opens a fresh one
-                workers.append(
-                    WorkerRoute(client, instance_id, int(index), client.close, container=container)
-                )
-            route.workers = workers
-            route.serverless = self._gate(gates.get(v["name"]), v.get("serverless"))
-            route.gate = route.serverless or _gate(v.get("gate"))
-            variants.append(route)
+        variants = [self._variant(name, v, clients, gates) for v in snapshot["variants"]]
+        shadows = [self._variant(name, v, clients, {}) for v in snapshot.get("shadows", [])]
         for client in clients.values():  # workers no longer in the route
             client.close()
         asynchronous = snapshot.get("asynchronous")
         settings = AsyncSettings(**asynchronous) if asynchronous else None
-        return EndpointRoute(name, variants, snapshot["log_stream_arn"], asynchronous=settings)
+        route = EndpointRoute(
+            name, variants, snapshot["log_stream_arn"], asynchronous=settings, shadows=shadows
+        )
+        for variant, published in zip(
+            [*variants, *shadows], [*snapshot["variants"], *shadows_of(snapshot)], strict=True
+        ):
+            variant.tap = _tap(published.get("tap"), route)
+        return route
+
+    def _variant(
+        self,
+        endpoint: str,
+        v: Snapshot,
+        clients: dict[str, WorkerClient],
+        gates: dict[str, ServerlessGate | None],
+    ) -> VariantRoute:
+        route = VariantRoute(
+            v["name"], float(v["weight"]), float(v["timeout"]), pick=STRATEGIES[v["routing"]]
+        )
+        route.stats = self.stats.variant(endpoint, v["name"]) if self.stats is not None else None
+        workers = []
+        for instance_id, index, address, *rest in v["workers"]:
+            container = str(rest[0]) if rest else ""
+            client = clients.pop(address, None) or WorkerClient(address)
+            # a hung worker is the reconciling server's to kill (its health check sees it too);
+            # here its connection is dropped, so the next request opens a fresh one
+            workers.append(WorkerRoute(client, instance_id, int(index), client.close, container=container))
+        route.workers = workers
+        route.serverless = self._gate(gates.get(v["name"]), v.get("serverless"))
+        route.gate = route.serverless or _gate(v.get("gate"))
+        return route
 
     def _gate(
         self, previous: ServerlessGate | None, settings: dict[str, Any] | None
@@ -189,6 +208,20 @@ class RouteFollower:
                 previous.wake = self.wake
         previous.max_concurrency = int(settings["max_concurrency"])
         return previous
+
+
+def shadows_of(snapshot: Snapshot) -> list[Snapshot]:
+    shadows: list[Snapshot] = snapshot.get("shadows", [])
+    return shadows
+
+
+def _tap(published: list[Any] | None, route: EndpointRoute) -> Tap | None:
+    """A variant's shadow copies and data capture, rebuilt from what the reconciling server published."""
+    if not published:
+        return None
+    kind, settings = published
+    build = TAP_KINDS.get(kind)
+    return build(settings, route) if build is not None else None
 
 
 def _gate(published: list[Any] | None) -> Gate | None:
@@ -219,7 +252,7 @@ def _routing(snapshot: Snapshot) -> Snapshot:
 
 
 def _workers(route: EndpointRoute) -> Iterator[WorkerRoute]:
-    for variant in route.variants:
+    for variant in [*route.variants, *route.shadows]:
         yield from variant.workers
 
 

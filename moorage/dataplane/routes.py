@@ -16,6 +16,7 @@ from moorage.dataplane.stats import VariantStats
 if TYPE_CHECKING:  # serverless imports this module
     from moorage.dataplane.gates import Gate
     from moorage.dataplane.serverless import ServerlessGate
+    from moorage.dataplane.taps import Tap
     from moorage.jobs.asynchronous.config import AsyncSettings
 
 
@@ -47,6 +48,9 @@ class VariantRoute:
     # what every request of the variant goes through instead of straight to a worker: serverless admission,
     # a multi-model endpoint's placement, a pipeline's hops (moorage/dataplane/gates.py); None: real time
     gate: Gate | None = None
+    # what sees each of the variant's requests besides its worker, off the caller's path: a copy for the
+    # endpoint's shadow variants, data capture (moorage/dataplane/taps.py); None: nothing does
+    tap: Tap | None = None
 
     def add_workers(self, workers: list[WorkerRoute]) -> None:
         self.workers = [*self.workers, *workers]
@@ -68,18 +72,52 @@ class EndpointRoute:
     # the endpoint config's AsyncInferenceConfig (set where the fleet's route is built): None for a
     # real-time endpoint; InvokeEndpoint refuses an asynchronous one and InvokeEndpointAsync the others
     asynchronous: AsyncSettings | None = None
+    # ShadowProductionVariants: never chosen for a caller; production variants' taps send them copies
+    shadows: list[VariantRoute] = field(default_factory=list)
+    # each variant's share of traffic, in `variants` order; None: the variants' own weights. A route that
+    # blends two fleets during a deployment has its own shares (`blend`)
+    shares: list[float] | None = None
     by_name: dict[str, VariantRoute] = field(init=False)
+    weights: list[float] = field(init=False)  # what choose_variant draws by
     total_weight: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.by_name = {v.name: v for v in self.variants}
-        self.total_weight = sum(v.weight for v in self.variants)
+        self.by_name = {}
+        for variant in self.variants:  # a name in both fleets of a blend: the serving (first) one
+            self.by_name.setdefault(variant.name, variant)
+        self._weigh()
+
+    def _weigh(self) -> None:
+        self.weights = list(self.shares) if self.shares is not None else [v.weight for v in self.variants]
+        self.total_weight = sum(self.weights)
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
         """Change variant weights; nothing awaits in between, so a request sees old or new, never a mix."""
         for variant in self.variants:
             variant.weight = weights.get(variant.name, variant.weight)
-        self.total_weight = sum(v.weight for v in self.variants)
+        self._weigh()
+
+
+def blend(blue: EndpointRoute, green: EndpointRoute, share: float) -> EndpointRoute:
+    """One route over two fleets while a deployment shifts traffic: `share` (0 to 1) of requests go to
+    `green`'s variants, the rest to `blue`'s, each fleet's part split by its own variant weights.
+
+    TargetVariant naming a variant both fleets have reaches blue's. The variants keep their own gates and
+    taps, so each request is served, mirrored and captured as its own fleet's config says."""
+    shares = [*_scaled(blue, 1.0 - share), *_scaled(green, share)]
+    return EndpointRoute(
+        blue.name,
+        [*blue.variants, *green.variants],
+        green.log_stream_arn,
+        asynchronous=green.asynchronous,
+        shadows=[*blue.shadows, *green.shadows],
+        shares=shares,
+    )
+
+
+def _scaled(route: EndpointRoute, share: float) -> list[float]:
+    total = route.total_weight
+    return [w * share / total if total > 0 else 0.0 for w in route.weights]
 
 
 class RoutingTable:

@@ -10,6 +10,7 @@ from moorage.compute.base import InstanceStartError
 from moorage.fleet.endpoint import EndpointFleet
 from moorage.fleet.plan import DeploymentFailed, check_supported, prepare_variant
 from moorage.fleet.settings import FleetContext
+from moorage.fleet.taps import attach_taps
 from moorage.fleet.variant import VariantFleet
 from moorage.jobs.asynchronous.config import AsyncSettings
 
@@ -18,13 +19,10 @@ async def deploy_fleet(endpoint: str, snapshot: dict[str, Any], ctx: FleetContex
     """Prepare every variant and start all of its instances; nothing is left running if this fails."""
     config = snapshot["config"]
     check_supported(config)
-    if (config.get("DataCaptureConfig") or {}).get("EnableCapture"):
-        ctx.logs.write(
-            endpoint, "DataCaptureConfig is recorded but not acted on: this server does not capture data yet."
-        )
     try:
         plans = [await prepare_variant(endpoint, snapshot, pv, ctx) for pv in config["ProductionVariants"]]
         fleet = EndpointFleet(endpoint, [VariantFleet(endpoint, plan, ctx) for plan in plans], ctx)
+        attach_taps(fleet, config, ctx)  # shadow copies, data capture (moorage/fleet/taps.py)
         if config.get("AsyncInferenceConfig"):  # InvokeEndpointAsync only (moorage/jobs/asynchronous/)
             fleet.route.asynchronous = AsyncSettings.of(config["AsyncInferenceConfig"])
         await fleet.start()

@@ -242,3 +242,33 @@ class TransformJobObjectRow(Base):
     state: Mapped[str] = mapped_column(String(16))  # Pending | Done | Failed
     records: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# CloudWatch alarms on Moorage's own metrics (moorage/monitoring/): the subset SageMaker users set up for
+# deployment guardrails. Evaluated by the server that reconciles; any server answers the API.
+class AlarmRow(Base):
+    __tablename__ = "alarms"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    arn: Mapped[str] = mapped_column(String(2048))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the accepted PutMetricAlarm members
+    state: Mapped[str] = mapped_column(String(32))  # OK | ALARM | INSUFFICIENT_DATA
+    state_reason: Mapped[str] = mapped_column(Text)
+    state_reason_data: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON text, as AWS gives it
+    state_updated: Mapped[float] = mapped_column(Float)  # StateUpdatedTimestamp
+    state_transitioned: Mapped[float] = mapped_column(Float)  # StateTransitionedTimestamp
+    configuration_updated: Mapped[float] = mapped_column(Float)  # AlarmConfigurationUpdatedTimestamp
+    tags: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+
+
+class AlarmHistoryRow(Base):
+    """DescribeAlarmHistory's items: configuration updates and state changes, oldest pruned first."""
+
+    __tablename__ = "alarm_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alarm_name: Mapped[str] = mapped_column(String(255), index=True)
+    timestamp: Mapped[float] = mapped_column(Float, index=True)
+    item_type: Mapped[str] = mapped_column(String(32))  # ConfigurationUpdate | StateUpdate | Action
+    summary: Mapped[str] = mapped_column(Text)
+    data: Mapped[str] = mapped_column(Text)  # HistoryData: JSON text

@@ -1,0 +1,1 @@
+"""Data capture (DataCaptureConfig): sampled requests and responses written as JSON Lines."""
