@@ -4,7 +4,9 @@ that would go to AWS (STS, S3, telemetry, the SDK's region look-ups) is refused 
 
 Two paths of the SDK: `Model(entry_point=..., source_dir=...)` repacks the code into model.tar.gz
 (SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code); `FrameworkModel(..., code_location=...)` uploads
-sourcedir.tar.gz beside it (SAGEMAKER_SUBMIT_DIRECTORY=s3://…/sourcedir.tar.gz)."""
+sourcedir.tar.gz beside it (SAGEMAKER_SUBMIT_DIRECTORY=s3://…/sourcedir.tar.gz).
+
+Only the SDK's endpoint poll interval is shortened, from 30 s to 0.5 s (tests/support/sdk_poll.py)."""
 
 from __future__ import annotations
 
@@ -20,13 +22,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.e2e.conftest import FAST_WAIT
+from tests.support import sdk_poll
 from tests.support.moorage_server import RunningServer, free_port, moorage_server
 from tests.support.netjail import NetJail
 from tests.support.pypi import needs_pypi
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "notebook"
 EXPECTED = ["item-0305", "item-0453", "item-0446"]  # user 114521's best three in the committed data
-RUN = 'eval "$(moorage env --endpoint-url "$1" --state-dir "$2")" && exec python "$3"'
+RUN = 'eval "$(moorage env --endpoint-url "$1" --state-dir "$2")" && exec python "$3" "$4"'
+LAUNCHER = Path(sdk_poll.__file__)  # runs the script as `python SCRIPT` would, polling every 0.5 s
 
 FRAMEWORK_DEPLOY = """
 import json
@@ -95,14 +99,15 @@ def run_jailed(
 ) -> tuple[subprocess.CompletedProcess[str], NetJail]:
     """`eval "$(moorage env --endpoint-url URL --state-dir STATE)"; python SCRIPT` from the example's
     folder, with an environment of PATH, HOME and TMPDIR only (plus the jail), confined to the server's
-    port. STATE is the server's, as for a user who runs both commands in one folder."""
+    port. STATE is the server's, as for a user who runs both commands in one folder. SCRIPT runs through
+    LAUNCHER, which only shortens the SDK's endpoint poll."""
     jail = NetJail(_port(server.url), tmp_path / "jail")
     home, tmp = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
     tmp.mkdir()
     base = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(tmp)}
     result = subprocess.run(
-        ["bash", "-c", RUN, "bash", server.url, str(server.state_dir), str(script)],
+        ["bash", "-c", RUN, "bash", server.url, str(server.state_dir), str(LAUNCHER), str(script)],
         cwd=EXAMPLE,
         env=jail.environ(base),
         capture_output=True,
@@ -128,12 +133,12 @@ def _assert_gone(sm: Any, endpoint: str, model: str) -> None:
 
 
 def _check_run(
-    result: subprocess.CompletedProcess[str], jail: NetJail, server: RunningServer
+    result: subprocess.CompletedProcess[str], jail: NetJail, server: RunningServer, script: Path
 ) -> tuple[str, str]:
     """The predictions and the clean-up line; returns the endpoint and model names."""
     assert result.returncode == 0, _report(result, server)
     assert jail.refusals() == [], _report(result, server)
-    assert any(line.endswith(".py") for line in jail.armed()), jail.armed()  # the script ran jailed
+    assert f"{LAUNCHER} {script}" in jail.armed(), jail.armed()  # the script ran jailed
     # the SDK's wait prints progress ("-----!") without a newline, so a line may start after it
     found = re.findall(r"114521: (item-\d{4}) (\d\.\d{4})$", result.stdout, flags=re.MULTILINE)
     assert [item for item, _ in found] == EXPECTED, _report(result, server)
@@ -170,8 +175,9 @@ def test_jail_refuses_everything_but_the_port(tmp_path: Path) -> None:
 
 
 def test_notebook_runs_unchanged(server: RunningServer, sm: Any, tmp_path: Path) -> None:
-    result, jail = run_jailed(server, EXAMPLE / "deploy.py", tmp_path)
-    endpoint, model = _check_run(result, jail, server)
+    script = EXAMPLE / "deploy.py"
+    result, jail = run_jailed(server, script, tmp_path)
+    endpoint, model = _check_run(result, jail, server, script)
     _assert_gone(sm, endpoint, model)
 
 
@@ -179,7 +185,7 @@ def test_framework_model_with_a_sourcedir_archive(server: RunningServer, sm: Any
     script = tmp_path / "framework_deploy.py"
     script.write_text(FRAMEWORK_DEPLOY)
     result, jail = run_jailed(server, script, tmp_path)
-    endpoint, model = _check_run(result, jail, server)
+    endpoint, model = _check_run(result, jail, server, script)
     submit = re.search(r"submit directory: (\S+)$", result.stdout, flags=re.MULTILINE)
     assert submit is not None and re.fullmatch(r"s3://[^/]+/framework/code/.+/sourcedir\.tar\.gz", submit[1])
     _assert_gone(sm, endpoint, model)
@@ -192,7 +198,7 @@ def test_a_framework_class_resolves_its_own_image(server: RunningServer, sm: Any
     script.write_text(SKLEARN_DEPLOY)
     assert "SKLearnModel(" in SKLEARN_DEPLOY and "image_uri" not in SKLEARN_DEPLOY
     result, jail = run_jailed(server, script, tmp_path)
-    endpoint, model = _check_run(result, jail, server)
+    endpoint, model = _check_run(result, jail, server, script)
     log = (server.state_dir / "logs" / f"{endpoint}.log").read_text()
     assert "sagemaker-scikit-learn" in log and "scikit-learn==1.2.1" in log, log[-3000:]
     _assert_gone(sm, endpoint, model)

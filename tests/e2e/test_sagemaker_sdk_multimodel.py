@@ -13,7 +13,6 @@ runtime and scikit-learn from PyPI (docs/images.md)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tarfile
@@ -28,6 +27,7 @@ from tests.e2e.conftest import FAST_WAIT, unique
 from tests.support.models import build_model_tar
 from tests.support.moorage_server import RunningServer, moorage_server
 from tests.support.pypi import needs_pypi
+from tests.support.sdk_poll import short_endpoint_poll
 
 pytestmark = needs_pypi  # the scikit-learn framework image installs scikit-learn from PyPI
 
@@ -123,7 +123,8 @@ def sdk_session(server: RunningServer, bucket: str) -> Iterator[Any]:
             sagemaker_config=NO_TELEMETRY,
         )
         # deploy(wait=True) polls DescribeEndpoint every 30 s; the endpoints here are up in a second or two
-        session.wait_for_endpoint = functools.partial(session.wait_for_endpoint, poll=0.5)
+        session_class = sagemaker.session.Session
+        environment.setattr(session_class, "wait_for_endpoint", short_endpoint_poll(session_class))
         yield session
 
 
