@@ -70,8 +70,14 @@ def measure(side: Side, archive: Path, requests: int, work: Path) -> dict[str, f
         "warning",
         *side.args,
     ]
-    # no health checks inside the measured window: only the requests are counted
-    env = {**os.environ, "PYTHONMALLOC": "malloc", "MOORAGE_HEALTH_INTERVAL_SECONDS": "3600", **side.env}
+    # no health checks, metric history writes or alarm evaluations inside the measured window: only the
+    # requests are counted (those run on timers, whatever the traffic; bench/safe_deployment.py has their cost)
+    quiet = {
+        "MOORAGE_HEALTH_INTERVAL_SECONDS": "3600",
+        "MOORAGE_METRIC_RESOLUTION_SECONDS": "3600",
+        "MOORAGE_ALARM_EVALUATION_SECONDS": "3600",
+    }
+    env = {**os.environ, "PYTHONMALLOC": "malloc", **quiet, **side.env}
     cwd = run.REPO
     if side.src is not None:
         env["PYTHONPATH"], cwd = str(side.src), side.src
