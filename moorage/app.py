@@ -21,6 +21,10 @@ from typing import Any, NoReturn
 from sqlalchemy import select
 
 from moorage.api import control, routing, scaling
+from moorage.api.cloudwatch import RPC_PATH_PREFIX, TARGET_HEADER_PREFIX
+from moorage.api.cloudwatch import SIGNING_NAME as CLOUDWATCH_SIGNING_NAME
+from moorage.api.cloudwatch import TARGET_PREFIX as CLOUDWATCH_TARGET
+from moorage.api.cloudwatch.service import CloudWatchApi
 from moorage.api.http import refusal_response
 from moorage.api.json_service import JsonService, JsonServices
 from moorage.api.runtime import RuntimeApi
@@ -29,6 +33,8 @@ from moorage.api.sts import StsApi
 from moorage.auth import AuthFailure, SigV4Verifier, load_keyring
 from moorage.auth.errors import auth_error_response
 from moorage.auth.keys import the_account
+from moorage.capture.settings import CaptureSettings
+from moorage.capture.writer import CaptureWriter
 from moorage.clock import SystemClock
 from moorage.compute.base import Instance, InstanceProvider
 from moorage.compute.providers import make_provider
@@ -63,6 +69,11 @@ from moorage.logs import EndpointLogs
 from moorage.metrics.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from moorage.metrics.exposition import FleetCollector, registry, render
 from moorage.metrics.usage import UsageMeter
+from moorage.monitoring.alarms import Alarms
+from moorage.monitoring.evaluation import AlarmEvaluator, evaluation_seconds
+from moorage.monitoring.history import HistorySettings, MetricRecorder
+from moorage.monitoring.metric_api import MetricApi
+from moorage.monitoring.operations import operations as cloudwatch_operations
 from moorage.s3store.passthrough import Refusal, S3PassThrough, s3_refusal
 from moorage.s3store.service import S3Service
 from moorage.store import Store, open_store
@@ -93,6 +104,7 @@ class MoorageApp:
         self.table = RoutingTable(settings.routing_seed)
         self.runtime = RuntimeApi(self.table, settings.account_id, timed=settings.metrics)
         self.control: JsonServices | None = None
+        self.cloudwatch: CloudWatchApi | None = None
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
         self.provider: InstanceProvider | None = None
@@ -104,6 +116,10 @@ class MoorageApp:
         self.usage = UsageMeter(self.clock, self._instances)
         self.collector = FleetCollector(self._fleets, self.usage)
         self.metrics = registry(self.collector) if settings.metrics else None
+        # CloudWatch's metric history (every server writes its own) and alarms (evaluated by the leader)
+        self.history_settings = HistorySettings.from_environ(os.environ)
+        self.alarm_seconds = evaluation_seconds(os.environ)
+        self.history: MetricRecorder | None = None
         # asynchronous inference: the queue is written by every server, run by the one that reconciles
         self.notifier = Notifier(settings.sns_webhooks)
         self.dispatcher: Dispatcher | None = None
@@ -115,6 +131,7 @@ class MoorageApp:
         self.sts = StsApi(settings.account_id, settings.default_region, keys)
         self.s3_service = S3Service(settings)
         self.s3: S3PassThrough | None = None
+        self.capture: CaptureWriter | None = None  # data capture's writer (moorage/capture/)
 
     def __call__(
         self, method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes
@@ -125,10 +142,18 @@ class MoorageApp:
         if path.startswith(RUNTIME_PREFIX):
             return self.runtime(method, path, headers, body)
         if path == b"/":
-            if b"x-amz-target" not in headers and routing.is_sts(method, url, headers, body):
-                return self.sts(method, url, headers, body, None)
+            if b"x-amz-target" not in headers:
+                query = routing.query_service(method, url, headers, body)
+                if query == routing.STS:
+                    return self.sts(method, url, headers, body, None)
+                if query == routing.MONITORING and self.cloudwatch is not None:
+                    return self.cloudwatch.query(method, url, headers, body)
+            elif self.cloudwatch is not None and headers[b"x-amz-target"].startswith(TARGET_HEADER_PREFIX):
+                return self.cloudwatch.json(method, url, headers, body)
             if method == b"POST" and self.control is not None:
                 return self.control(headers, body)
+        if path.startswith(RPC_PATH_PREFIX) and self.cloudwatch is not None:
+            return self.cloudwatch.cbor(method, url, headers, body)
         if path == b"/ping":
             return _PING
         if path == b"/metrics" and self.metrics is not None and method in (b"GET", b"HEAD"):
@@ -149,20 +174,29 @@ class MoorageApp:
         shape of the API the request was for. Unsigned /ping and /metrics stay open."""
         assert self.verifier is not None
         path = url.partition(b"?")[0]
+        query = None  # the awsQuery service (STS, CloudWatch) of a query request
         if path.startswith(RUNTIME_PREFIX):
             family = "runtime"
-        elif path == b"/" and b"x-amz-target" not in headers and routing.is_sts(method, url, headers, body):
+        elif (
+            path == b"/"
+            and b"x-amz-target" not in headers
+            and (query := routing.query_service(method, url, headers, body))
+        ):
             family = "query"
+        elif path.startswith(RPC_PATH_PREFIX):
+            family = "cbor"  # CloudWatch
         elif path in routing.OWN_PATHS and routing.signing_service(url, headers) is None:
             return self(method, url, headers, body)
         else:
             family = "json"
         try:
             caller = self.verifier.verify(method, url, headers, body)
-            _check_scope(caller.service, _expected_service(family, headers))
+            _check_scope(caller.service, query.decode() if query else _expected_service(family, headers))
         except AuthFailure as failure:
+            if family == "cbor":
+                return CloudWatchApi.auth_error(failure)
             return auth_error_response(failure, family)
-        if family == "query":
+        if query == routing.STS:
             return self.sts(method, url, headers, body, caller)
         return self(method, url, headers, body)
 
@@ -190,11 +224,12 @@ class MoorageApp:
         return self.s3.handler(method, url, headers, payload_sha256)
 
     def _fleets(self) -> Iterable[EndpointFleet]:
-        return list(self.reconciler.fleets.values()) if self.reconciler is not None else []
+        """Every fleet running instances, a deployment's new one included (sampled and counted too)."""
+        return self.reconciler.every_fleet() if self.reconciler is not None else []
 
     def _instances(self) -> Iterator[Instance]:
         for fleet in self._fleets():
-            for variant in fleet.variants:
+            for variant in fleet.every_variant:
                 for member in variant.members:
                     yield member.instance
 
@@ -202,9 +237,11 @@ class MoorageApp:
         """A request the HTTP server refuses, answered in the shape of the API it was sent to."""
         runtime = url.startswith(RUNTIME_PREFIX)
         path = url.partition(b"?")[0]
+        if path.startswith(RPC_PATH_PREFIX) and self.cloudwatch is not None:
+            return self.cloudwatch.refusal(status, message)
         if (
             not runtime and path not in (b"", b"/") and path not in routing.OWN_PATHS
-        ):  # only S3 has other paths
+        ):  # only S3 (and CloudWatch's rpc-v2-cbor) have other paths
             return s3_refusal(status, message, path)
         if status == 413:  # over the HTTP server's per-path limit (`prefix_limit` in serve())
             limit = self.settings.max_control_body_bytes
@@ -250,12 +287,15 @@ class MoorageApp:
         )
         endpoints.on_delete.append(self.dispatcher.endpoint_deleted)
         port.backlog = self.dispatcher.backlog_of
-        self.collector.more.append(lambda: backlog_metrics(self.dispatcher, self._fleets()))
+        self.collector.more.append(lambda: backlog_metrics(self.dispatcher, self.collector.serving()))
         self.async_queue = GroupCommit(self.store, insert_requests)
         # With --credentials, async InputLocations and transform jobs may name paths on this machine only
         # below the local data root (docs/security.md)
         root = settings.local_data_root
         self.local_access = LocalAccess(settings.credentials_file is not None, str(root) if root else None)
+        # before any fleet is deployed: the fleets' capture taps write through it
+        self.capture = CaptureWriter(CaptureSettings.from_environ(os.environ), logs, self.local_access)
+        self.capture.start()
         self.runtime.asynchronous = AsyncRuntimeApi(
             self.table, settings.account_id, self.async_queue, self.dispatcher.accepted, self.local_access
         )
@@ -278,6 +318,11 @@ class MoorageApp:
                 for service, table in tables.items()
             ]
         )
+        alarms = Alarms(self.store, self.clock, min_period=settings.alarm_min_period_seconds)
+        metric_api = MetricApi(self.store, self.clock)
+        self.cloudwatch = CloudWatchApi(
+            cloudwatch_operations(metric_api, alarms), settings.account_id, settings.default_region
+        )
         self.leadership = AdvisoryLock(self.store) if self.store.shared else SoleServer()
         if await self.leadership.try_lead():
             await self._lead()
@@ -292,6 +337,11 @@ class MoorageApp:
         if self.store.shared:  # serverless cold starts and idleness, whichever server the requests reach
             self._in_background(self.demand.report(), "serverless-demand")
         self._in_background(self.usage.run(), "usage")
+        if self.stats is not None:
+            self.history = MetricRecorder(
+                self.store, self.stats, self.table, self.usage, self.clock, self.history_settings
+            )
+            self._in_background(self.history.run(), "metric-history")
 
     async def _lead(self) -> None:
         """Reconcile: rebuild what the rows say should run (warm before this returns), then carry out
@@ -318,6 +368,9 @@ class MoorageApp:
             # holding the lead while not reconciling would keep every other server from doing it
             log.critical("taking the lead failed", exc_info=True)
             _stop_now("so that another server takes the lead")
+        resolution = self.history_settings.resolution_seconds
+        evaluator = AlarmEvaluator(self.store, self.clock, resolution, self.alarm_seconds)
+        self._in_background(evaluator.run(), "alarms")
         if self.store.shared:
             publisher = RoutePublisher(
                 self.store, self.table, self.reconciler.published_states, self.settings.route_sync_seconds
@@ -373,11 +426,15 @@ class MoorageApp:
         # first, while the S3 store still serves: a job's run ends here, not on a failing read or write
         if self.transforms is not None:  # its jobs stay InProgress: the next server resumes them
             await self.transforms.shutdown()
+        if self.capture is not None:  # what was captured is written while the S3 store still serves
+            await self.capture.close()
         await self.s3_service.stop()
         if self.scaling is not None:
             await self.scaling.stop()
         for task in self._background:
             task.cancel()
+        if self.history is not None:  # the interval under way, while the store is open
+            await self.history.flush()
         if self.dispatcher is not None:  # requests not finished stay queued: the next start runs them
             await self.dispatcher.close()
         await self.notifier.close()
@@ -413,15 +470,19 @@ def _installation(store: Store) -> str:
 
 
 # X-Amz-Target prefix -> the service its requests are signed for
-_TARGET_SERVICES = {b"SageMaker": "sagemaker", b"AnyScaleFrontendService": "application-autoscaling"}
+_TARGET_SERVICES = {
+    b"SageMaker": "sagemaker",
+    b"AnyScaleFrontendService": "application-autoscaling",
+    CLOUDWATCH_TARGET.encode(): CLOUDWATCH_SIGNING_NAME,
+}
 
 
 def _expected_service(family: str, headers: Mapping[bytes, bytes]) -> str | None:
     """The signing name a request of `family` must be scoped to (None: any, the API refuses it)."""
     if family == "runtime":
         return "sagemaker"  # SageMaker Runtime signs as sagemaker
-    if family == "query":
-        return "sts"
+    if family == "cbor":
+        return CLOUDWATCH_SIGNING_NAME
     return _TARGET_SERVICES.get(headers.get(b"x-amz-target", b"").partition(b".")[0])
 
 

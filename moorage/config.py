@@ -25,6 +25,26 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _deployment_time_scale() -> float:
+    scale = _env_float("MOORAGE_DEPLOYMENT_TIME_SCALE", 1.0)
+    if not 0 < scale < float("inf"):
+        raise ValueError(
+            f"MOORAGE_DEPLOYMENT_TIME_SCALE is {scale}; it must be a positive number (1.0: real time, "
+            "0.01: a one-hour deployment plan in 36 s)."
+        )
+    return scale
+
+
+def _alarm_min_period() -> int:
+    seconds = _env_int("MOORAGE_ALARM_MIN_PERIOD_SECONDS", 10)
+    if seconds < 1:
+        raise ValueError(
+            f"MOORAGE_ALARM_MIN_PERIOD_SECONDS is {seconds}; it must be a whole number of seconds, 1 or more "
+            "(10: CloudWatch's periods only)."
+        )
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path = Path(".moorage")
@@ -117,6 +137,11 @@ class Settings:
     serverless_idle_seconds: float = field(
         default_factory=lambda: _env_float("MOORAGE_SERVERLESS_IDLE_SECONDS", 300.0)
     )
+    # multiplies the waits and timeout of every DeploymentConfig (docs/deployment.md): 0.01 rehearses a
+    # one-hour guardrail plan in 36 s
+    deployment_time_scale: float = field(default_factory=_deployment_time_scale)
+    # the shortest alarm Period (docs/cloudwatch.md): below 10, any period from it up is accepted
+    alarm_min_period_seconds: int = field(default_factory=_alarm_min_period)
     # SNS topic ARN -> HTTP webhook that receives what is published to it (docs/async.md)
     sns_webhooks: dict[str, str] = field(
         default_factory=lambda: parse_webhooks([os.environ.get(WEBHOOKS_ENV_VAR, "")])
@@ -142,6 +167,7 @@ class Settings:
             max_unpacked_bytes=self.max_unpacked_bytes,
             handover_seconds=2 * self.route_sync_seconds + 1.0 if self.database_url else 0.0,
             serverless_idle_seconds=self.serverless_idle_seconds,
+            deployment_time_scale=self.deployment_time_scale,
         )
 
     @property

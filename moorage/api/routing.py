@@ -10,8 +10,13 @@ request                                         service
 ``/endpoints/…`` (any signature)                SageMaker Runtime (a bucket named ``endpoints``
                                                 is not reachable through this port)
 ``POST /`` with ``X-Amz-Target``                the awsJson service the target's prefix names
-``POST /`` with a form body, ``GET /?Action=``  STS (awsQuery)
+                                                (CloudWatch's awsJson1_0 among them)
+``POST /`` with a form body, ``GET /?Action=``  awsQuery: CloudWatch when signed for
+                                                ``monitoring`` or, unsigned, when its
+                                                ``Version`` is ``2010-08-01``; else STS
 other ``POST /``                                the awsJson services (which say what is missing)
+``/service/GraniteServiceVersion20100801/…``    CloudWatch (rpc-v2-cbor) unless signed for
+                                                ``s3``
 signed for ``s3``                               S3
 unsigned ``GET/HEAD /ping``, ``/metrics``       the server's own health and metrics
 anything else                                   S3
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from moorage.api.cloudwatch import RPC_PATH_PREFIX, SIGNING_NAME
+from moorage.api.cloudwatch import VERSION as CLOUDWATCH_VERSION
 from moorage.api.sts import is_sts_form
 
 _CREDENTIAL = b"Credential="
@@ -32,6 +39,8 @@ _QUERY_CREDENTIAL = b"X-Amz-Credential="
 OWN_PATHS = frozenset({b"/ping", b"/metrics"})  # the server's own, when unsigned
 S3 = b"s3"
 STS = b"sts"
+MONITORING = SIGNING_NAME.encode()  # CloudWatch
+_CLOUDWATCH_VERSION = b"Version=" + CLOUDWATCH_VERSION.encode()
 
 
 def signing_service(url: bytes, headers: Mapping[bytes, bytes]) -> bytes | None:
@@ -62,13 +71,29 @@ def is_s3(method: bytes, url: bytes, headers: Mapping[bytes, bytes]) -> bool:
         return service == S3
     if path == b"/":
         return b"Action=" not in query
+    if path.startswith(RPC_PATH_PREFIX):
+        return False
     return not (path in OWN_PATHS and method in (b"GET", b"HEAD"))
 
 
 def is_sts(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> bool:
     """A request for ``/`` without X-Amz-Target: STS when signed for it, or when unsigned and it
-    carries an ``Action`` (awsQuery, in a form body or the query string)."""
+    carries an ``Action`` (awsQuery, in a form body or the query string) and not CloudWatch's version."""
+    return query_service(method, url, headers, body) == STS
+
+
+def query_service(method: bytes, url: bytes, headers: Mapping[bytes, bytes], body: bytes) -> bytes | None:
+    """The awsQuery service (STS or MONITORING) a request for ``/`` without X-Amz-Target is for: the one
+    it is signed for, or, unsigned, the one its ``Version`` names; None when it is no awsQuery call."""
     service = signing_service(url, headers)
     if service is not None:
-        return service == STS
-    return is_sts_form(url.partition(b"?")[2] if method == b"GET" else body)
+        return service if service in (STS, MONITORING) else None
+    form = url.partition(b"?")[2] if method == b"GET" else body
+    if not is_sts_form(form):
+        return None
+    return MONITORING if _has_parameter(form, _CLOUDWATCH_VERSION) else STS
+
+
+def _has_parameter(form: bytes, pair: bytes) -> bool:
+    """Whether `form` has the parameter ``name=value`` that `pair` spells, exactly."""
+    return pair in form.split(b"&")

@@ -9,10 +9,12 @@ from typing import Any
 from sqlalchemy import select
 
 from moorage.api.errors import ValidationException, already_exists, not_found
+from moorage.capture.config import check_capture_config
 from moorage.control.context import Caller
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
 from moorage.control.serverless import INSTANCE_MEMBERS, check_provisioned, check_serverless_config
+from moorage.control.shadows import check_shadow_config
 from moorage.control.tags import check_tags
 from moorage.jobs.asynchronous.config import check_async_config
 from moorage.store import Store
@@ -82,8 +84,10 @@ def create_endpoint_config(store: Store, caller: Caller, params: Params) -> Para
     _check_variants(store, caller, params["ProductionVariants"])
     check_serverless_config(params, lambda names: model_specs(store, names))
     check_async_config(params)
+    check_capture_config(params)
+    check_shadow_config(params, lambda names: model_specs(store, names), lambda m: caller.arn("model", m))
     spec = {k: v for k, v in params.items() if k != "Tags"}
-    for variant in spec["ProductionVariants"]:
+    for variant in [*spec["ProductionVariants"], *spec.get("ShadowProductionVariants", [])]:
         variant.setdefault("InitialVariantWeight", 1.0)
     if "DataCaptureConfig" in spec:
         spec["DataCaptureConfig"].setdefault("EnableCapture", True)

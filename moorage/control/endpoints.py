@@ -1,8 +1,10 @@
 """Endpoint resources and their status machine.
 
 Creating → InService | Failed; InService → Updating → InService (FailureReason set when an update is
-rolled back); any → Deleting → gone. The operations here only validate and record the transition; the
-reconciler does the work.
+rolled back, through RollingBack when traffic had moved); a rolling update whose rollback failed ends in
+UpdateRollbackFailed, which UpdateEndpoint leaves like InService; any → Deleting → gone. The operations
+here only validate and record the transition; the reconciler does the work (deployments:
+moorage/control/deployment).
 
 Each operation is a coroutine on the event loop: its reads and writes run together on the store's threads
 (`Store.run`), and only telling the reconciler, which owns the live fleets, happens on the loop."""
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 from moorage.api.errors import ValidationException, already_exists, not_found
 from moorage.api.json_protocol import INSTANCES_MEMBER
 from moorage.control.context import Caller
+from moorage.control.deployment import check_alarms_exist, check_deployment_config, split_live
 from moorage.control.endpoint_configs import load_config
 from moorage.control.listing import list_page
 from moorage.control.models import model_specs
@@ -37,7 +40,10 @@ Params = dict[str, Any]
 
 # Deletion rereads an endpoint that another writer changed under it this many times before giving up.
 DELETE_ATTEMPTS = 5
-_RETAINED = ("DesiredInstanceCount", "DesiredWeight")
+# statuses UpdateEndpoint starts from: a rolling update whose rollback failed is updated like InService
+_UPDATABLE = ("InService", "UpdateRollbackFailed")
+# while these last, DescribeEndpoint shows the deployment (PendingDeploymentSummary)
+_DEPLOYING = ("Creating", "Updating", "RollingBack", "UpdateRollbackFailed")
 
 
 class Endpoints:
@@ -65,7 +71,9 @@ class Endpoints:
         """The config and its models as they are now, so later deletes cannot break the endpoint."""
         config = load_config(self.store, caller, config_name)
         spec = {**config.spec, "EndpointConfigArn": config.arn}
-        wanted = {v["ModelName"] for v in spec["ProductionVariants"]}
+        wanted = {
+            v["ModelName"] for v in [*spec["ProductionVariants"], *spec.get("ShadowProductionVariants", [])]
+        }
         models = model_specs(self.store, wanted)
         missing = sorted(wanted - set(models))
         if missing:
@@ -89,6 +97,9 @@ class Endpoints:
         with self.store.session() as session:
             if (existing := lookup(session, name)) is not None:
                 raise ValidationException(already_exists("endpoint", existing.arn))
+            # kept for later updates (RetainDeploymentConfig), so checked as SageMaker checks it now
+            check_deployment_config(params.get("DeploymentConfig"), snapshot, None)
+            check_alarms_exist(session, params.get("DeploymentConfig"))
         self.quotas.check(self.store, name, instance_demand(snapshot))
         now = time.time()
         try:
@@ -122,7 +133,7 @@ class Endpoints:
     def _record_update(self, caller: Caller, params: Params) -> str:
         name = params["EndpointName"]
         row = self._row(caller, name)
-        if row.status != "InService":
+        if row.status not in _UPDATABLE:
             raise _in_progress(row.arn, row.status)
         snapshot = self._snapshot(caller, params["EndpointConfigName"])
         was_async = "AsyncInferenceConfig" in ((row.deployed or {}).get("config") or {})
@@ -137,11 +148,12 @@ class Endpoints:
             _retain_variant_properties(
                 snapshot, row.deployed, params.get("ExcludeRetainedVariantProperties", [])
             )
+        deployment_config = _deployment_config(row, params)
+        check_deployment_config(deployment_config, snapshot, row.deployed)
+        with self.store.session() as session:
+            check_alarms_exist(session, deployment_config)
         self.quotas.check(self.store, row.name, instance_demand(snapshot))
         now = time.time()
-        changes: Params = {}
-        if not params.get("RetainDeploymentConfig"):
-            changes["deployment_config"] = params.get("DeploymentConfig")
         self._transition(
             row,
             status="Updating",
@@ -150,7 +162,7 @@ class Endpoints:
             last_modified_time=now,
             failure_reason=None,
             generation=row.generation + 1,
-            **changes,
+            deployment_config=deployment_config,
         )
         return row.arn
 
@@ -205,7 +217,11 @@ class Endpoints:
             arn, status, deployed, version = row.arn, row.status, row.deployed, row.version
         if status != "InService" or not deployed:
             raise _in_progress(arn, status)
-        variants = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
+        config = deployed["config"]  # shadow variants' counts and weights (their share) change alike
+        variants = {
+            v["VariantName"]: v
+            for v in [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]
+        }
         unknown = sorted((set(counts) | set(weights) | set(serverless)) - set(variants))
         if unknown:
             raise ValidationException(
@@ -307,18 +323,22 @@ class Endpoints:
             "LastModifiedTime": row.last_modified_time,
             "LastDeploymentConfig": row.deployment_config,
         }
+        live, pending_live = split_live(self.live(row.name))  # what serves; what a deployment brings
         if row.deployed:
-            live = self.live(row.name)
             config = row.deployed["config"]
             resolved = row.deployed.get("accepted_at", row.creation_time)
             result["ProductionVariants"] = [
                 _variant_summary(v, row.deployed, live.get(v["VariantName"]), resolved)
                 for v in config["ProductionVariants"]
             ]
+            if "ShadowProductionVariants" in config:  # ProductionVariantSummary, as for production ones
+                result["ShadowProductionVariants"] = [
+                    _variant_summary(v, row.deployed, live.get(v["VariantName"]), resolved)
+                    for v in config["ShadowProductionVariants"]
+                ]
             for member in (
                 "AsyncInferenceConfig",
                 "ExplainerConfig",
-                "ShadowProductionVariants",
                 "MetricsConfig",
             ):
                 if member in config:
@@ -327,14 +347,14 @@ class Endpoints:
                 result["DataCaptureConfig"] = _capture_summary(config["DataCaptureConfig"])
             placed = [
                 {"VariantName": variant, "InstanceId": instance, "Placement": where}
-                for variant, state in live.items()
+                for variant, state in [*live.items(), *pending_live.items()]
                 for instance, where in state.placements
             ]
             if placed:
                 result[INSTANCES_MEMBER] = placed
-        if row.pending and row.status in ("Creating", "Updating"):
+        if row.pending and row.status in _DEPLOYING:
             result["PendingDeploymentSummary"] = _pending_summary(
-                row.pending, row.pending_start_time or time.time()
+                row.pending, row.pending_start_time or time.time(), pending_live
             )
         return result
 
@@ -410,40 +430,89 @@ def _variant_summary(variant: Params, deployed: Params, live: VariantState | Non
     return summary
 
 
-def _pending_summary(snapshot: Params, started: float) -> Params:
+def _pending_summary(snapshot: Params, started: float, live: dict[str, VariantState]) -> Params:
     config = snapshot["config"]
     return {
         "EndpointConfigName": config["EndpointConfigName"],
         "StartTime": started,
         "ProductionVariants": [
-            {
-                "VariantName": v["VariantName"],
-                "DeployedImages": _images(snapshot["models"].get(v["ModelName"], {}), started),
-                "DesiredWeight": v.get("InitialVariantWeight", 1.0),
-                "DesiredInstanceCount": v.get("InitialInstanceCount", 1),
-                "InstanceType": v.get("InstanceType"),
-                "VariantStatus": [{"Status": "Creating", "StartTime": started}],
-            }
+            _pending_variant(v, snapshot, started, live.get(v["VariantName"]))
             for v in config["ProductionVariants"]
         ],
+        **(
+            {
+                "ShadowProductionVariants": [
+                    _pending_variant(v, snapshot, started, live.get(v["VariantName"])) for v in shadows
+                ]
+            }
+            if (shadows := config.get("ShadowProductionVariants"))
+            else {}
+        ),
     }
 
 
+def _pending_variant(v: Params, snapshot: Params, started: float, live: VariantState | None) -> Params:
+    """A PendingProductionVariantSummary: what the variant will have once the deployment is done, and
+    (`live`, once its instances run) what it has and does now."""
+    summary: Params = {
+        "VariantName": v["VariantName"],
+        "DeployedImages": _images(snapshot["models"].get(v["ModelName"], {}), started),
+        "CurrentWeight": live.weight if live else 0.0,
+        "DesiredWeight": v.get("InitialVariantWeight", 1.0),
+        "CurrentInstanceCount": live.instances if live else 0,
+        "DesiredInstanceCount": v.get("InitialInstanceCount", 1),
+        "InstanceType": v.get("InstanceType"),
+        "VariantStatus": (live.status if live else None) or [{"Status": "Creating", "StartTime": started}],
+    }
+    if "ServerlessConfig" in v:  # no instance counts; the config it will have
+        del summary["CurrentInstanceCount"], summary["DesiredInstanceCount"], summary["InstanceType"]
+        summary["DesiredServerlessConfig"] = v["ServerlessConfig"]
+    return summary
+
+
 def _capture_summary(capture: Params) -> Params:
-    """Echoes the request; CaptureStatus stays Stopped because this server does not capture data yet."""
+    """The deployed config's DataCaptureConfig: Started while it enables capture (moorage/capture/ writes
+    the records), Stopped when EnableCapture is false. UpdateEndpoint with another config changes it."""
+    enabled = bool(capture.get("EnableCapture", True))
     return {
-        "EnableCapture": capture.get("EnableCapture", True),
-        "CaptureStatus": "Stopped",
+        "EnableCapture": enabled,
+        "CaptureStatus": "Started" if enabled else "Stopped",
         "CurrentSamplingPercentage": capture.get("InitialSamplingPercentage", 0),
         "DestinationS3Uri": capture.get("DestinationS3Uri", ""),
         "KmsKeyId": capture.get("KmsKeyId", ""),
     }
 
 
+def _deployment_config(row: EndpointRow, params: Params) -> Params | None:
+    """The DeploymentConfig an update runs with: the request's, or (RetainDeploymentConfig) the last one."""
+    if not params.get("RetainDeploymentConfig"):
+        config: Params | None = params.get("DeploymentConfig")
+    elif "DeploymentConfig" in params:
+        raise ValidationException(
+            "Give either DeploymentConfig or RetainDeploymentConfig=true, not both: RetainDeploymentConfig "
+            "reuses the endpoint's last DeploymentConfig."
+        )
+    else:
+        config = row.deployment_config
+    if config and config.get("RollingUpdatePolicy") and row.status == "UpdateRollbackFailed":
+        raise ValidationException(
+            f"Endpoint {row.name} is UpdateRollbackFailed: it serves from the instances of two endpoint "
+            "configurations, and a rolling update replaces the instances of one. Update it with a "
+            "BlueGreenUpdatePolicy (or no DeploymentConfig), or delete it."
+        )
+    return config
+
+
 def _retain_variant_properties(snapshot: Params, deployed: Params, excluded: list[Params]) -> None:
     """RetainAllVariantProperties keeps the desired instance counts and weights of same-named variants
-    (as UpdateEndpointWeightsAndCapacities or autoscaling last set them)."""
+    (as UpdateEndpointWeightsAndCapacities or autoscaling last set them), and the endpoint's
+    DataCaptureConfig; each unless ExcludeRetainedVariantProperties names it."""
     skip = {e.get("VariantPropertyType") for e in excluded}
+    if "DataCaptureConfig" not in skip:
+        config = snapshot["config"]
+        config.pop("DataCaptureConfig", None)
+        if (capture := deployed["config"].get("DataCaptureConfig")) is not None:
+            config["DataCaptureConfig"] = capture
     old = {v["VariantName"]: v for v in deployed["config"]["ProductionVariants"]}
     for variant in snapshot["config"]["ProductionVariants"]:
         previous = old.get(variant["VariantName"])

@@ -22,14 +22,18 @@ from moorage.store import Store
 from moorage.store.tables import EndpointRow
 
 SERVERLESS = "serverless"  # serverless variants run one instance here; counted under this name
-# statuses whose instances are running or about to run (a Deleting endpoint's are on their way out)
-_HOLDING = frozenset({"Creating", "InService", "Updating", "SystemUpdating", "RollingBack"})
+# statuses whose instances are running or about to run (a Deleting endpoint's are on their way out);
+# a rolling update whose rollback failed serves from instances of both its configs
+_HOLDING = frozenset(
+    {"Creating", "InService", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed"}
+)
 
 
 def instance_demand(snapshot: Mapping[str, Any]) -> Counter[str]:
     """Instances an endpoint snapshot asks for (its variants' current desired counts), by instance type."""
     demand: Counter[str] = Counter()
-    for variant in snapshot["config"].get("ProductionVariants", []):
+    config = snapshot["config"]  # shadow variants run instances of their own
+    for variant in [*config.get("ProductionVariants", []), *config.get("ShadowProductionVariants", [])]:
         if "ServerlessConfig" in variant:
             demand[SERVERLESS] += 1
         else:

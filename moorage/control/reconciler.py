@@ -1,9 +1,10 @@
 """The reconciler turns the endpoint rows in the store into running fleets and writes their statuses.
 
 Every transition is written to the store first; instances are cattle rebuilt from the store on restart.
-Deployments are blue/green: a new fleet is started and warmed while the old one serves, the routing table
-switches in one assignment, then the old fleet drains and stops. Starting, resizing and stopping
-instances is the fleet's job (moorage/fleet); this module decides when, and records what happened.
+Deployments are blue/green or rolling, as the endpoint's DeploymentConfig says (moorage/control/
+deployment): a new fleet is started and warmed while the old one serves, traffic moves to it by routing
+table assignments, then the old fleet drains and stops. Starting, resizing and stopping instances is the
+fleet's job (moorage/fleet); this module decides when, and records what happened.
 
 A transition records its outcome only if the row is still in the state the transition started from
 (same endpoint, status and deployment); every write is conditional on the row's version, and one that
@@ -29,35 +30,14 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
+from moorage.control.deployment import Deployer, Deployment, deploy_update, live_states
+from moorage.control.deployment import VariantState as VariantState
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
 from moorage.fleet.plan import deployment_key, variant_capacity
 from moorage.fleet.serverless import serverless_config
 from moorage.store import Store, delete_endpoint, update_endpoint
 from moorage.store.tables import EndpointRow
-
-
-@dataclass(frozen=True)
-class VariantState:
-    """What a variant's fleet is doing right now, for DescribeEndpoint."""
-
-    instances: int
-    weight: float
-    status: list[dict[str, Any]]  # VariantStatus entries
-    placements: tuple[tuple[str, str], ...] = ()  # (instance id, where it runs) of each instance
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "instances": self.instances,
-            "weight": self.weight,
-            "status": self.status,
-            "placements": [list(p) for p in self.placements],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> VariantState:
-        placements = tuple((str(i), str(p)) for i, p in data.get("placements", []))
-        return cls(int(data["instances"]), float(data["weight"]), list(data["status"]), placements)
 
 
 @dataclass(frozen=True)
@@ -88,6 +68,9 @@ class Reconciler:
         self.clock = ctx.clock
         self.poll_seconds = poll_seconds
         self.fleets: dict[str, EndpointFleet] = {}
+        # deployments under way, and the remains of a rolling update whose rollback failed
+        self.deployments: dict[str, Deployment] = {}
+        self.deployer = Deployer(store, table, ctx, self.fleets, self.deployments, self._save)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._kinds: dict[str, _Kind] = {}
         self._woken = asyncio.Event()
@@ -134,7 +117,7 @@ class Reconciler:
             self.update(intent.name)  # nothing to resize here: `_update` records the row's outcome
             return
         counts, weights = {}, {}
-        for pv in intent.deployed["config"]["ProductionVariants"]:
+        for pv in _variants(intent.deployed["config"]):
             variant = fleet.variant(pv["VariantName"])
             if variant is None:
                 continue
@@ -172,7 +155,7 @@ class Reconciler:
             for name, deployed, pending in rows
             for snapshot in (deployed, pending)
             if snapshot
-            for pv in snapshot["config"]["ProductionVariants"]
+            for pv in _variants(snapshot["config"])
         }
 
     # ---- transitions, started by `_dispatch` (all return at once; work goes on in tasks) ---------
@@ -196,18 +179,19 @@ class Reconciler:
         self._run(name, self._change_capacity(fleet, resizes, weights), "capacity")
 
     def variant_states(self, name: str) -> dict[str, VariantState]:
-        fleet = self.fleets.get(name)
-        if fleet is None:
-            return {}
-        return {
-            v.name: VariantState(
-                v.current,
-                v.route.weight,
-                [a.entry() for a in v.activities()],
-                tuple((m.instance_id, m.instance.placement) for m in v.members),
-            )
-            for v in fleet.variants
-        }
+        """Every variant's live state; a deployment's new variants keyed `PENDING + name`."""
+        return live_states(self.fleets.get(name), self.deployments.get(name))
+
+    def every_fleet(self) -> list[EndpointFleet]:
+        """Every fleet running instances: each endpoint's serving one first, then the one a deployment
+        brings in (or a failed rollback left serving beside it), whose variants share the serving
+        one's names and statistics."""
+        arriving = [
+            deployment.green
+            for name, deployment in self.deployments.items()
+            if deployment.green is not None and deployment.green is not self.fleets.get(name)
+        ]
+        return [*self.fleets.values(), *arriving]
 
     def published_states(self, name: str) -> dict[str, Any]:
         """`variant_states` as JSON, published with the endpoint's route for the other servers."""
@@ -222,22 +206,25 @@ class Reconciler:
                 self.delete(row.name)
             elif row.status == "Creating":
                 self.create(row.name)
-            elif row.status in ("InService", "Updating"):
+            elif row.status in ("InService", "Updating", "RollingBack", "UpdateRollbackFailed"):
                 resumed.append(self._resume(row))
         await asyncio.gather(*resumed)
 
     async def shutdown(self, stop_instances: bool = True) -> None:
         """Stop reconciling; the fleets' instances stop too, unless they outlive this server (a cluster's),
         in which case they go on serving and the next server to reconcile adopts them."""
+        self.deployer.handing_over = not stop_instances  # a deployment's new fleet included
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        fleets = [*self.fleets.values(), *(d.green for d in self.deployments.values() if d.green)]
         if stop_instances:
-            await asyncio.gather(*(fleet.retire(drain=False, grace=5.0) for fleet in self.fleets.values()))
+            await asyncio.gather(*(fleet.retire(drain=False, grace=5.0) for fleet in fleets))
         else:
-            for fleet in self.fleets.values():
+            for fleet in fleets:
                 fleet.abandon()
         self.fleets.clear()
+        self.deployments.clear()
 
     # ---- transitions ---------------------------------------------------------------------------
 
@@ -297,38 +284,15 @@ class Reconciler:
         row = await self.store.run(self._read, name)
         if row is None or row.status != "Updating":
             return
-        snapshot, old_config, still = row.pending, row.config_name, _still(row)
-        if not snapshot:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
+        if not row.pending:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
+            still = _still(row)
             if name in self.fleets:
                 await self._save(name, still, status="InService")
             else:  # ... unless it could not be rebuilt: nothing runs, so it is not InService
                 reason = "The endpoint's instances could not be started again; delete and create it again."
                 await self._save(name, still, status="Failed", failure_reason=reason)
             return
-        new_config = snapshot["config"]["EndpointConfigName"]
-        try:
-            fleet = await deploy_fleet(name, snapshot, self.ctx)
-        except DeploymentFailed as failure:
-            reason = (
-                f"Update to endpoint config {new_config} failed and was rolled back; the endpoint still "
-                f"serves {old_config}. Cause: {failure}"
-            )
-            self.logs.write(name, reason)
-            await self._save(
-                name,
-                still,
-                status="InService",
-                failure_reason=reason[:1024],
-                pending=None,
-                pending_start_time=None,
-            )
-            return
-        old = self.fleets.get(name)
-        if not await self._promote(fleet, snapshot, still):
-            return
-        self.logs.write(name, f"Traffic switched to {new_config}; the previous instances are draining.")
-        if old is not None:
-            await old.retire(drain=True)
+        await deploy_update(self.deployer, row)  # blue/green or rolling, as its DeploymentConfig says
 
     async def _delete(self, name: str, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
@@ -336,9 +300,9 @@ class Reconciler:
             with contextlib.suppress(BaseException):
                 await previous
         self.table.remove(name)
-        fleet = self.fleets.pop(name, None)
-        if fleet is not None:
-            await fleet.retire(drain=False, grace=5.0)
+        remains = self.deployments.pop(name, None)
+        fleets = [self.fleets.pop(name, None), remains.green if remains is not None else None]
+        await asyncio.gather(*(f.retire(drain=False, grace=5.0) for f in fleets if f is not None))
         await self.store.run(self._remove, name)
         if self.ctx.stats is not None:
             self.ctx.stats.forget(name)
@@ -399,8 +363,11 @@ class Reconciler:
             await self._save(name, still, status="Failed", failure_reason=reason[:1024], pending=None)
             return
         self._activate(fleet)
-        if status == "Updating":
+        if status == "Updating":  # the update starts again from the beginning
             self.update(name)
+        elif status in ("RollingBack", "UpdateRollbackFailed"):  # back on the deployed config: done
+            self.logs.write(name, f"The endpoint was {status}; it serves its deployed config again.")
+            await self._save(name, still, status="InService", pending=None, pending_start_time=None)
 
     async def _promote(self, fleet: EndpointFleet, snapshot: dict[str, Any], still: _Expect) -> bool:
         """Record a freshly deployed fleet's snapshot as what the endpoint runs, then route traffic to
@@ -461,6 +428,11 @@ class Reconciler:
 
 
 _Expect = Callable[[EndpointRow], bool]
+
+
+def _variants(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """An endpoint config's production and shadow variants: each runs instances of its own."""
+    return [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]
 
 
 def _never(_row: EndpointRow) -> bool:

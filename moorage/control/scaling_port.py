@@ -106,4 +106,6 @@ def _lookup(store: Store, endpoint: str) -> EndpointRow | None:
 def _variant(snapshot: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     if not snapshot:
         return None
-    return next((v for v in snapshot["config"]["ProductionVariants"] if v["VariantName"] == name), None)
+    config = snapshot["config"]  # a shadow variant scales like a production one
+    variants = [*config["ProductionVariants"], *config.get("ShadowProductionVariants", [])]
+    return next((v for v in variants if v["VariantName"] == name), None)

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+import moorage.capture.taps  # registers the capture tap in TAP_KINDS
+import moorage.dataplane.shadow  # noqa: F401  (registers the shadow tap in TAP_KINDS)
 from moorage.dataplane.connection import WorkerClient
 from moorage.dataplane.gates import GATE_KINDS, Gate
 from moorage.dataplane.periodic import every
@@ -216,7 +218,8 @@ def shadows_of(snapshot: Snapshot) -> list[Snapshot]:
 
 
 def _tap(published: list[Any] | None, route: EndpointRoute) -> Tap | None:
-    """A variant's shadow copies and data capture, rebuilt from what the reconciling server published."""
+    """A variant's shadow copies and data capture, rebuilt from what the reconciling server published
+    (each tap's module registers its kind in TAP_KINDS as it is imported, as the shadow tap's above)."""
     if not published:
         return None
     kind, settings = published

@@ -21,7 +21,17 @@ async def deploy_fleet(endpoint: str, snapshot: dict[str, Any], ctx: FleetContex
     check_supported(config)
     try:
         plans = [await prepare_variant(endpoint, snapshot, pv, ctx) for pv in config["ProductionVariants"]]
-        fleet = EndpointFleet(endpoint, [VariantFleet(endpoint, plan, ctx) for plan in plans], ctx)
+        # shadow variants: planned and started the same way; they get copies, never callers (shadow.py)
+        shadows = [
+            await prepare_variant(endpoint, snapshot, pv, ctx)
+            for pv in config.get("ShadowProductionVariants") or []
+        ]
+        fleet = EndpointFleet(
+            endpoint,
+            [VariantFleet(endpoint, plan, ctx) for plan in plans],
+            ctx,
+            shadows=[VariantFleet(endpoint, plan, ctx) for plan in shadows],
+        )
         attach_taps(fleet, config, ctx)  # shadow copies, data capture (moorage/fleet/taps.py)
         if config.get("AsyncInferenceConfig"):  # InvokeEndpointAsync only (moorage/jobs/asynchronous/)
             fleet.route.asynchronous = AsyncSettings.of(config["AsyncInferenceConfig"])

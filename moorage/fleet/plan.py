@@ -30,7 +30,6 @@ _ROUTING = frozenset({"LEAST_OUTSTANDING_REQUESTS", "RANDOM"})
 # Endpoint-config features that change what the endpoint does; running without them would look like
 # success while doing something else, so the endpoint fails instead and says what to remove.
 _UNSERVED_CONFIG = {
-    "ShadowProductionVariants": "shadow variants",
     "ExplainerConfig": "online explainability",
 }
 
@@ -51,7 +50,7 @@ class ContainerPlan:
 
 @dataclass(frozen=True)
 class VariantPlan:
-    """Everything needed to start instances of one production variant."""
+    """Everything needed to start instances of one production (or shadow) variant."""
 
     name: str
     prepared: PreparedModel
@@ -82,7 +81,7 @@ def check_supported(config: dict[str, Any]) -> None:
                 f"Endpoint config {config['EndpointConfigName']} sets {member}: {feature} is not supported "
                 f"by this server yet. Remove {member} to serve the model in real time."
             )
-    for variant in config["ProductionVariants"]:
+    for variant in [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]:
         strategy = (variant.get("RoutingConfig") or {}).get("RoutingStrategy", DEFAULT_ROUTING)
         if strategy not in _ROUTING:
             raise DeploymentFailed(

@@ -36,6 +36,9 @@ class FleetSettings:
     max_unpacked_bytes: int = 32 * 1024**3
     # a serverless variant without ProvisionedConcurrency scales to zero after this long idle
     serverless_idle_seconds: float = 300.0
+    # multiplies a DeploymentConfig's waits and timeout (WaitIntervalInSeconds, TerminationWaitInSeconds,
+    # MaximumExecutionTimeoutInSeconds), to rehearse a long guardrail plan quickly (docs/deployment.md)
+    deployment_time_scale: float = 1.0
 
 
 @dataclass(frozen=True)

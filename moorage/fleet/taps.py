@@ -14,7 +14,8 @@ from moorage.fleet.shadow import shadow_tap
 
 def attach_taps(fleet: EndpointFleet, config: dict[str, Any], ctx: FleetContext) -> None:
     """Give every production variant (and shadow variant: capture only) of a new fleet its tap."""
+    shadows = shadow_tap(fleet, config, ctx)  # one for all production variants: one bound per shadow
     for variant in fleet.route.variants:
-        variant.tap = combine([shadow_tap(fleet, config, ctx), capture_tap(fleet.name, variant, config, ctx)])
+        variant.tap = combine([shadows, capture_tap(fleet.name, variant, config, ctx)])
     for shadow in fleet.route.shadows:
         shadow.tap = capture_tap(fleet.name, shadow, config, ctx)

@@ -81,10 +81,16 @@ class VariantFleet:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start `desired` instances at once, all or nothing: a new fleet, before it takes traffic."""
-        results = await asyncio.gather(
-            *(self._start_member() for _ in range(self.desired)), return_exceptions=True
-        )
+        """Start `desired` instances at once, all or nothing: a new fleet, before it takes traffic.
+        Cancelled (a deployment rolled back or the endpoint deleted while it starts), the instances that
+        already started stop too: nothing else knows of them yet."""
+        try:
+            results = await asyncio.gather(
+                *(self._start_member() for _ in range(self.desired)), return_exceptions=True
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self.close(drain=False, grace=2.0))
+            raise
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             await self.close(drain=False, grace=2.0)

@@ -17,6 +17,7 @@ from moorage.fleet import EndpointFleet
 from moorage.metrics.containers import container_metrics
 from moorage.metrics.families import add_histogram
 from moorage.metrics.multimodel import multi_model_metrics
+from moorage.metrics.shadow import shadow_metrics
 from moorage.metrics.usage import UsageMeter
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -28,13 +29,22 @@ class FleetCollector:
     """A prometheus_client collector over the live fleets."""
 
     def __init__(self, fleets: Callable[[], Iterable[EndpointFleet]], usage: UsageMeter) -> None:
-        self.fleets = fleets
+        self.fleets = fleets  # during a deployment, an endpoint's new fleet after its serving one
         self.usage = usage
         # further metric families read at each scrape (multi-model caches, asynchronous endpoints' backlogs)
         self.more: list[Callable[[], Iterable[Metric]]] = [
-            multi_model_metrics(fleets),
-            container_metrics(fleets),  # Direct invocation's per-container metrics
+            multi_model_metrics(self.serving),
+            container_metrics(self.serving),  # Direct invocation's per-container metrics
+            shadow_metrics(self.serving),  # copies a shadow variant shed
         ]
+
+    def serving(self) -> list[EndpointFleet]:
+        """One fleet per endpoint, the serving one: for families kept per endpoint or variant, whose
+        statistics a deployment's two fleets share (so the new fleet would count them twice)."""
+        first: dict[str, EndpointFleet] = {}
+        for fleet in self.fleets():
+            first.setdefault(fleet.name, fleet)
+        return list(first.values())
 
     def collect(self) -> Iterator[Metric]:
         counters = {
@@ -105,13 +115,17 @@ class FleetCollector:
             "MemoryUtilization: the instance's resident memory as a share of the machine's.",
             labels=_INSTANCE,
         )
+        # a deployment's old and new fleets have the same variants: one series each, counting both
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        added: set[int] = set()  # statistics already added (the two fleets' variants share theirs)
         for fleet in self.fleets():
-            for variant in fleet.variants:
+            for variant in fleet.every_variant:  # shadow variants' metrics are their own
                 labels = [fleet.name, variant.name]
-                instances.add_metric(labels, variant.current)
-                desired.add_metric(labels, variant.desired)
+                current, wanted = counts.get((fleet.name, variant.name), (0, 0))
+                counts[(fleet.name, variant.name)] = (current + variant.current, wanted + variant.desired)
                 stats = variant.route.stats
-                if stats is not None:
+                if stats is not None and id(stats) not in added:
+                    added.add(id(stats))
                     _add_stats(stats, labels, counters, histograms)
                 for member in variant.members:
                     member_labels = [*labels, member.instance_id]
@@ -122,6 +136,9 @@ class FleetCollector:
                     if utilization is not None:
                         cpu.add_metric(member_labels, utilization.cpu_percent)
                         memory.add_metric(member_labels, utilization.memory_percent)
+        for (endpoint, variant_name), (current, wanted) in counts.items():
+            instances.add_metric([endpoint, variant_name], current)
+            desired.add_metric([endpoint, variant_name], wanted)
         yield from counters.values()
         yield from histograms.values()
         yield from (instances, desired, per_instance, concurrent, cpu, memory)

@@ -272,3 +272,32 @@ class AlarmHistoryRow(Base):
     item_type: Mapped[str] = mapped_column(String(32))  # ConfigurationUpdate | StateUpdate | Action
     summary: Mapped[str] = mapped_column(Text)
     data: Mapped[str] = mapped_column(Text)  # HistoryData: JSON text
+
+
+class MetricSampleRow(Base):
+    """One interval of one metric of one endpoint variant as one server recorded it (moorage/monitoring/
+    history.py): CloudWatch's GetMetricStatistics, GetMetricData and alarms add up every server's rows.
+    Rows older than an hour are rolled up into one per minute; older than the retention, deleted."""
+
+    __tablename__ = "metric_samples"
+    __table_args__ = (
+        Index(
+            "ix_metric_samples_metric", "namespace", "metric_name", "endpoint_name", "variant_name", "start"
+        ),
+        Index("ix_metric_samples_start", "start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(String(32))
+    namespace: Mapped[str] = mapped_column(String(64))
+    metric_name: Mapped[str] = mapped_column(String(64))
+    endpoint_name: Mapped[str] = mapped_column(String(63))
+    variant_name: Mapped[str] = mapped_column(String(63))
+    start: Mapped[float] = mapped_column(Float)  # epoch seconds, a multiple of `seconds`
+    seconds: Mapped[float] = mapped_column(Float)  # the interval: the resolution, or 60 once rolled up
+    count: Mapped[int] = mapped_column(Integer)  # SampleCount
+    total: Mapped[float] = mapped_column(Float)  # Sum
+    minimum: Mapped[float] = mapped_column(Float)
+    maximum: Mapped[float] = mapped_column(Float)
+    # values per histogram bucket (latencies, utilization), the metric's bounds; None: no histogram
+    buckets: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)

@@ -138,21 +138,3 @@ def test_explainer_config_fails_instead_of_serving_without_explanations(sm: Any,
     sm.create_endpoint(EndpointName=config, EndpointConfigName=config)
     reason = _wait_failed(sm, config)
     assert "ExplainerConfig" in reason and "not supported" in reason
-
-
-def test_data_capture_is_echoed_but_reported_stopped(sm: Any, echo_model: str) -> None:
-    config = _config_with(
-        sm,
-        echo_model,
-        DataCaptureConfig={
-            "InitialSamplingPercentage": 50,
-            "DestinationS3Uri": "s3://bucket/capture",
-            "CaptureOptions": [{"CaptureMode": "Input"}],
-        },
-    )
-    sm.create_endpoint(EndpointName=config, EndpointConfigName=config)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=config, WaiterConfig=FAST_WAIT)
-    capture = sm.describe_endpoint(EndpointName=config)["DataCaptureConfig"]
-    assert capture["EnableCapture"] is True
-    assert capture["CaptureStatus"] == "Stopped"
-    assert capture["CurrentSamplingPercentage"] == 50

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from moorage.capture.taps import capture_answer
 from moorage.dataplane.routes import EndpointRoute, RoutingTable
 from moorage.jobs.asynchronous.commits import GroupCommit
 from moorage.jobs.asynchronous.config import SUCCESS_TOPIC, AsyncSettings
@@ -314,6 +315,7 @@ class Dispatcher:
                 return _Outcome(False, reason=str(exc))
             finally:
                 queue.slots.give_back(worker)
+            capture_answer(variant, body, row.content_type, response, row.inference_id, row.custom_attributes)
             content_type = response.header(b"content-type")
             return _Outcome(True, content_type.decode("latin-1") if content_type else None, response.body)
 
