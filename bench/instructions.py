@@ -71,7 +71,7 @@ def measure(side: Side, archive: Path, requests: int, work: Path) -> dict[str, f
         *side.args,
     ]
     # no health checks, metric history writes or alarm evaluations inside the measured window: only the
-    # requests are counted (those run on timers, whatever the traffic; bench/safe_deployment.py has their cost)
+    # requests are counted (those run on timers, once a second or less, whatever the traffic)
     quiet = {
         "MOORAGE_HEALTH_INTERVAL_SECONDS": "3600",
         "MOORAGE_METRIC_RESOLUTION_SECONDS": "3600",
