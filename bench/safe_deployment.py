@@ -268,6 +268,7 @@ class Roles:
     store: set[int]
     production: dict[str, set[int]]  # endpoint -> its production variant's pids
     shadow: set[int]
+    capture: set[int]  # the capture process (moorage.capture.process), a child of the front door
 
     @classmethod
     def of(cls, server: Server, endpoints: list[str]) -> Roles:
@@ -279,8 +280,10 @@ class Roles:
                     shadow |= set(pids)
                 else:
                     production.setdefault(endpoint, set()).update(pids)
-        store = {p for p in server.tree.refresh() if "weed" in cmdline(p).split(" ", 1)[0]}
-        return cls(server.tree.pid, store, production, shadow)
+        pids = server.tree.refresh()
+        store = {p for p in pids if "weed" in cmdline(p).split(" ", 1)[0]}
+        capture = {p for p in pids if "moorage.capture.process" in cmdline(p)}
+        return cls(server.tree.pid, store, production, shadow, capture)
 
 
 def metric_sum(port: int, name: str, endpoint: str, variant: str) -> float:
@@ -329,6 +332,7 @@ def measured(
                 "production workers": us_per_req(roles.production.get(endpoint, set())),
                 "shadow workers": us_per_req(roles.shadow) if endpoint == "shadow" else 0.0,
                 "S3 store": us_per_req(roles.store),
+                "capture process": us_per_req(roles.capture),
             },
             "settle_s": settle,
             "front_door_cores": round(during.get(roles.front_door, 0) / HZ / wall, 2),
@@ -403,6 +407,7 @@ def wall_clock(a: argparse.Namespace, wrk: str, work: Path) -> dict[str, Any]:
                             f"  {phase:30s} {name:13s} c={conc:<3d} {r['rps']:>7.0f} req/s  "
                             f"p50 {r['p50_us'] / 1000:.3f} ms  p99 {r['p99_us'] / 1000:.2f} ms  "
                             f"front door {r['cpu_us_per_req']['front door']:.0f} µs/req  "
+                            f"capture process {r['cpu_us_per_req']['capture process']:.0f} µs/req  "
                             f"other load {r['other_load_cores']:.2f}"
                         )
         results["captured"] = records.summary()
@@ -634,7 +639,8 @@ def _throughput_table(wall: dict[str, Any], a: argparse.Namespace) -> list[str]:
         f"{a.duration:g} s runs, capture written every {a.capture_flush:g} s. Medians; vs plain: median of "
         "the per-round ratios (range).",
         "",
-        "| endpoint | req/s | vs plain | p50 / p99 / max ms | CPU µs/req: front door / workers / S3 store "
+        "| endpoint | req/s | vs plain | p50 / p99 / max ms "
+        "| CPU µs/req: front door / workers / S3 store / capture process "
         "| front door, cores | errors | other load, cores | target |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -651,7 +657,7 @@ def _throughput_table(wall: dict[str, Any], a: argparse.Namespace) -> list[str]:
             f"| {name} | {_med(rs, 'rps'):,.0f} | {ratio} "
             f"| {_med(rs, 'p50_us', 1000):.2f} / {_med(rs, 'p99_us', 1000):.2f} "
             f"/ {_med(rs, 'max_us', 1000):.0f} "
-            f"| {_cpu(rs, 'front door', 'production workers', 'S3 store')} "
+            f"| {_cpu(rs, 'front door', 'production workers', 'S3 store', 'capture process')} "
             f"| {_med(rs, 'front_door_cores'):.2f} | {sum(r['errors'] for r in rs)} "
             f"| {_med(rs, 'other_load_cores'):.2f} | {target} |"
         )

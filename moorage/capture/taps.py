@@ -1,9 +1,11 @@
 """Data capture's tap (moorage/dataplane/taps.py): samples a variant's requests at the config's
 InitialSamplingPercentage and hands the answered ones to this server's writer (writer.py).
 
-On the request path a sampled request costs one random draw and one `add_done_callback`; an unsampled one
-the draw only. The callback runs when the answer is in, before the caller's response is written, and only
-queues the raw bytes: the record is built and written on the writer's thread. Requests that end in an
+On the request path an unsampled request costs one random draw; a sampled one also one append to the
+writer's list of pending requests (the tap, the invocation and its future): nothing is built
+and no callback added. The writer takes the answered ones from that list on the loop every few tens of
+milliseconds and hands them to the capture process, which builds and writes the records (writer.py,
+process.py). Requests that end in an
 error (ModelError, a timeout, a lost instance, no instance ready) are not captured: SageMaker's records
 have no place for an error, and Model Monitor reads them as the model's answers.
 
@@ -16,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from functools import partial
+from time import time
 from typing import TYPE_CHECKING, Any
 
 from moorage.capture.config import CaptureSpec
-from moorage.capture.records import Captured
+from moorage.capture.records import Target
 from moorage.capture.writer import CaptureWriter, current_writer
 from moorage.dataplane.connection import WorkerResponse
 from moorage.dataplane.routes import EndpointRoute, RoutingTable, VariantRoute
@@ -50,9 +51,17 @@ class CaptureTap:
         self.endpoint = endpoint
         self.variant = variant
         self.config = config
-        self.spec = CaptureSpec.of(config)
+        self.spec = spec = CaptureSpec.of(config)
         self.writer = writer
-        self.fraction = self.spec.percentage / 100
+        self.capture_input = spec.capture_input
+        self.capture_output = spec.capture_output
+        # without a writer nothing is sampled
+        self.fraction = spec.percentage / 100 if writer is not None else 0.0
+        self.number = (
+            writer.register(Target(spec.destination, endpoint, variant, spec.csv_types, spec.json_types))
+            if writer is not None
+            else 0
+        )
         # its own random source: routing's (seedable) draws stay as they were
         self.draw = (rng or random.Random()).random
 
@@ -65,14 +74,7 @@ class CaptureTap:
         table: RoutingTable,
     ) -> None:
         if self.draw() < self.fraction:
-            future.add_done_callback(partial(self._answered, inv))
-
-    def _answered(self, inv: Invocation, future: asyncio.Future[InvocationResult]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        self._submit(
-            inv.body, inv.content_type, future.result().response, inv.inference_id, inv.custom_attributes
-        )
+            self.writer.pending.append((self, inv, future))  # type: ignore[union-attr]
 
     def answered(
         self,
@@ -83,35 +85,21 @@ class CaptureTap:
         custom_attributes: bytes | None,
     ) -> None:
         """A request answered outside the real-time path (asynchronous inference): sampled the same way."""
-        if self.draw() < self.fraction:
-            self._submit(body, content_type, response, inference_id, custom_attributes)
-
-    def _submit(
-        self,
-        body: bytes,
-        content_type: bytes | None,
-        response: WorkerResponse,
-        inference_id: bytes | None,
-        custom_attributes: bytes | None,
-    ) -> None:
-        writer = self.writer
-        if writer is None:
-            return
-        spec = self.spec
-        writer.submit(
-            Captured(
-                spec,
-                self.endpoint,
-                self.variant,
-                time.time(),
-                body if spec.capture_input else None,
-                content_type,
-                response.body if spec.capture_output else None,
-                response.header(b"content-type"),
-                inference_id,
-                custom_attributes,
+        if self.draw() < self.fraction and self.writer is not None:
+            output = self.capture_output
+            self.writer.answered(
+                self,
+                (
+                    self.number,
+                    time(),
+                    body if self.capture_input else None,
+                    content_type,
+                    response.body if output else None,
+                    response.headers if output else None,
+                    inference_id,
+                    custom_attributes,
+                ),
             )
-        )
 
     def settings(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "variant": self.variant, "config": self.config}

@@ -8,9 +8,10 @@ import re
 from typing import Any
 
 from moorage.capture.config import CaptureSpec
-from moorage.capture.records import Captured, object_uri, record_line
+from moorage.capture.records import LineFormat, Record, Target, event_id, object_uri
 
 AT = 1714564984.25  # 2024-05-01T12:03:04.250Z
+EVENT_ID = "4651a1bf-4b00-4248-a309-4a18b11e4277"
 CONFIG: dict[str, Any] = {
     "InitialSamplingPercentage": 100,
     "DestinationS3Uri": "s3://bucket/capture",
@@ -19,7 +20,8 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _captured(config: dict[str, Any] = CONFIG, **fields: Any) -> Captured:
+def _captured(config: dict[str, Any] = CONFIG, **fields: Any) -> tuple[LineFormat, Record]:
+    """A record as the server hands it to the capture process, and the format of its tap."""
     spec = CaptureSpec.of(config)
     values: dict[str, Any] = {
         "request": b"1,2,3\n",
@@ -28,29 +30,37 @@ def _captured(config: dict[str, Any] = CONFIG, **fields: Any) -> Captured:
         "response_type": b"text/csv; charset=utf-8",
         **fields,
     }
-    return Captured(
-        spec,
-        "ep",
-        "AllTraffic",
+    headers = [(b"Content-Length", b"3")]
+    if values["response_type"] is not None:
+        headers.append((b"Content-Type", values["response_type"]))
+    target = Target(spec.destination, "ep", "AllTraffic", spec.csv_types, spec.json_types)
+    record: Record = (
+        1,
         AT,
         values["request"] if spec.capture_input else None,
         values["request_type"],
         values["response"] if spec.capture_output else None,
-        values["response_type"],
+        headers if spec.capture_output else None,
         values.get("inference_id"),
         values.get("custom_attributes"),
     )
+    return LineFormat(target), record
 
 
-def _line(captured: Captured) -> dict[str, Any]:
-    raw = record_line(captured, "4651a1bf-4b00-4248-a309-4a18b11e4277")
+def record_line(captured: tuple[LineFormat, Record], event: str = EVENT_ID) -> bytes:
+    line_format, record = captured
+    return line_format.line(record, event.encode())
+
+
+def _line(captured: tuple[LineFormat, Record]) -> dict[str, Any]:
+    raw = record_line(captured)
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1  # one JSON line
     parsed: dict[str, Any] = json.loads(raw)
     return parsed
 
 
 def test_csv_request_and_response_are_recorded_as_sagemaker_writes_them() -> None:
-    raw = record_line(_captured(), "4651a1bf-4b00-4248-a309-4a18b11e4277")
+    raw = record_line(_captured())
 
     assert raw == (
         b'{"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT",'
@@ -122,9 +132,11 @@ def test_inference_id_and_custom_attributes_in_the_metadata() -> None:
 
 
 def test_event_ids_are_fresh_uuids() -> None:
-    ids = {_line_id(record_line(_captured())) for _ in range(3)}
+    line_format, record = _captured()
+    ids = {_line_id(raw) for raw in line_format.lines([record] * 1000).splitlines()}
+    ids.add(_line_id(line_format.line(record, event_id())))
 
-    assert len(ids) == 3
+    assert len(ids) == 1001
     assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", i) for i in ids)
 
 
@@ -141,3 +153,49 @@ def test_object_names_follow_endpoint_variant_and_hour() -> None:
         == "s3://bucket/capture/ep/AllTraffic/2024/05/01/12/03-04-250-cee08c3a-02ce-4790-b8ba-3173cfc12813.jsonl"
     )
     assert re.fullmatch(r"/data/capture/ep/Shadow/2024/05/01/12/03-04-250-[0-9a-f-]{36}\.jsonl", local)
+
+
+def test_lines_are_the_bytes_json_dumps_gives() -> None:
+    """The lines are assembled from parts rendered once; they must be exactly what json.dumps (compact,
+    UTF-8) makes of the record, escapes and non-ASCII text included."""
+    for body in (b'a"b\\c\n\t\x00\x1f\x7f', "é€😀\u2028".encode(), b"\xff\xfe"):
+        captured = _captured(
+            request=body,
+            request_type="text/csv; x=é%s".encode("latin-1"),
+            response=body,
+            response_type=b"application/json",
+            inference_id='i"d\xe9'.encode("latin-1"),
+            custom_attributes=b"a\\b",
+        )
+        try:
+            text, encoding = body.decode(), None
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(body).decode(), "BASE64"
+        line = {
+            "captureData": {
+                "endpointInput": {
+                    "observedContentType": "text/csv; x=é%s",
+                    "mode": "INPUT",
+                    "data": text,
+                    "encoding": encoding or "CSV",
+                },
+                "endpointOutput": {
+                    "observedContentType": "application/json",
+                    "mode": "OUTPUT",
+                    "data": text,
+                    "encoding": encoding or "JSON",
+                },
+            },
+            "eventMetadata": {
+                "eventId": EVENT_ID,
+                "inferenceId": 'i"dé',
+                "customAttributes": ["a\\b"],
+                "inferenceTime": "2024-05-01T12:03:04Z",
+            },
+            "eventVersion": "0",
+        }
+
+        assert (
+            record_line(captured)
+            == json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        )
