@@ -327,8 +327,10 @@ class Endpoints:
         if row.deployed:
             config = row.deployed["config"]
             resolved = row.deployed.get("accepted_at", row.creation_time)
+            # a capacity change accepted but not yet taken up by the fleet shows as under way already
+            resizing = row.last_modified_time if row.status == "Updating" and not row.pending else None
             result["ProductionVariants"] = [
-                _variant_summary(v, row.deployed, live.get(v["VariantName"]), resolved)
+                _variant_summary(v, row.deployed, live.get(v["VariantName"]), resolved, resizing)
                 for v in config["ProductionVariants"]
             ]
             if "ShadowProductionVariants" in config:  # ProductionVariantSummary, as for production ones
@@ -407,8 +409,11 @@ def _images(model: Params, when: float) -> list[Params]:
     ]
 
 
-def _variant_summary(variant: Params, deployed: Params, live: VariantState | None, when: float) -> Params:
-    """Desired values are what the endpoint is moving to; current ones what serves right now."""
+def _variant_summary(
+    variant: Params, deployed: Params, live: VariantState | None, when: float, resizing: float | None = None
+) -> Params:
+    """Desired values are what the endpoint is moving to; current ones what serves right now.
+    `resizing`: when an accepted capacity change was recorded, while the endpoint carries it out."""
     instances, weight = variant_capacity(deployed, variant)
     summary: Params = {
         "VariantName": variant["VariantName"],
@@ -420,6 +425,10 @@ def _variant_summary(variant: Params, deployed: Params, live: VariantState | Non
     }
     if live and live.status:
         summary["VariantStatus"] = live.status
+    elif live and resizing is not None and live.instances != instances:
+        # the fleet has not taken the change up yet (it is woken at once): say what it is about to do
+        message = f"Changing the instance count from {live.instances} to {instances}."
+        summary["VariantStatus"] = [{"Status": "Updating", "StatusMessage": message, "StartTime": resizing}]
     if (serverless := serverless_config(deployed, variant)) is not None:
         # a serverless variant has no instance counts; a ServerlessUpdateConfig applies at once
         del summary["CurrentInstanceCount"], summary["DesiredInstanceCount"]
