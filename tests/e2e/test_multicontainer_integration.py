@@ -276,10 +276,11 @@ def test_an_mme_variant_scales_out_and_in_and_moves_only_what_it_must(
     spread = pids()
     assert pids() == spread, "a model answered from another process than a moment ago"
     moved = sum(spread[key] != alone[key] for key in names)
-    # the old instance still holds all six; the new one only those placement sent to it
+    # the old instance still holds all six; the new one only those placement sent to it (none, one time
+    # in 64: the instance ids are random, and so is which models rank the new instance first)
     expected = len(names) + moved
     counts = until(lambda: sum((seen := loaded_per_instance(plain, endpoint)).values()) == expected and seen)
-    assert counts and len(counts) == 2, (loaded_per_instance(plain, endpoint), moved)
+    assert counts and len(counts) == (2 if moved else 1), (loaded_per_instance(plain, endpoint), moved)
     back = capacity(1)
     assert back["ProductionVariants"][0]["CurrentInstanceCount"] == 1
     pids()
