@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from moorage.control.deployment import Deployer, Deployment, deploy_update, live_states
 from moorage.control.deployment import VariantState as VariantState
+from moorage.control.deployment.engine import Expect, expect
 from moorage.dataplane.routes import RoutingTable
 from moorage.fleet import DeploymentFailed, EndpointFleet, FleetContext, deploy_fleet
 from moorage.fleet.plan import deployment_key, variant_capacity
@@ -250,7 +251,7 @@ class Reconciler:
         with self.store.session() as session:
             return session.get(EndpointRow, name)
 
-    def _record(self, name: str, still: _Expect, changes: Callable[[EndpointRow], dict[str, Any]]) -> bool:
+    def _record(self, name: str, still: Expect, changes: Callable[[EndpointRow], dict[str, Any]]) -> bool:
         """Write a transition's outcome if the row is still as `still` expects; False when the endpoint
         moved on (deleted, or changed by another transition), so the caller undoes what it started."""
         while True:
@@ -263,14 +264,14 @@ class Reconciler:
                     return True
             # overtaken by another writer (a tag, a DeleteEndpoint): decide again on the row as it is now
 
-    async def _save(self, name: str, still: _Expect, **changes: Any) -> bool:
+    async def _save(self, name: str, still: Expect, **changes: Any) -> bool:
         return await self.store.run(self._record, name, still, lambda _row: changes)
 
     async def _create(self, name: str) -> None:
         row = await self.store.run(self._read, name)
         if row is None or row.status != "Creating" or not row.pending:
             return
-        snapshot, still = row.pending, _still(row)
+        snapshot, still = row.pending, expect(row)
         try:
             fleet = await deploy_fleet(name, snapshot, self.ctx)
         except DeploymentFailed as failure:
@@ -285,7 +286,7 @@ class Reconciler:
         if row is None or row.status != "Updating":
             return
         if not row.pending:  # a capacity change cut short by a restart: the fleet was rebuilt at its target
-            still = _still(row)
+            still = expect(row)
             if name in self.fleets:
                 await self._save(name, still, status="InService")
             else:  # ... unless it could not be rebuilt: nothing runs, so it is not InService
@@ -313,7 +314,7 @@ class Reconciler:
     ) -> None:
         name = fleet.name
         row = await self.store.run(self._read, name)
-        still = _still(row) if row is not None and row.status == "Updating" else _never
+        still = expect(row) if row is not None and row.status == "Updating" else _never
         results = await asyncio.gather(*resizes.values(), return_exceptions=True)
         failed = {
             variant: result
@@ -353,7 +354,7 @@ class Reconciler:
         self.logs.write(name, "Capacity change finished; the endpoint is InService.")
 
     async def _resume(self, row: EndpointRow) -> None:
-        name, status, still = row.name, row.status, _still(row)
+        name, status, still = row.name, row.status, expect(row)
         self.logs.write(name, f"Server restarted: starting the instances of this {status} endpoint again.")
         try:
             fleet = await deploy_fleet(name, row.deployed or {}, self.ctx)
@@ -369,7 +370,7 @@ class Reconciler:
             self.logs.write(name, f"The endpoint was {status}; it serves its deployed config again.")
             await self._save(name, still, status="InService", pending=None, pending_start_time=None)
 
-    async def _promote(self, fleet: EndpointFleet, snapshot: dict[str, Any], still: _Expect) -> bool:
+    async def _promote(self, fleet: EndpointFleet, snapshot: dict[str, Any], still: Expect) -> bool:
         """Record a freshly deployed fleet's snapshot as what the endpoint runs, then route traffic to
         it; if the endpoint moved on meanwhile (deleted, say), the fleet is stopped instead. Cancelled
         while the write is under way (a DeleteEndpoint, shutdown), the fleet is stopped too: nothing
@@ -427,9 +428,6 @@ class Reconciler:
             self.table.remove(fleet.name)
 
 
-_Expect = Callable[[EndpointRow], bool]
-
-
 def _variants(config: dict[str, Any]) -> list[dict[str, Any]]:
     """An endpoint config's production and shadow variants: each runs instances of its own."""
     return [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]
@@ -437,10 +435,3 @@ def _variants(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _never(_row: EndpointRow) -> bool:
     return False
-
-
-def _still(row: EndpointRow) -> _Expect:
-    """Whether a row is still in the transition that `row` was read in: the same endpoint (not one
-    deleted and created again under its name), status and deployment."""
-    key = (row.creation_time, row.generation, row.status)
-    return lambda current: (current.creation_time, current.generation, current.status) == key

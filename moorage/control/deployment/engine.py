@@ -238,8 +238,9 @@ def rollback_reason(run: Run, cause: str) -> str:
     )
 
 
-def expect(row: EndpointRow, status: str) -> Expect:
-    """Whether a row is still in the deployment `row` was read in (the same endpoint and generation),
-    with `status` (the deployment's own writes move it on)."""
-    key = (row.creation_time, row.generation, status)
+def expect(row: EndpointRow, status: str | None = None) -> Expect:
+    """Whether a row is still in the transition `row` was read in: the same endpoint (not one deleted and
+    created again under its name) and deployment (generation), with `status` (default: the row's own; a
+    deployment's own writes move it on)."""
+    key = (row.creation_time, row.generation, status if status is not None else row.status)
     return lambda current: (current.creation_time, current.generation, current.status) == key
