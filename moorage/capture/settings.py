@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from moorage.envvars import seconds, whole_number
+
 MIB = 1024 * 1024
 
 
@@ -38,18 +40,8 @@ class CaptureSettings:
         """Read MOORAGE_CAPTURE_FLUSH_SECONDS and MOORAGE_CAPTURE_MAX_BUFFER_BYTES; unset or empty is the
         default."""
         defaults = cls()
-        flush = environ.get("MOORAGE_CAPTURE_FLUSH_SECONDS", "").strip()
-        size = environ.get("MOORAGE_CAPTURE_MAX_BUFFER_BYTES", "").strip()
-        try:
-            flush_seconds = float(flush) if flush else defaults.flush_seconds
-        except ValueError:
-            raise ValueError(
-                f"MOORAGE_CAPTURE_FLUSH_SECONDS must be a number of seconds, not {flush!r}"
-            ) from None
-        try:
-            max_buffer_bytes = int(size) if size else defaults.max_buffer_bytes
-        except ValueError:
-            raise ValueError(
-                f"MOORAGE_CAPTURE_MAX_BUFFER_BYTES must be a whole number, not {size!r}"
-            ) from None
+        flush_seconds = seconds(environ, "MOORAGE_CAPTURE_FLUSH_SECONDS", defaults.flush_seconds)
+        max_buffer_bytes = whole_number(
+            environ, "MOORAGE_CAPTURE_MAX_BUFFER_BYTES", defaults.max_buffer_bytes
+        )
         return cls(flush_seconds=flush_seconds, max_buffer_bytes=max_buffer_bytes)

@@ -18,9 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from moorage.clock import Clock
+from moorage.envvars import seconds
 from moorage.monitoring.alarm_state import set_state
 from moorage.monitoring.catalogue import metric_info
-from moorage.monitoring.history import seconds
 from moorage.monitoring.queries import MetricId, samples_of, variant_of
 from moorage.monitoring.series import aggregate, value
 from moorage.monitoring.verdict import Point, Rule, Verdict, decide

@@ -25,6 +25,7 @@ from sqlalchemy import insert
 from moorage.clock import Clock
 from moorage.dataplane.routes import RoutingTable
 from moorage.dataplane.stats import Histogram, StatsBook, VariantStats
+from moorage.envvars import seconds
 from moorage.metrics.usage import DEFAULT_INTERVAL_SECONDS as USAGE_SECONDS
 from moorage.metrics.usage import UsageMeter
 from moorage.monitoring.catalogue import INSTANCE_NAMESPACE, INVOCATIONS_NAMESPACE, METRICS, PERCENT_BUCKETS
@@ -60,14 +61,6 @@ class HistorySettings:
             seconds(environ, "MOORAGE_METRIC_RESOLUTION_SECONDS", defaults.resolution_seconds),
             seconds(environ, "MOORAGE_METRIC_RETENTION_SECONDS", defaults.retention_seconds),
         )
-
-
-def seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    text = environ.get(name, "").strip()
-    try:
-        return float(text) if text else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {text!r}") from None
 
 
 @dataclass(frozen=True)

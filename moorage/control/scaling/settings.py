@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from moorage.envvars import seconds, whole_number
+
 # Looks per period: gauges (concurrency, CPU, memory) are averaged over these samples; at the default
 # one-minute period this is every 10 s, the resolution of SageMaker's high-resolution concurrency metric.
 SAMPLES_PER_PERIOD = 6
@@ -39,23 +41,11 @@ class ScalingSettings:
         the default."""
         defaults = cls()
         return cls(
-            period_seconds=_float(environ, "MOORAGE_SCALING_PERIOD_SECONDS", defaults.period_seconds),
-            scale_out_datapoints=_int(environ, "MOORAGE_SCALE_OUT_DATAPOINTS", defaults.scale_out_datapoints),
-            scale_in_datapoints=_int(environ, "MOORAGE_SCALE_IN_DATAPOINTS", defaults.scale_in_datapoints),
+            period_seconds=seconds(environ, "MOORAGE_SCALING_PERIOD_SECONDS", defaults.period_seconds),
+            scale_out_datapoints=whole_number(
+                environ, "MOORAGE_SCALE_OUT_DATAPOINTS", defaults.scale_out_datapoints
+            ),
+            scale_in_datapoints=whole_number(
+                environ, "MOORAGE_SCALE_IN_DATAPOINTS", defaults.scale_in_datapoints
+            ),
         )
-
-
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    value = environ.get(name, "").strip()
-    try:
-        return float(value) if value else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
-
-
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    value = environ.get(name, "").strip()
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
